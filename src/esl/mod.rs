@@ -1,0 +1,22 @@
+//! The FreeSWITCH event socket: the wire protocol, the inbound client and its supervisor.
+//!
+//! Data flows one way: bytes → [`codec::EslCodec`] → [`message::Message`] → consumers.
+//! Replay of a capture file and a live socket go through the same codec.
+
+pub mod codec;
+pub mod command;
+pub mod event;
+pub mod headers;
+pub mod message;
+mod xml;
+
+pub use codec::{Decoded, EslCodec, FrameError, FrameErrorKind, Limits};
+pub use command::{Command, CommandError};
+pub use event::{Event, EventError, EventFormat};
+pub use headers::Headers;
+pub use message::{ApiResponse, DisconnectNotice, Disposition, Message, Reply, ReplyStatus};
+pub mod client;
+pub mod connection;
+
+pub use client::{ChannelSnapshot, ClientConfig, ClientError, EslClient, EslSignal, GapReason};
+pub use connection::Auth;

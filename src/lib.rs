@@ -1,0 +1,12 @@
+//! switchhook: a FreeSWITCH event-socket adapter that assembles calls into sessions, delivers
+//! lifecycle webhooks and answers routing steps.
+//!
+//! The modules follow the data: [`esl`] (the wire) feeds everything else; [`config`] and the
+//! CLI sit at the edge.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod esl;
+pub mod playback;
+pub mod replay;
