@@ -197,6 +197,17 @@ fn with_body(content_type: &str, body: &str) -> Bytes {
 const GOODBYE: &str = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n";
 
 async fn serve(sock: TcpStream, cfg: PlaybackConfig, shared: Arc<Mutex<Shared>>, conn: usize) {
+    if conn > 1 {
+        // The switch kept running while the client was away: those events are lost to it,
+        // but the channels they created or destroyed are what `show channels` reports.
+        let mut s = shared.lock().expect("lock");
+        let skip = cfg.faults.outage_events.min(s.plain.len() - s.cursor);
+        for i in s.cursor..s.cursor + skip {
+            let ev = s.plain[i].event.clone();
+            track(&mut s.channels, &ev);
+        }
+        s.cursor += skip;
+    }
     let (rd, mut wr) = sock.into_split();
     if cfg.faults.deny {
         let _ = wr
@@ -398,18 +409,6 @@ async fn stream_events(
     // Let the subscription reply go out first.
     tokio::task::yield_now().await;
     tokio::time::sleep(Duration::from_millis(5)).await;
-    {
-        // Events that happened while nobody was connected are lost to this client.
-        let mut s = shared.lock().expect("lock");
-        if conn > 1 {
-            let skip = cfg.faults.outage_events.min(s.plain.len() - s.cursor);
-            for i in s.cursor..s.cursor + skip {
-                let ev = s.plain[i].event.clone();
-                track(&mut s.channels, &ev);
-            }
-            s.cursor += skip;
-        }
-    }
     let first_conn = conn == 1;
     let mut sent = 0usize;
     let mut prev_ts: Option<i64> = None;
