@@ -301,6 +301,8 @@ async fn serve(sock: TcpStream, cfg: PlaybackConfig, shared: Arc<Mutex<Shared>>,
                     &background_job(&job, rest, &api(rest, &shared)),
                 )
             }
+            // Async-mode sendmsg is acknowledged at once; the application runs later.
+            (true, "sendmsg") => reply("+OK"),
             (true, "exit") => {
                 let _ = tx.send(Some(reply("+OK bye"))).await;
                 let _ = tx

@@ -19,29 +19,49 @@ fn replay_prints_one_json_object_per_event() {
         .arg(fixture("freeswitch-1.10/01-inbound-answered.json.esl"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 166);
     // The plain and json halves decode to the same values.
     assert_eq!(lines[0]["Event-Name"], "CHANNEL_STATE");
-    assert_eq!(lines[0]["Channel-Name"], "sofia/external/+447700900123@127.0.0.1");
+    assert_eq!(
+        lines[0]["Channel-Name"],
+        "sofia/external/+447700900123@127.0.0.1"
+    );
     assert_eq!(lines[0], lines[83]);
     assert!(out.stderr.is_empty());
 }
 
 #[test]
 fn replay_reports_bad_frames_with_offsets_and_keeps_going() {
-    let out = switchhook().arg("replay").arg(fixture("public/fsock-test-data.esl")).output().unwrap();
+    let out = switchhook()
+        .arg("replay")
+        .arg(fixture("public/fsock-test-data.esl"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 44);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("fsock-test-data.esl: at byte 91756: text/event-plain frame has no body"), "{err}");
+    assert!(
+        err.contains("fsock-test-data.esl: at byte 91756: text/event-plain frame has no body"),
+        "{err}"
+    );
 }
 
 #[test]
 fn replay_of_a_missing_file_fails_clearly() {
-    let out = switchhook().args(["replay", "/nonexistent/capture.esl"]).output().unwrap();
+    let out = switchhook()
+        .args(["replay", "/nonexistent/capture.esl"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/capture.esl"));
 }
@@ -50,13 +70,25 @@ fn replay_of_a_missing_file_fails_clearly() {
 fn check_config_lists_every_error_with_its_key_path() {
     let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     writeln!(f, "[freeswitch]\nport = 0\nformat = \"yaml\"\nevents = [\"channel create\"]\n[log]\nlevel = \"info\"").unwrap();
-    let out = switchhook().arg("check-config").arg(f.path()).output().unwrap();
+    let out = switchhook()
+        .arg("check-config")
+        .arg(f.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("freeswitch.format:"), "{err}");
     let mut good = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    writeln!(good, "[freeswitch]\nport = 0\nevents = [\"channel create\"]").unwrap();
-    let out = switchhook().arg("check-config").arg(good.path()).output().unwrap();
+    writeln!(
+        good,
+        "[freeswitch]\nport = 0\nevents = [\"channel create\"]"
+    )
+    .unwrap();
+    let out = switchhook()
+        .arg("check-config")
+        .arg(good.path())
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("freeswitch.port: must be 1-65535"), "{err}");
     assert!(err.contains("freeswitch.events[0]:"), "{err}");
@@ -78,10 +110,17 @@ fn environment_overrides_the_file() {
     let out = switchhook()
         .arg("check-config")
         .arg(f.path())
-        .env("SWITCHHOOK__FREESWITCH__EVENTS", "CHANNEL_CREATE,CHANNEL_ANSWER")
+        .env(
+            "SWITCHHOOK__FREESWITCH__EVENTS",
+            "CHANNEL_CREATE,CHANNEL_ANSWER",
+        )
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -100,7 +139,12 @@ fn run_connects_to_a_live_socket_and_logs_events() {
         ))
         .unwrap();
     let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    writeln!(f, "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n[log]\nformat = \"json\"", server.addr().port()).unwrap();
+    writeln!(
+        f,
+        "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n[log]\nformat = \"json\"",
+        server.addr().port()
+    )
+    .unwrap();
     let mut child = switchhook()
         .args(["run", "--config"])
         .arg(f.path())
@@ -117,7 +161,10 @@ fn run_connects_to_a_live_socket_and_logs_events() {
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
     let logs = String::from_utf8_lossy(&out.stderr);
-    let events = logs.lines().filter(|l| l.contains("\"message\":\"event\"")).count();
+    let events = logs
+        .lines()
+        .filter(|l| l.contains("\"message\":\"event\""))
+        .count();
     assert_eq!(events, 69, "{logs}");
     assert!(!logs.contains("s3cret-run"));
 }

@@ -266,17 +266,29 @@ async fn fsock_capture_with_a_corrupted_envelope_is_survived() {
 /// percent-encoded then XML-escaped, array items as repeated elements, the body XML-escaped.
 fn xmlize(e: &Event) -> String {
     use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
     let mut x = String::from("<event>\n  <headers>\n");
     for (name, value) in e.headers().iter() {
         let items = switchhook::esl::headers::split_array(&value);
         for item in items {
-            x.push_str(&format!("    <{name}>{}</{name}>\n", esc(&utf8_percent_encode(&item, NON_ALPHANUMERIC).to_string())));
+            x.push_str(&format!(
+                "    <{name}>{}</{name}>\n",
+                esc(&utf8_percent_encode(&item, NON_ALPHANUMERIC).to_string())
+            ));
         }
     }
     x.push_str("  </headers>\n");
     if let Some(body) = e.body_text() {
-        x.push_str(&format!("  <Content-Length>{}</Content-Length>\n  <body>{}</body>\n", body.len(), esc(&body)));
+        x.push_str(&format!(
+            "  <Content-Length>{}</Content-Length>\n  <body>{}</body>\n",
+            body.len(),
+            esc(&body)
+        ));
     }
     x.push_str("</event>");
     x
@@ -286,22 +298,41 @@ fn xmlize(e: &Event) -> String {
 async fn xml_events_decode_to_the_same_model_as_plain() {
     use bytes::BytesMut;
     use tokio_util::codec::Decoder;
-    for rel in ["freeswitch-1.10/12-click-to-call.esl", "freeswitch-1.10/05-valet-park.esl"] {
+    for rel in [
+        "freeswitch-1.10/12-click-to-call.esl",
+        "freeswitch-1.10/05-valet-park.esl",
+    ] {
         let items = decode(rel).await;
         let plain = events(&items);
         let mut wire = BytesMut::new();
         for e in &plain {
             let doc = xmlize(e);
-            wire.extend_from_slice(format!("Content-Length: {}\nContent-Type: text/event-xml\n\n{doc}", doc.len()).as_bytes());
+            wire.extend_from_slice(
+                format!(
+                    "Content-Length: {}\nContent-Type: text/event-xml\n\n{doc}",
+                    doc.len()
+                )
+                .as_bytes(),
+            );
         }
         let mut codec = switchhook::esl::EslCodec::default();
         let mut n = 0;
         while let Some(item) = codec.decode_eof(&mut wire).unwrap() {
-            let Ok(Message::Event(x)) = item else { panic!("{item:?}") };
+            let Ok(Message::Event(x)) = item else {
+                panic!("{item:?}")
+            };
             let p = plain[n];
             assert_eq!(x.format(), EventFormat::Xml);
-            let pv: Vec<_> = p.headers().iter().map(|(k, v)| (k.to_owned(), v.into_owned())).collect();
-            let xv: Vec<_> = x.headers().iter().map(|(k, v)| (k.to_owned(), v.into_owned())).collect();
+            let pv: Vec<_> = p
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.into_owned()))
+                .collect();
+            let xv: Vec<_> = x
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.into_owned()))
+                .collect();
             assert_eq!(pv, xv, "{rel} event {n}");
             assert_eq!(p.body_text(), x.body_text());
             n += 1;

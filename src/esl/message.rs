@@ -196,25 +196,27 @@ pub struct LogLine {
 impl Message {
     /// Interprets an envelope and its body.
     pub fn from_parts(headers: Headers, body: Bytes) -> Result<Self, MessageError> {
+        // Matched on the raw bytes: no allocation on the per-event path.
         let content_type = headers
-            .get("Content-Type")
-            .ok_or(MessageError::MissingContentType)?
-            .into_owned();
+            .get_raw("Content-Type")
+            .ok_or(MessageError::MissingContentType)?;
         let text = || String::from_utf8_lossy(&body).into_owned();
-        if content_type.starts_with("text/event-") && body.is_empty() {
-            return Err(MessageError::EmptyEvent(content_type));
+        if content_type.starts_with(b"text/event-") && body.is_empty() {
+            return Err(MessageError::EmptyEvent(
+                String::from_utf8_lossy(content_type).into_owned(),
+            ));
         }
-        Ok(match content_type.as_str() {
-            "text/event-plain" => Message::Event(Event::parse_plain(body)?),
-            "text/event-json" => Message::Event(Event::parse_json(&body)?),
-            "text/event-xml" => Message::Event(Event::parse_xml(&body)?),
-            "command/reply" if headers.contains("Event-Name") => {
+        Ok(match content_type {
+            b"text/event-plain" => Message::Event(Event::parse_plain(body)?),
+            b"text/event-json" => Message::Event(Event::parse_json(&body)?),
+            b"text/event-xml" => Message::Event(Event::parse_xml(&body)?),
+            b"command/reply" if headers.contains("Event-Name") => {
                 Message::ChannelData(Event::from_envelope(headers))
             }
-            "command/reply" => Message::Reply(Reply::new(headers)),
-            "api/response" => Message::ApiResponse(ApiResponse::new(body)),
-            "auth/request" => Message::AuthRequest,
-            "text/disconnect-notice" => {
+            b"command/reply" => Message::Reply(Reply::new(headers)),
+            b"api/response" => Message::ApiResponse(ApiResponse::new(body)),
+            b"auth/request" => Message::AuthRequest,
+            b"text/disconnect-notice" => {
                 let text = text();
                 let disposition = match headers.get("Content-Disposition").as_deref() {
                     Some("linger") => Disposition::Linger,
@@ -231,14 +233,14 @@ impl Message {
                     text,
                 })
             }
-            "text/rude-rejection" => Message::RudeRejection(text()),
-            "log/data" => Message::Log(LogLine {
+            b"text/rude-rejection" => Message::RudeRejection(text()),
+            b"log/data" => Message::Log(LogLine {
                 level: headers.get("Log-Level").and_then(|v| v.trim().parse().ok()),
                 text: text(),
                 headers,
             }),
             _ => Message::Other {
-                content_type,
+                content_type: String::from_utf8_lossy(content_type).into_owned(),
                 headers,
                 body,
             },
