@@ -72,6 +72,9 @@ pub struct Faults {
     pub drop_after: Option<usize>,
     /// The first connection sends a plain disconnect notice and closes after this many.
     pub notice_after: Option<usize>,
+    /// The notice's text (default: FreeSWITCH's goodbye; mod_event_socket says "killed
+    /// listener because of lost events" when the client fell too far behind).
+    pub notice_text: Option<String>,
     /// The first connection goes silent (socket open) after this many.
     pub stall_after: Option<usize>,
     /// Event frames that happen while the client is away: applied to the channel list, never
@@ -447,7 +450,10 @@ async fn stream_events(
             }
             if cfg.faults.notice_after == Some(sent) {
                 let _ = tx
-                    .send(Some(with_body("text/disconnect-notice", GOODBYE)))
+                    .send(Some(with_body(
+                        "text/disconnect-notice",
+                        cfg.faults.notice_text.as_deref().unwrap_or(GOODBYE),
+                    )))
                     .await;
                 let _ = tx.send(None).await;
                 return;

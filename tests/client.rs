@@ -318,6 +318,36 @@ async fn disconnect_notice_ends_the_connection_and_the_client_comes_back() {
 }
 
 #[tokio::test]
+async fn lost_events_notice_is_a_gap_before_the_reconnect() {
+    let s = server(
+        "freeswitch-1.10/08-queue-answered.esl",
+        Faults {
+            notice_after: Some(40),
+            notice_text: Some("killed listener because of lost events\n".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (_client, mut rx, _task) = EslClient::spawn(client_cfg(&s));
+    let seen = collect_until(&mut rx, 94, Duration::from_secs(10)).await;
+    assert_eq!(seen.gaps[0], GapReason::LostEvents);
+    assert!(matches!(&seen.gaps[1], GapReason::Disconnected(_)));
+    assert_eq!(
+        seen.order,
+        vec![
+            "connected",
+            "resync",
+            "event",
+            "gap",
+            "gap",
+            "connected",
+            "resync",
+            "event"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn api_and_bgapi_are_answered_while_events_flow() {
     let s = PlaybackServer::start(
         "127.0.0.1:0",
