@@ -190,6 +190,11 @@ struct Request {
 }
 
 /// A cheap, cloneable handle to the supervised connection.
+///
+/// With `overflow = "block"` the socket task waits for room in the consumer channel, and
+/// command replies queue behind the events in front of them. So a task must not both drain
+/// the signals and await a command: while the channel is full, each would wait for the other.
+/// Issue commands from another task.
 #[derive(Clone)]
 pub struct EslClient {
     requests: mpsc::Sender<Request>,
