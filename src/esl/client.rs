@@ -448,7 +448,8 @@ async fn run(
                 stats.frames.fetch_add(1, Ordering::Relaxed);
                 match msg {
                     Message::Event(ev) => {
-                        if ev.name().as_deref() == Some("BACKGROUND_JOB") {
+                        // Only look when a job waits: the lookup scans the headers.
+                        if !jobs.is_empty() && ev.name().as_deref() == Some("BACKGROUND_JOB") {
                             if let Some(tx) = ev.get("Job-UUID").and_then(|id| jobs.remove(id.as_ref())) {
                                 let _ = tx.send(ev.clone());
                             }
