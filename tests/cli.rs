@@ -11,6 +11,13 @@ fn switchhook() -> Command {
     Command::new(env!("CARGO_BIN_EXE_switchhook"))
 }
 
+/// A temporary `.toml` file holding `text`.
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
 #[test]
 fn replay_prints_one_json_object_per_event() {
     let out = switchhook()
@@ -68,8 +75,7 @@ fn replay_of_a_missing_file_fails_clearly() {
 
 #[test]
 fn check_config_lists_every_error_with_its_key_path() {
-    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    writeln!(f, "[freeswitch]\nport = 0\nformat = \"yaml\"\nevents = [\"channel create\"]\n[log]\nlevel = \"info\"").unwrap();
+    let f = config_file("[freeswitch]\nport = 0\nformat = \"yaml\"\nevents = [\"channel create\"]\n[log]\nlevel = \"info\"");
     let out = switchhook()
         .arg("check-config")
         .arg(f.path())
@@ -78,12 +84,7 @@ fn check_config_lists_every_error_with_its_key_path() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("freeswitch.format:"), "{err}");
-    let mut good = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    writeln!(
-        good,
-        "[freeswitch]\nport = 0\nevents = [\"channel create\"]"
-    )
-    .unwrap();
+    let good = config_file("[freeswitch]\nport = 0\nevents = [\"channel create\"]");
     let out = switchhook()
         .arg("check-config")
         .arg(good.path())
@@ -97,8 +98,7 @@ fn check_config_lists_every_error_with_its_key_path() {
 
 #[test]
 fn environment_overrides_the_file() {
-    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    writeln!(f, "[freeswitch]\nport = 8021").unwrap();
+    let f = config_file("[freeswitch]\nport = 8021");
     let out = switchhook()
         .arg("check-config")
         .arg(f.path())
@@ -138,13 +138,10 @@ fn run_connects_to_a_live_socket_and_logs_events() {
             },
         ))
         .unwrap();
-    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    writeln!(
-        f,
+    let f = config_file(&format!(
         "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n[log]\nformat = \"json\"",
         server.addr().port()
-    )
-    .unwrap();
+    ));
     let mut child = switchhook()
         .args(["run", "--config"])
         .arg(f.path())

@@ -192,6 +192,12 @@ async fn wrong_password_is_refused_retried_and_never_logged() {
 
 #[tokio::test]
 async fn acl_rejection_is_reported_as_access_denied() {
+    let logs = LogBuf::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
     let s = server(
         "freeswitch-1.10/01-inbound-answered.esl",
         Faults {
@@ -209,6 +215,11 @@ async fn acl_rejection_is_reported_as_access_denied() {
     .await
     .unwrap();
     assert_eq!(client.stats().connects.load(Ordering::Relaxed), 0);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("access denied by the event socket ACL: Access Denied, go away."),
+        "{text}"
+    );
 }
 
 /// The channels alive after the first `n` event frames of a capture, computed independently

@@ -173,7 +173,7 @@ impl Event {
         let mut key = String::with_capacity(9 + name.len());
         key.push_str("variable_");
         key.push_str(name);
-        self.headers.get(&key).map(|v| Cow::Owned(v.into_owned()))
+        self.headers.get(&key)
     }
 
     /// `Event-Name`; for `CUSTOM` events callers usually want [`Event::subclass`] too.
