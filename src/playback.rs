@@ -82,6 +82,9 @@ pub struct Faults {
     pub outage_events: usize,
     /// Refuse every connection with `text/rude-rejection`.
     pub deny: bool,
+    /// Start streaming the moment the subscription is acknowledged, so events race the
+    /// client's `show channels` (as on a busy FreeSWITCH).
+    pub eager: bool,
 }
 
 /// What to play and how.
@@ -413,7 +416,9 @@ async fn stream_events(
 ) {
     // Let the subscription reply go out first.
     tokio::task::yield_now().await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    if !cfg.faults.eager {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let first_conn = conn == 1;
     let mut sent = 0usize;
     let mut prev_ts: Option<i64> = None;

@@ -450,3 +450,27 @@ async fn shutdown_sends_exit_and_stops_reconnecting() {
     assert_eq!(s.commands()[0].last().unwrap(), "exit");
     assert_eq!(s.connections(), 1);
 }
+
+#[tokio::test]
+async fn events_racing_the_subscription_survive_a_drop_before_show_channels_answers() {
+    // The server streams the moment `event` is acknowledged and cuts the socket three frames
+    // in, before the client has its `show channels` answer: those three are still delivered.
+    let capture = "freeswitch-1.10/16-concurrent-mix.esl";
+    let s = server(
+        capture,
+        Faults {
+            drop_after: Some(3),
+            eager: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (_client, mut rx, _task) = EslClient::spawn(client_cfg(&s));
+    let seen = collect_until(&mut rx, 419, Duration::from_secs(10)).await;
+    let frames = load_capture(&fixture(capture)).unwrap();
+    let want: Vec<Option<u64>> = frames.iter().map(|f| f.event.sequence()).collect();
+    let got: Vec<Option<u64>> = seen.events.iter().map(|(s, _)| *s).collect();
+    assert_eq!(got, want);
+    assert_eq!(seen.gaps.len(), 1);
+    assert_eq!(seen.order.first(), Some(&"connected"));
+}

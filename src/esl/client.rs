@@ -396,17 +396,32 @@ async fn run(
     stats: &ClientStats,
 ) -> Ended {
     let mut early = Vec::new();
-    let channels = match subscribe(&mut framed, cfg, &mut early).await {
-        Ok(c) => c,
-        Err(e) => return Ended::Lost(e),
-    };
-    stats.connected.store(true, Ordering::Relaxed);
+    let subscribed = subscribe(&mut framed, cfg, &mut early).await;
     let mut out = Downstream {
         signals,
         overflow: cfg.overflow,
         dropped: 0,
         stats,
     };
+    let channels = match subscribed {
+        Ok(c) => c,
+        Err(e) => {
+            // Events that arrived before the connection died are real: deliver them (this
+            // connection did exist) before the caller reports the gap.
+            if !early.is_empty() {
+                if !out.control(EslSignal::Connected { connection }).await {
+                    return Ended::Shutdown;
+                }
+                for ev in early {
+                    if !out.event(ev).await {
+                        return Ended::Shutdown;
+                    }
+                }
+            }
+            return Ended::Lost(e);
+        }
+    };
+    stats.connected.store(true, Ordering::Relaxed);
     if !out.control(EslSignal::Connected { connection }).await
         || !out
             .control(EslSignal::Resync {
