@@ -1,8 +1,9 @@
-//! The command line: `run`, `replay`, `check-config`.
+//! The command line: `run`, `replay`, `check-config`, `explain`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
@@ -10,6 +11,7 @@ use futures::StreamExt;
 use crate::config::{self, Config, LogFormat};
 use crate::esl::{ClientConfig, EslClient, EslSignal, Limits, Message};
 use crate::replay;
+use crate::session::{CallRecord, SessionTracker, Settings};
 
 /// switchhook: FreeSWITCH calls to webhooks, CDRs and routing decisions.
 #[derive(Debug, Parser)]
@@ -37,7 +39,23 @@ pub enum CliCommand {
         /// What to print, one JSON object per line.
         #[arg(long, value_enum, default_value_t = Emit::Events)]
         emit: Emit,
+        /// Configuration whose `[mapping]`, `[sessions]`, `[numbers]`, `[directory]` and
+        /// `[rates]` apply (defaults without).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Capture files (raw bytes as read from the event socket).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show how a call's CDR was built: its timeline and, for each field, the event and
+    /// header that set it.
+    Explain {
+        /// The call id (the CDR's `id`) or a unique prefix of it.
+        call_id: String,
+        /// Configuration to apply (as for `replay`).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Capture files to search.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -53,6 +71,8 @@ pub enum CliCommand {
 pub enum Emit {
     /// Every event: decoded header names → values, body as `_body`.
     Events,
+    /// One CDR per finished call, in the order calls end.
+    Cdr,
 }
 
 /// Runs a parsed command line.
@@ -69,9 +89,30 @@ pub async fn run(cli: Cli) -> ExitCode {
             init_logging(&cfg.log.level, cli.log_format.unwrap_or(cfg.log.format));
             run_live(cfg).await
         }
-        CliCommand::Replay { emit, files } => {
+        CliCommand::Replay {
+            emit,
+            config,
+            files,
+        } => {
             init_logging("warn", cli.log_format.unwrap_or(LogFormat::Text));
-            replay_files(emit, &files).await
+            match emit {
+                Emit::Events => replay_files(emit, &files).await,
+                Emit::Cdr => match load_settings(config.as_deref()) {
+                    Ok(settings) => replay_cdrs(settings, &files).await,
+                    Err(code) => code,
+                },
+            }
+        }
+        CliCommand::Explain {
+            call_id,
+            config,
+            files,
+        } => {
+            init_logging("warn", cli.log_format.unwrap_or(LogFormat::Text));
+            match load_settings(config.as_deref()) {
+                Ok(settings) => explain(settings, &call_id, &files).await,
+                Err(code) => code,
+            }
         }
         CliCommand::CheckConfig { file } => check_config(&file),
     }
@@ -108,7 +149,156 @@ fn check_config(file: &Path) -> ExitCode {
     }
 }
 
+fn load_settings(config: Option<&Path>) -> Result<Arc<Settings>, ExitCode> {
+    let cfg = Config::load(config).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })?;
+    Settings::from_config(&cfg).map(Arc::new).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Writes one JSON line; a closed pipe (`| head`) ends output quietly.
+fn write_line<W: Write, T: serde::Serialize>(out: &mut W, value: &T) -> Result<(), ExitCode> {
+    let written = serde_json::to_writer(&mut *out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|_| out.write_all(b"\n"));
+    match written {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("stdout: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+async fn replay_cdrs(settings: Arc<Settings>, files: &[PathBuf]) -> ExitCode {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut failed = false;
+    for file in files {
+        let mut stop = None;
+        let result = replay::assemble(file, Arc::clone(&settings), |rec| {
+            if stop.is_none() {
+                if let Err(code) = write_line(&mut out, &rec.cdr) {
+                    stop = Some(code);
+                }
+            }
+        })
+        .await;
+        if let Some(code) = stop {
+            return code;
+        }
+        match result {
+            Ok(report) => {
+                for e in &report.errors {
+                    eprintln!("{}: {e}", file.display());
+                }
+                failed |= !report.errors.is_empty();
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                failed = true;
+            }
+        }
+    }
+    let _ = out.flush();
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn explain(settings: Arc<Settings>, call_id: &str, files: &[PathBuf]) -> ExitCode {
+    let mut found: Vec<CallRecord> = Vec::new();
+    for file in files {
+        match replay::records(file, Arc::clone(&settings)).await {
+            Ok(recs) => found.extend(recs.into_iter().filter(|r| r.cdr.id.starts_with(call_id))),
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                return ExitCode::from(1);
+            }
+        }
+    }
+    match found.len() {
+        0 => {
+            eprintln!("no call {call_id:?} in the capture(s)");
+            ExitCode::from(1)
+        }
+        1 => {
+            print!("{}", render_explanation(&found[0]));
+            ExitCode::SUCCESS
+        }
+        n => {
+            eprintln!("{call_id:?} matches {n} calls; give more of the id:");
+            for r in &found {
+                eprintln!("  {}", r.cdr.id);
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The text `explain` prints for one call.
+pub fn render_explanation(rec: &CallRecord) -> String {
+    use std::fmt::Write as _;
+    let c = &rec.cdr;
+    let mut s = String::new();
+    let _ = writeln!(s, "call {}  {} .. {}  ({} s)", c.id, c.start, c.end, c.dur);
+    if let Some(p) = &c.partial {
+        let _ = writeln!(s, "PARTIAL: {p}");
+    }
+    let _ = writeln!(s, "\ntimeline (ms from the start):");
+    for seg in &c.timeline {
+        let _ = writeln!(
+            s,
+            "  {:>8} .. {:>8}  {:<9} {}",
+            seg.start_ms,
+            seg.end_ms,
+            seg.kind.as_str(),
+            seg.party.as_deref().unwrap_or("")
+        );
+    }
+    let _ = writeln!(s, "\nfields:");
+    let value = serde_json::to_value(c).unwrap_or_default();
+    if let Some(obj) = value.as_object() {
+        for (k, v) in obj {
+            if matches!(k.as_str(), "timeline" | "recordings") {
+                continue;
+            }
+            let sources: Vec<&str> = rec
+                .provenance
+                .iter()
+                .filter(|(f, _)| f == k)
+                .map(|(_, src)| src.as_str())
+                .collect();
+            let _ = writeln!(s, "  {k} = {v}");
+            for src in sources {
+                let _ = writeln!(s, "      <- {src}");
+            }
+        }
+    }
+    s
+}
+
+fn log_record(rec: &CallRecord) {
+    let cdr = serde_json::to_string(&rec.cdr).unwrap_or_default();
+    tracing::info!(call_id = %rec.cdr.id, partial = rec.cdr.partial.is_some(), %cdr, "call finished");
+}
+
 async fn run_live(cfg: Config) -> ExitCode {
+    let settings = match Settings::from_config(&cfg) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut tracker = SessionTracker::new(settings);
     let (client, mut signals, task) = EslClient::spawn(ClientConfig::from(&cfg.freeswitch));
     let mut shutdown = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
@@ -120,22 +310,35 @@ async fn run_live(cfg: Config) -> ExitCode {
             }
             sig = signals.recv() => match sig {
                 None => break,
-                Some(EslSignal::Event(ev)) => tracing::info!(
-                    event = %ev.name().unwrap_or_default(),
-                    uuid = %ev.unique_id().unwrap_or_default(),
-                    seq = ev.sequence().unwrap_or_default(),
-                    "event"
-                ),
+                Some(EslSignal::Event(ev)) => {
+                    tracing::debug!(
+                        event = %ev.name().unwrap_or_default(),
+                        uuid = %ev.unique_id().unwrap_or_default(),
+                        "event"
+                    );
+                    for rec in tracker.on_event(&ev) {
+                        log_record(&rec);
+                    }
+                }
                 Some(EslSignal::Connected { connection }) => tracing::info!(connection, "subscribed"),
                 Some(EslSignal::Resync { connection, channels }) => {
-                    tracing::info!(connection, channels = channels.len(), "resynced channels in progress")
+                    tracing::info!(connection, channels = channels.len(), active = tracker.active(), "resynced channels in progress");
+                    for rec in tracker.on_resync(&channels) {
+                        log_record(&rec);
+                    }
                 }
-                Some(EslSignal::Gap(reason)) => tracing::warn!(?reason, "event gap"),
+                Some(EslSignal::Gap(reason)) => {
+                    tracing::warn!(?reason, active = tracker.active(), "event gap: calls in progress become partial");
+                    tracker.on_gap(&format!("{reason:?}"));
+                }
             }
         }
     }
     drop(signals);
     let _ = task.await;
+    for rec in tracker.flush("switchhook stopped while the call was up") {
+        log_record(&rec);
+    }
     ExitCode::SUCCESS
 }
 

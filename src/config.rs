@@ -20,6 +20,16 @@ pub struct Config {
     pub freeswitch: FreeswitchConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Call assembly thresholds and labels.
+    pub sessions: crate::session::SessionsConfig,
+    /// Which headers feed which CDR field.
+    pub mapping: crate::session::mapping::MappingConfig,
+    /// How numbers are read.
+    pub numbers: crate::session::numbers::NumbersConfig,
+    /// The contact directory.
+    pub directory: crate::session::directory::DirectoryConfig,
+    /// The rate table.
+    pub rates: crate::session::rates::RatesConfig,
 }
 
 /// `[freeswitch]`: where the event socket is and what to subscribe to.
@@ -215,6 +225,17 @@ fn one(path: Option<&Path>, e: config::ConfigError) -> ConfigErrors {
     }])
 }
 
+/// The sections a configuration file may have.
+const SECTIONS: [&str; 7] = [
+    "freeswitch",
+    "log",
+    "sessions",
+    "mapping",
+    "numbers",
+    "directory",
+    "rates",
+];
+
 /// Every problem in the configuration, each with its key path; empty when it is valid.
 pub fn check(path: Option<&Path>) -> Vec<ConfigIssue> {
     let built = match sources(path).build() {
@@ -230,7 +251,7 @@ pub fn check(path: Option<&Path>) -> Vec<ConfigIssue> {
         Err(e) => return one(path, e).0,
     };
     for key in top.keys() {
-        if !["freeswitch", "log"].contains(&key.as_str()) {
+        if !SECTIONS.contains(&key.as_str()) {
             issues.push(ConfigIssue {
                 path: key.clone(),
                 message: "unknown section".into(),
@@ -239,6 +260,11 @@ pub fn check(path: Option<&Path>) -> Vec<ConfigIssue> {
     }
     check_section::<FreeswitchConfig>(&built, "freeswitch", &mut issues);
     check_section::<LogConfig>(&built, "log", &mut issues);
+    check_section::<crate::session::SessionsConfig>(&built, "sessions", &mut issues);
+    check_section::<crate::session::mapping::MappingConfig>(&built, "mapping", &mut issues);
+    check_section::<crate::session::numbers::NumbersConfig>(&built, "numbers", &mut issues);
+    check_section::<crate::session::directory::DirectoryConfig>(&built, "directory", &mut issues);
+    check_section::<crate::session::rates::RatesConfig>(&built, "rates", &mut issues);
     if issues.is_empty() {
         if let Ok(cfg) = built.try_deserialize::<Config>() {
             validate(&cfg, &mut issues);
@@ -366,6 +392,31 @@ fn validate(cfg: &Config, issues: &mut Vec<ConfigIssue>) {
             "log.level",
             format!("{:?} is not a tracing filter", cfg.log.level),
         );
+    }
+    if jiff::tz::TimeZone::get(&cfg.sessions.time_zone).is_err() {
+        bad(
+            "sessions.time_zone",
+            format!(
+                "{:?} is not an IANA time zone (like Europe/London)",
+                cfg.sessions.time_zone
+            ),
+        );
+    }
+    if cfg.sessions.expire_after < Duration::from_secs(60) {
+        bad("sessions.expire_after", "must be at least 1 minute".into());
+    }
+    if let Err(e) = crate::session::numbers::NumberReader::check(&cfg.numbers) {
+        bad("numbers.default_region", e);
+    }
+    for (path, message) in crate::session::mapping::Mapper::check(&cfg.mapping) {
+        bad(&path, message);
+    }
+    let numbers = crate::session::numbers::NumberReader::new(&cfg.numbers);
+    if let Err(e) = crate::session::directory::Directory::load(&cfg.directory, &numbers) {
+        bad("directory.path", e.message);
+    }
+    if let Err(e) = crate::session::rates::RateTable::load(&cfg.rates) {
+        bad("rates.path", e);
     }
 }
 

@@ -10,3 +10,4 @@ pub mod config;
 pub mod esl;
 pub mod playback;
 pub mod replay;
+pub mod session;

@@ -1,11 +1,14 @@
 //! Replay: captured event-socket byte streams read through the same codec as a live socket.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use futures::StreamExt;
 use tokio::fs::File;
 use tokio_util::codec::FramedRead;
 
-use crate::esl::{EslCodec, Limits};
+use crate::esl::{EslCodec, Limits, Message};
+use crate::session::{CallRecord, SessionTracker, Settings};
 
 /// Read buffer size for capture files: large reads keep syscalls off the profile.
 const READ_CAPACITY: usize = 256 * 1024;
@@ -19,4 +22,48 @@ pub async fn open(path: &Path, limits: Limits) -> std::io::Result<FramedRead<Fil
         EslCodec::new(limits),
         READ_CAPACITY,
     ))
+}
+
+/// What assembling a capture produced besides the records.
+#[derive(Debug, Default)]
+pub struct AssembleReport {
+    /// Events fed to the tracker.
+    pub events: u64,
+    /// Protocol errors (skipped frames), with their byte offsets.
+    pub errors: Vec<String>,
+}
+
+/// Replays a capture through call assembly, handing each finished call's record to `emit`
+/// in the order calls end; calls still up when the file ends are emitted last, partial.
+pub async fn assemble(
+    path: &Path,
+    settings: Arc<Settings>,
+    mut emit: impl FnMut(CallRecord),
+) -> std::io::Result<AssembleReport> {
+    let mut stream = open(path, Limits::default()).await?;
+    let mut tracker = SessionTracker::new(settings);
+    let mut report = AssembleReport::default();
+    while let Some(item) = stream.next().await {
+        match item? {
+            Ok(Message::Event(ev)) => {
+                report.events += 1;
+                for rec in tracker.on_event(&ev) {
+                    emit(rec);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
+    for rec in tracker.flush("still in progress when the capture ended") {
+        emit(rec);
+    }
+    Ok(report)
+}
+
+/// Every record of a capture, in end order.
+pub async fn records(path: &Path, settings: Arc<Settings>) -> std::io::Result<Vec<CallRecord>> {
+    let mut out = Vec::new();
+    assemble(path, settings, |r| out.push(r)).await?;
+    Ok(out)
 }

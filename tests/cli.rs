@@ -124,7 +124,7 @@ fn environment_overrides_the_file() {
 }
 
 #[test]
-fn run_connects_to_a_live_socket_and_logs_events() {
+fn run_assembles_calls_from_a_live_socket_and_logs_their_cdrs() {
     use std::process::Stdio;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt
@@ -150,18 +150,141 @@ fn run_connects_to_a_live_socket_and_logs_events() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while server.position() < server.total_events() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    // Read the log as it comes until the call's record appears (or 60 s pass).
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut lines = Vec::new();
+    while std::time::Instant::now() < deadline {
+        match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(l) => {
+                let done = l.contains("call finished");
+                lines.push(l);
+                if done {
+                    break;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
     child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let logs = String::from_utf8_lossy(&out.stderr);
-    let events = logs
+    let _ = child.wait();
+    let logs = lines.join("\n");
+    let finished: Vec<serde_json::Value> = logs
         .lines()
-        .filter(|l| l.contains("\"message\":\"event\""))
-        .count();
-    assert_eq!(events, 69, "{logs}");
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "call finished")
+        .collect();
+    assert_eq!(finished.len(), 1, "{logs}");
+    let cdr: serde_json::Value =
+        serde_json::from_str(finished[0]["fields"]["cdr"].as_str().unwrap()).unwrap();
+    assert_eq!(cdr["cliNum"], "+447700900789");
+    assert_eq!(cdr["lost"], 1);
+    assert_eq!(cdr["aban"], 1);
     assert!(!logs.contains("s3cret-run"));
+}
+
+#[test]
+fn replay_emit_cdr_prints_one_cdr_per_call_in_end_order() {
+    let out = switchhook()
+        .args(["replay", "--emit", "cdr"])
+        .arg(fixture("freeswitch-1.10/16-concurrent-mix.esl"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cdrs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(cdrs.len(), 5);
+    let ends: Vec<&str> = cdrs.iter().map(|c| c["end"].as_str().unwrap()).collect();
+    let mut sorted = ends.clone();
+    sorted.sort();
+    assert_eq!(ends, sorted, "end order");
+    assert!(cdrs.iter().all(|c| c["dType"] == "CloudSessionCdr"));
+}
+
+#[test]
+fn a_mapping_change_shows_in_replay_and_explain_names_the_header() {
+    // Point user names at the caller-id name FreeSWITCH offers the phone instead.
+    let f = config_file(
+        "[mapping]\nuser_name = [\"Caller-Callee-ID-Name\"]\n[sessions]\ntime_zone = \"Europe/London\"\n",
+    );
+    let capture = fixture("freeswitch-1.10/01-inbound-answered.esl");
+    let out = switchhook()
+        .args(["replay", "--emit", "cdr", "--config"])
+        .arg(f.path())
+        .arg(&capture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cdr: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cdr["ansUsrName"], "1001");
+    assert_eq!(cdr["tz"], "Europe/London");
+    let id = cdr["id"].as_str().unwrap();
+
+    let out = switchhook()
+        .args(["explain", &id[..8], "--config"])
+        .arg(f.path())
+        .arg(&capture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("timeline"), "{text}");
+    assert!(text.contains("ring"), "{text}");
+    assert!(
+        text.contains("Caller-Callee-ID-Name = \"1001\" (mapping.user_name)"),
+        "{text}"
+    );
+    assert!(text.contains("ddiNum = \"+441610001001\""), "{text}");
+    assert!(text.contains("variable_inbound_did"), "{text}");
+
+    let out = switchhook()
+        .args(["explain", "nope"])
+        .arg(&capture)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn check_config_reports_bad_session_keys_by_path() {
+    let f = config_file(
+        "[sessions]\ntime_zone = \"Mars/Olympus\"\n[numbers]\ndefault_region = \"XX\"\n[mapping]\nuser_name = [\"no spaces\"]\n",
+    );
+    let out = switchhook()
+        .arg("check-config")
+        .arg(f.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("sessions.time_zone"), "{err}");
+    assert!(err.contains("numbers.default_region"), "{err}");
+    assert!(err.contains("mapping.user_name[0]"), "{err}");
 }

@@ -168,6 +168,22 @@ impl Headers {
             .map(move |e| (self.name_of(e), self.decode(e.value)))
     }
 
+    /// The header names in order with their positions, values left undecoded: for callers
+    /// that look at many names but need few values (see [`Headers::value_at`]).
+    pub fn names(&self) -> impl Iterator<Item = (usize, &str)> + '_ {
+        self.entries
+            .iter()
+            .enumerate()
+            .map(move |(i, e)| (i, self.name_of(e)))
+    }
+
+    /// The decoded value at a position from [`Headers::names`]; `_undef_` reads as absent.
+    pub fn value_at(&self, index: usize) -> Option<Cow<'_, str>> {
+        let e = self.entries.get(index)?;
+        let v = self.decode(e.value);
+        (v != UNDEFINED).then_some(v)
+    }
+
     /// The raw (still encoded) bytes of a header's value.
     pub fn get_raw(&self, name: &str) -> Option<&[u8]> {
         self.find(name).map(|e| &self.buf[e.value.range()])

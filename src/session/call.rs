@@ -1,0 +1,510 @@
+//! One call: every leg that belongs to it, and its timeline.
+
+use super::leg::{AppKind, FsFigures, Leg, LegState};
+use super::mapping::{Attr, Mapper};
+use super::timeline::{SegmentKind, Timeline};
+use crate::esl::Event;
+
+/// A recording made during the call.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Recording {
+    /// Its id (the file name without directory and extension).
+    pub id: String,
+    /// `Record-File-Path`.
+    pub path: String,
+    /// Start, ms after the call started.
+    pub offset_ms: i64,
+    /// Length in ms (0 while still recording).
+    pub length_ms: i64,
+    /// The leg that recorded.
+    #[serde(skip)]
+    pub leg: String,
+    #[serde(skip)]
+    started_us: i64,
+}
+
+/// How the call began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The first leg came in from a trunk.
+    Inbound,
+    /// The first leg came in from a device.
+    Internal,
+    /// The first leg was originated by FreeSWITCH (`originate`: click-to-call).
+    Originated,
+}
+
+/// The call being assembled.
+#[derive(Debug, Clone)]
+pub struct CallSession {
+    /// The session id: the first leg's `Unique-ID`.
+    pub id: String,
+    /// Every leg, the first (the caller's, or the originated leg) first.
+    pub legs: Vec<Leg>,
+    /// The segment timeline.
+    pub timeline: Timeline,
+    /// Why the record is incomplete, if it is.
+    pub partial: Option<String>,
+    /// The ring group or queue legs created now are rung for.
+    group_now: Option<String>,
+    /// In a call-center queue (member-queue-start … member-queue-end).
+    pub in_queue: bool,
+    /// Recordings.
+    pub recordings: Vec<Recording>,
+    /// A voicemail message was left.
+    pub voicemail_left: bool,
+    /// DTMF digits the caller pressed in an IVR.
+    pub ivr_digits: String,
+    /// Legs the caller talked with, in order (indexes into `legs`).
+    pub talked_with: Vec<usize>,
+    /// The caller's leg hung up while parked.
+    pub hung_up_parked: bool,
+    /// `Core-UUID` and `FreeSWITCH-Switchname` of the first event.
+    pub pbx: (String, String),
+    /// How the call began.
+    pub origin: Origin,
+}
+
+/// Event names the session reacts to, interned so provenance needs no allocation.
+pub fn intern_name(name: &str) -> &'static str {
+    const KNOWN: [&str; 24] = [
+        "CHANNEL_CREATE",
+        "CHANNEL_OUTGOING",
+        "CHANNEL_ORIGINATE",
+        "CHANNEL_PROGRESS",
+        "CHANNEL_PROGRESS_MEDIA",
+        "CHANNEL_ANSWER",
+        "CHANNEL_BRIDGE",
+        "CHANNEL_UNBRIDGE",
+        "CHANNEL_HOLD",
+        "CHANNEL_UNHOLD",
+        "CHANNEL_EXECUTE",
+        "CHANNEL_EXECUTE_COMPLETE",
+        "CHANNEL_HANGUP",
+        "CHANNEL_HANGUP_COMPLETE",
+        "CHANNEL_DESTROY",
+        "CHANNEL_PARK",
+        "CHANNEL_UNPARK",
+        "CHANNEL_STATE",
+        "CHANNEL_CALLSTATE",
+        "CUSTOM",
+        "DTMF",
+        "RECORD_START",
+        "RECORD_STOP",
+        "HEARTBEAT",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == name)
+        .copied()
+        .unwrap_or("OTHER")
+}
+
+/// Events after which the mapped attributes of a leg are read again. The rest (executes,
+/// state changes, codecs) repeat what these carry.
+fn maps_attrs(name: &str) -> bool {
+    matches!(
+        name,
+        "CHANNEL_CREATE"
+            | "CHANNEL_ANSWER"
+            | "CHANNEL_BRIDGE"
+            | "CHANNEL_HANGUP_COMPLETE"
+            | "CHANNEL_PROGRESS"
+            | "CHANNEL_PROGRESS_MEDIA"
+    )
+}
+
+/// Whether a bridge dial string rings several targets at once or in turn.
+fn is_multi_target(data: &str) -> bool {
+    // Strip {…} and […] variable blocks, whose values may contain commas.
+    let mut depth = 0i32;
+    let mut plain = String::with_capacity(data.len());
+    for c in data.chars() {
+        match c {
+            '{' | '[' | '<' => depth += 1,
+            '}' | ']' | '>' => depth -= 1,
+            _ if depth <= 0 => plain.push(c),
+            _ => {}
+        }
+    }
+    plain.contains(',') || plain.contains('|') || plain.contains(":_:")
+}
+
+impl CallSession {
+    /// A call whose first leg is `leg`.
+    pub fn new(leg: Leg, ev: &Event) -> Self {
+        let origin = if leg.outbound {
+            Origin::Originated
+        } else if leg.trunk {
+            Origin::Inbound
+        } else {
+            Origin::Internal
+        };
+        let get = |h: &str| ev.get(h).map(|v| v.into_owned()).unwrap_or_default();
+        CallSession {
+            id: leg.uuid.clone(),
+            timeline: Timeline::new(leg.created_us),
+            legs: vec![leg],
+            partial: None,
+            group_now: None,
+            in_queue: false,
+            recordings: Vec::new(),
+            voicemail_left: false,
+            ivr_digits: String::new(),
+            talked_with: Vec::new(),
+            hung_up_parked: false,
+            pbx: (get("Core-UUID"), get("FreeSWITCH-Switchname")),
+            origin,
+        }
+    }
+
+    /// The leg with this uuid.
+    pub fn leg(&self, uuid: &str) -> Option<&Leg> {
+        self.legs.iter().find(|l| l.uuid == uuid)
+    }
+
+    fn leg_index(&self, uuid: &str) -> Option<usize> {
+        self.legs.iter().position(|l| l.uuid == uuid)
+    }
+
+    /// Adds a leg that belongs to this call (rung for the current group, if any).
+    pub fn add_leg(&mut self, mut leg: Leg) {
+        if leg.outbound && leg.group.is_none() {
+            leg.group = self.group_now.clone();
+        }
+        self.legs.push(leg);
+    }
+
+    /// Whether every leg is complete.
+    pub fn is_over(&self) -> bool {
+        self.legs.iter().all(|l| l.state == LegState::Complete)
+    }
+
+    /// Marks the call partial (the first reason is kept) and its current stretch unknown.
+    pub fn mark_gap(&mut self, reason: &str) {
+        self.partial.get_or_insert_with(|| reason.to_owned());
+        let at = self.timeline.last_us();
+        self.timeline.enter(SegmentKind::Unknown, None, at);
+    }
+
+    /// Takes in `other`, a call bridged to this one (valet retrieval, attended transfer) or
+    /// a leg that turned out to belong here. Legs rung for a group keep it.
+    pub fn absorb(&mut self, mut other: CallSession) {
+        for leg in other.legs.iter_mut() {
+            if leg.outbound && leg.group.is_none() {
+                leg.group = self.group_now.clone();
+            }
+        }
+        self.timeline.tick(other.timeline.last_us());
+        if self.partial.is_none() {
+            self.partial = other.partial;
+        }
+        self.recordings.extend(other.recordings);
+        self.voicemail_left |= other.voicemail_left;
+        let base = self.legs.len();
+        self.legs.extend(other.legs);
+        self.talked_with
+            .extend(other.talked_with.into_iter().map(|i| i + base));
+    }
+
+    /// Applies one event about leg `uuid` (already part of this call) at `at_us`.
+    pub fn apply(
+        &mut self,
+        uuid: &str,
+        name: &'static str,
+        ev: &Event,
+        at_us: i64,
+        mapper: &Mapper,
+    ) {
+        let at = self.timeline.tick(at_us);
+        let Some(i) = self.leg_index(uuid) else {
+            return;
+        };
+        if maps_attrs(name) {
+            let leg = &mut self.legs[i];
+            mapper.apply(ev, name, at, &mut leg.attrs);
+            if let Some(d) = ev.get("Caller-Destination-Number") {
+                if leg.destination != *d {
+                    leg.destination = d.into_owned();
+                }
+            }
+        }
+        match name {
+            "CHANNEL_CREATE" => self.legs[i].refresh_identity(ev, &mapper.config),
+            "CHANNEL_PROGRESS" | "CHANNEL_PROGRESS_MEDIA" => {
+                let leg = &mut self.legs[i];
+                if leg.outbound && leg.rang_us.is_none() {
+                    leg.rang_us = Some(at);
+                    if leg.state == LegState::Down {
+                        leg.state = LegState::Ringing;
+                    }
+                }
+            }
+            "CHANNEL_ANSWER" => {
+                let leg = &mut self.legs[i];
+                if leg.answered_us.is_none() {
+                    leg.answered_us = Some(at);
+                    if leg.outbound {
+                        leg.rang_us.get_or_insert(at);
+                    }
+                }
+                if leg.is_up() {
+                    leg.state = LegState::Answered;
+                }
+            }
+            "CHANNEL_BRIDGE" => {
+                if let Some(other) = ev.get("Other-Leg-Unique-ID") {
+                    let other = other.into_owned();
+                    self.legs[i].bridged_to = Some(other.clone());
+                    if let Some(j) = self.leg_index(&other) {
+                        self.legs[j].bridged_to = Some(uuid.to_owned());
+                    }
+                }
+            }
+            "CHANNEL_UNBRIDGE" => {
+                if let Some(other) = self.legs[i].bridged_to.take() {
+                    if let Some(j) = self.leg_index(&other) {
+                        if self.legs[j].bridged_to.as_deref() == Some(uuid) {
+                            self.legs[j].bridged_to = None;
+                        }
+                    }
+                }
+            }
+            "CHANNEL_HOLD" => self.legs[i].held = true,
+            "CHANNEL_UNHOLD" => self.legs[i].held = false,
+            "CHANNEL_EXECUTE" => self.on_execute(i, ev),
+            "CHANNEL_EXECUTE_COMPLETE" => {
+                let app = ev.get("Application");
+                if let Some(kind) = app.as_deref().and_then(AppKind::of) {
+                    if self.legs[i].app == Some(kind) {
+                        self.legs[i].app = None;
+                    }
+                }
+            }
+            "CHANNEL_HANGUP" => self.on_hangup(i, ev, at),
+            "CHANNEL_HANGUP_COMPLETE" => {
+                self.on_hangup(i, ev, at);
+                let leg = &mut self.legs[i];
+                leg.state = LegState::Complete;
+                leg.fs = FsFigures::read(ev);
+                if let Some(c) = ev.get("Hangup-Cause") {
+                    leg.cause = Some(c.into_owned());
+                }
+            }
+            "CHANNEL_DESTROY" => {
+                // A destroy without a hangup-complete (filtered subscriptions) still ends it.
+                self.on_hangup(i, ev, at);
+                self.legs[i].state = LegState::Complete;
+            }
+            "CUSTOM" => self.on_custom(i, ev),
+            "DTMF"
+                if self.legs[i].app == Some(AppKind::Ivr)
+                    || self.legs[0].app == Some(AppKind::Ivr) =>
+            {
+                if let Some(d) = ev.get("DTMF-Digit") {
+                    self.ivr_digits.push_str(&d);
+                }
+            }
+            "RECORD_START" if self.legs[i].app != Some(AppKind::Voicemail) => {
+                if let Some(path) = ev.get("Record-File-Path") {
+                    let id = std::path::Path::new(path.as_ref())
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| path.to_string());
+                    let offset_ms = (at - self.timeline.start_us()) / 1000;
+                    self.recordings.push(Recording {
+                        id,
+                        path: path.into_owned(),
+                        offset_ms,
+                        length_ms: 0,
+                        leg: uuid.to_owned(),
+                        started_us: at,
+                    });
+                }
+            }
+            "RECORD_STOP" => {
+                if let Some(path) = ev.get("Record-File-Path") {
+                    if let Some(r) = self
+                        .recordings
+                        .iter_mut()
+                        .rev()
+                        .find(|r| r.path == *path && r.length_ms == 0)
+                    {
+                        r.length_ms = (at - r.started_us) / 1000;
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.update_timeline(at);
+    }
+
+    fn on_execute(&mut self, i: usize, ev: &Event) {
+        let Some(app) = ev.get("Application") else {
+            return;
+        };
+        if let Some(kind) = AppKind::of(&app) {
+            self.legs[i].app = Some(kind);
+        }
+        if app == "bridge" {
+            let data = ev.get("Application-Data").unwrap_or_default();
+            let leg = &self.legs[i];
+            self.group_now = if let Some(g) = leg.attrs.get(Attr::Group) {
+                Some(g.to_owned())
+            } else if let Some(g) = ev.var("switchhook_group") {
+                Some(g.into_owned())
+            } else if is_multi_target(&data) {
+                let dest = ev
+                    .get("Caller-Destination-Number")
+                    .map(|d| d.into_owned())
+                    .unwrap_or_else(|| leg.destination.clone());
+                Some(dest)
+            } else {
+                None
+            };
+        }
+    }
+
+    fn on_hangup(&mut self, i: usize, ev: &Event, at: i64) {
+        let leg = &mut self.legs[i];
+        if leg.hungup_us.is_none() {
+            leg.hungup_us = Some(at);
+            if i == 0 && (leg.parked || leg.app == Some(AppKind::Park)) {
+                self.hung_up_parked = true;
+            }
+        }
+        if leg.cause.is_none() {
+            leg.cause = ev.get("Hangup-Cause").map(|c| c.into_owned());
+        }
+        if leg.state != LegState::Complete {
+            leg.state = LegState::HungUp;
+        }
+        leg.held = false;
+    }
+
+    fn on_custom(&mut self, i: usize, ev: &Event) {
+        let Some(sub) = ev.subclass() else { return };
+        match sub.as_ref() {
+            "callcenter::info" => match ev.get("CC-Action").as_deref() {
+                Some("member-queue-start") => {
+                    self.in_queue = true;
+                    if let Some(q) = ev.get("CC-Queue") {
+                        self.group_now = Some(q.into_owned());
+                    }
+                }
+                Some("member-queue-end") => self.in_queue = false,
+                _ => {}
+            },
+            "valet_parking::info" => match ev.get("Action").as_deref() {
+                Some("hold") => self.legs[i].parked = true,
+                Some("bridge") | Some("exit") => self.legs[i].parked = false,
+                _ => {}
+            },
+            "vm::maintenance" if ev.get("VM-Action").as_deref() == Some("leave-message") => {
+                self.voicemail_left = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// What the caller is doing now, from the legs' states.
+    pub fn state_now(&self) -> (SegmentKind, Option<usize>) {
+        let caller = &self.legs[0];
+        if let Some(j) = caller.bridged_to.as_deref().and_then(|b| self.leg_index(b)) {
+            let kind = if caller.held || self.legs[j].held {
+                SegmentKind::Hold
+            } else {
+                SegmentKind::Talk
+            };
+            return (kind, Some(j));
+        }
+        if caller.parked || caller.app == Some(AppKind::Park) {
+            return (SegmentKind::Park, None);
+        }
+        if caller.app == Some(AppKind::Voicemail) {
+            return (SegmentKind::Voicemail, None);
+        }
+        // Ringing, or answered and about to be bridged (the 20 ms between a device's answer
+        // and the bridge are still the ring, not a new segment).
+        if let Some(j) = self
+            .legs
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| {
+                l.is_ringing()
+                    || (l.outbound
+                        && l.is_up()
+                        && l.bridged_to.is_none()
+                        && l.answered_us.is_some()
+                        && !std::ptr::eq(*l, caller))
+            })
+            .max_by_key(|(_, l)| l.created_us)
+            .map(|(j, _)| j)
+        {
+            return (SegmentKind::Ring, Some(j));
+        }
+        if self.in_queue || caller.app == Some(AppKind::Queue) {
+            return (SegmentKind::Queue, None);
+        }
+        if caller.app == Some(AppKind::Ivr) {
+            return (SegmentKind::Ivr, None);
+        }
+        (SegmentKind::Setup, None)
+    }
+
+    fn update_timeline(&mut self, at: i64) {
+        if !self.legs[0].is_up() {
+            // The caller is gone: the last stretch runs to the end of the call.
+            return;
+        }
+        let (kind, party) = self.state_now();
+        if kind == SegmentKind::Talk {
+            if let Some(j) = party {
+                if !self.talked_with.contains(&j) {
+                    self.talked_with.push(j);
+                }
+            }
+        }
+        let label = party.map(|j| {
+            let l = &self.legs[j];
+            match (&l.group, kind) {
+                (Some(g), SegmentKind::Ring) => format!("group:{g}"),
+                _ => l.label(),
+            }
+        });
+        let label = match kind {
+            SegmentKind::Queue => self.group_now.as_ref().map(|q| format!("queue:{q}")),
+            _ => label,
+        };
+        self.timeline.enter(kind, label, at);
+    }
+
+    /// When the call ended: its last event (the last leg's hangup), µs.
+    pub fn end_us(&self) -> i64 {
+        self.timeline.last_us()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_target_dial_strings() {
+        assert!(is_multi_target(
+            "user/1001@127.0.0.1,user/1002@127.0.0.1,user/1003@127.0.0.1"
+        ));
+        assert!(is_multi_target(
+            "[leg_timeout=5]user/1001@127.0.0.1|[leg_timeout=15]user/1002@127.0.0.1"
+        ));
+        assert!(!is_multi_target("{a=1,b=2}user/1001@127.0.0.1"));
+        assert!(!is_multi_target("sofia/gateway/carrier/+14155550100"));
+    }
+
+    #[test]
+    fn app_kinds() {
+        assert_eq!(AppKind::of("ivr"), Some(AppKind::Ivr));
+        assert_eq!(AppKind::of("voicemail"), Some(AppKind::Voicemail));
+        assert_eq!(AppKind::of("bridge"), None);
+    }
+}

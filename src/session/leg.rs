@@ -1,0 +1,251 @@
+//! One channel (leg) of a call, as its events describe it.
+
+use super::mapping::{Attr, LegAttrs, MappingConfig};
+use crate::esl::Event;
+
+/// Where a leg is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegState {
+    /// Created, not yet alerting.
+    Down,
+    /// Alerting (outbound legs: the device or far end rings).
+    Ringing,
+    /// Answered.
+    Answered,
+    /// Hung up (CHANNEL_HANGUP seen).
+    HungUp,
+    /// Its CHANNEL_HANGUP_COMPLETE arrived: nothing more will change.
+    Complete,
+}
+
+/// What application the leg is in, as far as the timeline cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppKind {
+    /// `ivr`, `play_and_get_digits`, `read`.
+    Ivr,
+    /// `voicemail`.
+    Voicemail,
+    /// `callcenter`, `fifo`.
+    Queue,
+    /// `park` (valet parking is tracked by its own events).
+    Park,
+}
+
+impl AppKind {
+    /// The kind of a dial-plan application, if it matters to the timeline.
+    pub fn of(app: &str) -> Option<AppKind> {
+        Some(match app {
+            "ivr" | "play_and_get_digits" | "read" => AppKind::Ivr,
+            "voicemail" => AppKind::Voicemail,
+            "callcenter" | "fifo" => AppKind::Queue,
+            // valet_park first announces the slot; the park itself starts with its
+            // valet_parking::info hold event.
+            "park" => AppKind::Park,
+            _ => return None,
+        })
+    }
+}
+
+/// FreeSWITCH's own figures from a CHANNEL_HANGUP_COMPLETE, used to reconcile partial calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FsFigures {
+    /// `start_uepoch`.
+    pub start_us: Option<i64>,
+    /// `progress_uepoch` (0 = never).
+    pub progress_us: Option<i64>,
+    /// `answer_uepoch`.
+    pub answer_us: Option<i64>,
+    /// `end_uepoch`.
+    pub end_us: Option<i64>,
+    /// `billmsec`.
+    pub bill_ms: Option<i64>,
+    /// `hold_accum_ms`.
+    pub hold_ms: Option<i64>,
+}
+
+impl FsFigures {
+    /// Reads the figures from a CHANNEL_HANGUP_COMPLETE.
+    pub fn read(ev: &Event) -> Self {
+        let num = |name: &str| {
+            ev.var(name)
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|v| *v > 0)
+        };
+        FsFigures {
+            start_us: num("start_uepoch"),
+            progress_us: num("progress_uepoch"),
+            answer_us: num("answer_uepoch"),
+            end_us: num("end_uepoch"),
+            bill_ms: num("billmsec"),
+            hold_ms: num("hold_accum_ms"),
+        }
+    }
+}
+
+/// One leg.
+#[derive(Debug, Clone)]
+pub struct Leg {
+    /// `Unique-ID`.
+    pub uuid: String,
+    /// When it was created (or first seen), µs.
+    pub created_us: i64,
+    /// Whether FreeSWITCH originated it (`Call-Direction: outbound`).
+    pub outbound: bool,
+    /// Whether it is a trunk (carrier) leg.
+    pub trunk: bool,
+    /// `Caller-Caller-ID-Number` when first seen.
+    pub caller_number: String,
+    /// `Caller-Caller-ID-Name` when first seen.
+    pub caller_name: String,
+    /// `Caller-Destination-Number` when first seen (the DID on an inbound trunk leg).
+    pub first_destination: String,
+    /// `Caller-Destination-Number` now (changes on transfer).
+    pub destination: String,
+    /// Whether the caller asked for privacy on the number.
+    pub number_hidden: bool,
+    /// Life cycle.
+    pub state: LegState,
+    /// First alerting, µs (outbound legs only).
+    pub rang_us: Option<i64>,
+    /// Answer, µs.
+    pub answered_us: Option<i64>,
+    /// Hangup, µs.
+    pub hungup_us: Option<i64>,
+    /// The leg it is bridged with.
+    pub bridged_to: Option<String>,
+    /// Holding or held.
+    pub held: bool,
+    /// The application it is in.
+    pub app: Option<AppKind>,
+    /// Parked by valet parking.
+    pub parked: bool,
+    /// The ring group or queue it was rung for.
+    pub group: Option<String>,
+    /// `Hangup-Cause`.
+    pub cause: Option<String>,
+    /// Mapped attributes.
+    pub attrs: LegAttrs,
+    /// FreeSWITCH's own figures, once hung up.
+    pub fs: FsFigures,
+    /// Joined after its start (reconnect): its early life is unknown.
+    pub joined_late: bool,
+}
+
+impl Leg {
+    /// A leg from its first event.
+    pub fn new(uuid: String, ev: &Event, at_us: i64, mapping: &MappingConfig) -> Self {
+        let get = |h: &str| ev.get(h).map(|v| v.into_owned()).unwrap_or_default();
+        let outbound = ev
+            .get("Call-Direction")
+            .or_else(|| ev.get("Caller-Direction"))
+            .is_some_and(|d| d == "outbound");
+        let destination = get("Caller-Destination-Number");
+        Leg {
+            uuid,
+            created_us: at_us,
+            outbound,
+            trunk: is_trunk(ev, outbound, mapping),
+            caller_number: get("Caller-Caller-ID-Number"),
+            caller_name: get("Caller-Caller-ID-Name"),
+            first_destination: destination.clone(),
+            destination,
+            number_hidden: ev
+                .get("Caller-Privacy-Hide-Number")
+                .is_some_and(|v| v == "true"),
+            state: LegState::Down,
+            rang_us: None,
+            answered_us: None,
+            hungup_us: None,
+            bridged_to: None,
+            held: false,
+            app: None,
+            parked: false,
+            group: None,
+            cause: None,
+            attrs: LegAttrs::default(),
+            fs: FsFigures::default(),
+            joined_late: false,
+        }
+    }
+
+    /// Fills in identity fields an earlier, sparser event (CHANNEL_STATE CS_NEW) lacked.
+    pub fn refresh_identity(&mut self, ev: &Event, mapping: &MappingConfig) {
+        let fill = |field: &mut String, h: &str| {
+            if field.is_empty() {
+                if let Some(v) = ev.get(h) {
+                    *field = v.into_owned();
+                }
+            }
+        };
+        fill(&mut self.caller_number, "Caller-Caller-ID-Number");
+        fill(&mut self.caller_name, "Caller-Caller-ID-Name");
+        fill(&mut self.first_destination, "Caller-Destination-Number");
+        self.trunk |= is_trunk(ev, self.outbound, mapping);
+        self.number_hidden |= ev
+            .get("Caller-Privacy-Hide-Number")
+            .is_some_and(|v| v == "true");
+    }
+
+    /// Still up (not hung up).
+    pub fn is_up(&self) -> bool {
+        !matches!(self.state, LegState::HungUp | LegState::Complete)
+    }
+
+    /// Alerting and not yet answered: an outbound leg ringing a device or the far end.
+    pub fn is_ringing(&self) -> bool {
+        self.outbound && self.is_up() && self.answered_us.is_none()
+    }
+
+    /// A mapped attribute; a device leg that called in (not rung) is its caller's number.
+    pub fn value(&self, attr: Attr) -> Option<String> {
+        self.attrs
+            .get(attr)
+            .map(str::to_owned)
+            .or_else(|| match attr {
+                Attr::DeviceNumber if !self.outbound && !self.trunk => {
+                    Some(self.caller_number.clone()).filter(|n| !n.is_empty())
+                }
+                _ => None,
+            })
+    }
+
+    /// How the leg is named in timelines: its device number (or the dialled number for
+    /// trunks).
+    pub fn label(&self) -> String {
+        if !self.trunk {
+            if let Some(v) = self
+                .value(Attr::AgentNumber)
+                .or_else(|| self.value(Attr::DeviceNumber))
+            {
+                return v;
+            }
+        }
+        if self.outbound {
+            self.first_destination.clone()
+        } else {
+            self.caller_number.clone()
+        }
+    }
+}
+
+/// A trunk leg: on a trunk profile, through a gateway, or arriving in a trunk context.
+fn is_trunk(ev: &Event, outbound: bool, mapping: &MappingConfig) -> bool {
+    if ev.var("sip_gateway_name").is_some() {
+        return true;
+    }
+    let channel = ev.get("Channel-Name").unwrap_or_default();
+    let mut parts = channel.split('/');
+    let tech = parts.next().unwrap_or("");
+    let profile = ev
+        .var("sofia_profile_name")
+        .map(|p| p.into_owned())
+        .or_else(|| (tech == "sofia").then(|| parts.next().unwrap_or("").to_owned()))
+        .unwrap_or_default();
+    if profile == "gateway" || mapping.trunk_profiles.contains(&profile) {
+        return true;
+    }
+    !outbound
+        && ev
+            .get("Caller-Context")
+            .is_some_and(|c| mapping.trunk_contexts.iter().any(|t| *t == *c))
+}

@@ -1,0 +1,455 @@
+//! Call assembly: channel events in, one session and one CDR per call out.
+//!
+//! [`SessionTracker`] groups legs into calls ([`CallSession`]) by `Unique-ID`,
+//! `Other-Leg-Unique-ID`, `Channel-Call-UUID` and mod_callcenter's member session, merges
+//! calls that get bridged together (valet retrieval, attended transfer), keeps a segment
+//! timeline per call from the events' own timestamps, and builds the CDR ([`cdr::build`]) when
+//! the last leg is gone. Nothing here reads the wall clock, so a replay yields exactly what
+//! the live run did.
+
+pub mod call;
+pub mod cdr;
+pub mod directory;
+pub mod leg;
+pub mod mapping;
+pub mod numbers;
+pub mod rates;
+pub mod timeline;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use call::CallSession;
+pub use cdr::{CallRecord, Cdr};
+pub use leg::{Leg, LegState};
+pub use timeline::{Segment, SegmentKind};
+
+use crate::config::Config;
+use crate::esl::{ChannelSnapshot, Event};
+use directory::Directory;
+use mapping::Mapper;
+use numbers::NumberReader;
+use rates::RateTable;
+
+/// `[sessions]`: thresholds and how records are labelled.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// A lost call that rang less than this is `aban` (abandoned).
+    #[serde(with = "humantime_serde")]
+    pub abandon_ring: Duration,
+    /// An answered call that talked less than this is `short`.
+    #[serde(with = "humantime_serde")]
+    pub short_talk: Duration,
+    /// A call with no event for this long is emitted as partial (lost events must not grow
+    /// memory forever). Measured on the events' own clock (HEARTBEAT keeps it moving).
+    #[serde(with = "humantime_serde")]
+    pub expire_after: Duration,
+    /// IANA time zone for `start`/`answer`/`end` and `tz`.
+    pub time_zone: String,
+    /// `pbxId`; FreeSWITCH's `Core-UUID` when unset.
+    pub pbx_id: Option<String>,
+    /// `pbxName`; FreeSWITCH's `FreeSWITCH-Switchname` when unset.
+    pub pbx_name: Option<String>,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            abandon_ring: Duration::from_secs(5),
+            short_talk: Duration::from_secs(10),
+            expire_after: Duration::from_secs(4 * 3600),
+            time_zone: "UTC".into(),
+            pbx_id: None,
+            pbx_name: None,
+        }
+    }
+}
+
+/// Everything call assembly needs, compiled from the configuration.
+#[derive(Debug)]
+pub struct Settings {
+    /// The compiled `[mapping]`.
+    pub mapping: Mapper,
+    /// `[numbers]`.
+    pub numbers: NumberReader,
+    /// `[directory]`.
+    pub directory: Directory,
+    /// `[rates]`.
+    pub rates: RateTable,
+    tz: jiff::tz::TimeZone,
+    /// The time zone's name.
+    pub tz_name: String,
+    /// `aban` threshold, ms.
+    pub abandon_ring_ms: i64,
+    /// `short` threshold, ms.
+    pub short_talk_ms: i64,
+    /// Expiry, µs.
+    pub expire_after_us: i64,
+    /// Fixed `pbxId`.
+    pub pbx_id: Option<String>,
+    /// Fixed `pbxName`.
+    pub pbx_name: Option<String>,
+    /// The home country (`international` is a caller from elsewhere).
+    pub home_region: String,
+}
+
+impl Settings {
+    /// Compiles the configuration's session sections (loading directory and rate files).
+    pub fn from_config(cfg: &Config) -> Result<Settings, String> {
+        let s = &cfg.sessions;
+        let tz = jiff::tz::TimeZone::get(&s.time_zone)
+            .map_err(|e| format!("sessions.time_zone: {:?}: {e}", s.time_zone))?;
+        NumberReader::check(&cfg.numbers).map_err(|e| format!("numbers.default_region: {e}"))?;
+        let numbers = NumberReader::new(&cfg.numbers);
+        let directory = Directory::load(&cfg.directory, &numbers).map_err(|e| e.to_string())?;
+        let rates = RateTable::load(&cfg.rates)?;
+        Ok(Settings {
+            mapping: Mapper::new(&cfg.mapping),
+            numbers,
+            directory,
+            rates,
+            tz,
+            tz_name: s.time_zone.clone(),
+            abandon_ring_ms: s.abandon_ring.as_millis() as i64,
+            short_talk_ms: s.short_talk.as_millis() as i64,
+            expire_after_us: s.expire_after.as_micros().min(i64::MAX as u128) as i64,
+            pbx_id: s.pbx_id.clone(),
+            pbx_name: s.pbx_name.clone(),
+            home_region: cfg.numbers.default_region.to_ascii_uppercase(),
+        })
+    }
+
+    /// Renders an event time (µs) in the configured zone: `2026-11-23T15:45:06+00:00`.
+    pub fn format_time(&self, us: i64) -> String {
+        match jiff::Timestamp::from_microsecond(us) {
+            Ok(ts) => ts
+                .to_zoned(self.tz.clone())
+                .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string(),
+            Err(_) => String::new(),
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::from_config(&Config::default()).expect("the defaults are valid")
+    }
+}
+
+/// Uuids of legs whose call is finished, so their stragglers (CHANNEL_DESTROY after the
+/// record) do not open a new call. Bounded: the oldest are forgotten first.
+#[derive(Debug, Default)]
+struct RecentlyFinished {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl RecentlyFinished {
+    const CAPACITY: usize = 16_384;
+
+    fn insert(&mut self, uuid: String) {
+        if self.set.insert(uuid.clone()) {
+            self.order.push_back(uuid);
+            if self.order.len() > Self::CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, uuid: &str) -> bool {
+        self.set.contains(uuid)
+    }
+}
+
+/// Assembles calls from a stream of events (live or replayed) and emits their records.
+#[derive(Debug)]
+pub struct SessionTracker {
+    settings: Arc<Settings>,
+    calls: HashMap<u64, CallSession>,
+    legs: HashMap<String, u64>,
+    finished: RecentlyFinished,
+    next_key: u64,
+    now_us: i64,
+    since_sweep: u32,
+}
+
+/// Events that start a channel's life (a leg first seen with another is joined late).
+/// FreeSWITCH fires CHANNEL_STATE CS_NEW/CS_INIT before CHANNEL_CREATE.
+fn is_birth(name: &str, ev: &Event) -> bool {
+    match name {
+        "CHANNEL_CREATE" | "CHANNEL_OUTGOING" | "CHANNEL_ORIGINATE" => true,
+        "CHANNEL_STATE" => ev
+            .get("Channel-State")
+            .is_some_and(|s| s == "CS_NEW" || s == "CS_INIT"),
+        _ => false,
+    }
+}
+
+impl SessionTracker {
+    /// A tracker with `settings`.
+    pub fn new(settings: Arc<Settings>) -> Self {
+        SessionTracker {
+            settings,
+            calls: HashMap::new(),
+            legs: HashMap::new(),
+            finished: RecentlyFinished::default(),
+            next_key: 0,
+            now_us: 0,
+            since_sweep: 0,
+        }
+    }
+
+    /// Calls in progress.
+    pub fn active(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// The calls in progress.
+    pub fn calls(&self) -> impl Iterator<Item = &CallSession> {
+        self.calls.values()
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Takes one event; returns the records of the calls it finished.
+    pub fn on_event(&mut self, ev: &Event) -> Vec<CallRecord> {
+        let mut out = Vec::new();
+        let Some(name) = ev.name() else {
+            return out;
+        };
+        let name = call::intern_name(&name);
+        let ts = ev.timestamp_us().unwrap_or(self.now_us);
+        self.now_us = self.now_us.max(ts);
+        self.since_sweep += 1;
+        if name == "HEARTBEAT" || self.since_sweep >= 4096 {
+            self.since_sweep = 0;
+            self.expire(&mut out);
+        }
+        if matches!(name, "OTHER" | "HEARTBEAT") {
+            return out;
+        }
+        let Some(uuid) = ev.unique_id() else {
+            return out;
+        };
+        let key = match self.legs.get(uuid.as_ref()) {
+            Some(k) => *k,
+            None => {
+                if self.finished.contains(&uuid)
+                    || !name.starts_with("CHANNEL_")
+                    || name == "CHANNEL_DESTROY"
+                {
+                    return out;
+                }
+                self.attach(&uuid, name, ev, ts)
+            }
+        };
+        let key = match name {
+            "CHANNEL_BRIDGE" => self.merge_bridged(key, ev),
+            // A leg first seen on a sparse event (CHANNEL_STATE CS_NEW carries no variables)
+            // learns its parent when its CHANNEL_CREATE arrives.
+            "CHANNEL_CREATE" | "CHANNEL_OUTGOING" | "CHANNEL_ORIGINATE"
+                if self.calls.get(&key).is_some_and(|c| c.legs.len() == 1) =>
+            {
+                match self.parent_of(&uuid, ev) {
+                    Some(parent) if parent != key => {
+                        self.merge(parent, key);
+                        parent
+                    }
+                    _ => key,
+                }
+            }
+            _ => key,
+        };
+        let settings = Arc::clone(&self.settings);
+        let Some(call) = self.calls.get_mut(&key) else {
+            return out;
+        };
+        call.apply(&uuid, name, ev, ts, &settings.mapping);
+        if call.is_over() {
+            if let Some(call) = self.calls.remove(&key) {
+                out.push(self.finish(call));
+            }
+        }
+        out
+    }
+
+    /// The event stream had a gap: every call in progress becomes partial.
+    pub fn on_gap(&mut self, reason: &str) {
+        for call in self.calls.values_mut() {
+            call.mark_gap(reason);
+        }
+    }
+
+    /// After a reconnect: calls none of whose legs FreeSWITCH still has ended while we were
+    /// away; they are emitted, partial.
+    pub fn on_resync(&mut self, alive: &[ChannelSnapshot]) -> Vec<CallRecord> {
+        let alive: HashSet<&str> = alive.iter().map(|c| c.uuid.as_str()).collect();
+        let mut done = Vec::new();
+        for (key, call) in self.calls.iter_mut() {
+            let at = call.timeline.last_us();
+            for leg in call.legs.iter_mut() {
+                if leg.state != LegState::Complete && !alive.contains(leg.uuid.as_str()) {
+                    leg.hungup_us.get_or_insert(at);
+                    leg.state = LegState::Complete;
+                }
+            }
+            if call.is_over() {
+                call.partial
+                    .get_or_insert_with(|| "ended while the event socket was disconnected".into());
+                done.push(*key);
+            }
+        }
+        let mut out = Vec::new();
+        for key in done {
+            if let Some(call) = self.calls.remove(&key) {
+                out.push(self.finish(call));
+            }
+        }
+        out
+    }
+
+    /// Ends every call in progress (end of a replayed file, shutdown), partial.
+    pub fn flush(&mut self, reason: &str) -> Vec<CallRecord> {
+        let mut keys: Vec<u64> = self.calls.keys().copied().collect();
+        keys.sort_unstable();
+        let mut out = Vec::new();
+        for key in keys {
+            if let Some(mut call) = self.calls.remove(&key) {
+                call.partial.get_or_insert_with(|| reason.to_owned());
+                out.push(self.finish(call));
+            }
+        }
+        out
+    }
+
+    fn expire(&mut self, out: &mut Vec<CallRecord>) {
+        let limit = self.now_us.saturating_sub(self.settings.expire_after_us);
+        let mut stale: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.timeline.last_us() < limit)
+            .map(|(k, _)| *k)
+            .collect();
+        stale.sort_unstable();
+        for key in stale {
+            if let Some(mut call) = self.calls.remove(&key) {
+                call.partial.get_or_insert_with(|| {
+                    format!(
+                        "expired: no event for {} s",
+                        self.settings.expire_after_us / 1_000_000
+                    )
+                });
+                out.push(self.finish(call));
+            }
+        }
+    }
+
+    fn finish(&mut self, call: CallSession) -> CallRecord {
+        for leg in &call.legs {
+            self.legs.remove(&leg.uuid);
+            self.finished.insert(leg.uuid.clone());
+        }
+        let record = cdr::build(&call, &self.settings);
+        tracing::debug!(call_id = %record.cdr.id, partial = ?record.cdr.partial, "call finished");
+        record
+    }
+
+    /// Finds the call a new leg belongs to, or opens one.
+    fn attach(&mut self, uuid: &str, name: &'static str, ev: &Event, ts: i64) -> u64 {
+        let mut leg = Leg::new(uuid.to_owned(), ev, ts, &self.settings.mapping.config);
+        let parent = self.parent_of(uuid, ev);
+        let late = !is_birth(name, ev);
+        leg.joined_late = late;
+        let key = match parent {
+            Some(k) => {
+                if let Some(call) = self.calls.get_mut(&k) {
+                    call.add_leg(leg);
+                }
+                k
+            }
+            None => {
+                let key = self.next_key;
+                self.next_key += 1;
+                let mut call = CallSession::new(leg, ev);
+                if late {
+                    call.partial = Some(format!(
+                        "first seen mid-call ({name}): earlier events were not received"
+                    ));
+                }
+                self.calls.insert(key, call);
+                key
+            }
+        };
+        self.legs.insert(uuid.to_owned(), key);
+        key
+    }
+
+    /// The call a leg belongs to by its event's links: mod_callcenter's member session, the
+    /// originating leg, the call uuid.
+    fn parent_of(&self, uuid: &str, ev: &Event) -> Option<u64> {
+        let own = self.legs.get(uuid).copied();
+        [
+            ev.var("cc_member_session_uuid"),
+            ev.get("Other-Leg-Unique-ID"),
+            ev.get("Channel-Call-UUID"),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|p| p.as_ref() != uuid)
+        .filter_map(|p| self.legs.get(p.as_ref()).copied())
+        .find(|k| Some(*k) != own)
+    }
+
+    /// Moves call `take` into call `keep`.
+    fn merge(&mut self, keep: u64, take: u64) {
+        if keep == take {
+            return;
+        }
+        if let Some(young) = self.calls.remove(&take) {
+            for leg in &young.legs {
+                self.legs.insert(leg.uuid.clone(), keep);
+            }
+            match self.calls.get_mut(&keep) {
+                Some(old) => old.absorb(young),
+                None => {
+                    self.calls.insert(take, young);
+                }
+            }
+        }
+    }
+
+    /// A bridge between legs of two calls makes them one (the older call absorbs the
+    /// younger): valet retrieval, attended transfer, `uuid_bridge`.
+    fn merge_bridged(&mut self, key: u64, ev: &Event) -> u64 {
+        let Some(other) = ev.get("Other-Leg-Unique-ID") else {
+            return key;
+        };
+        let Some(&other_key) = self.legs.get(other.as_ref()) else {
+            return key;
+        };
+        if other_key == key {
+            return key;
+        }
+        let (older, younger) = {
+            let a = self.calls.get(&key).map(|c| c.timeline.start_us());
+            let b = self.calls.get(&other_key).map(|c| c.timeline.start_us());
+            match (a, b) {
+                (Some(a), Some(b)) if b < a || (b == a && other_key < key) => (other_key, key),
+                (Some(_), Some(_)) => (key, other_key),
+                _ => return key,
+            }
+        };
+        self.merge(older, younger);
+        older
+    }
+}

@@ -1,0 +1,224 @@
+//! A call's segment timeline: what the caller was doing from the first leg's creation to the
+//! last leg's end. Segments partition the call: contiguous, none negative, summing to the
+//! duration to the millisecond.
+
+use serde::Serialize;
+
+/// What the caller was doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum SegmentKind {
+    /// Before anything else: dial plan, transfers between steps.
+    Setup,
+    /// In an IVR (answered by the PBX, not a person).
+    Ivr,
+    /// Waiting in a call-center queue.
+    Queue,
+    /// A device, agent, group or the far end is alerting.
+    Ring,
+    /// Bridged with a person or the far end.
+    Talk,
+    /// Either party holding.
+    Hold,
+    /// Parked (valet parking).
+    Park,
+    /// In voicemail.
+    Voicemail,
+    /// The event stream had a gap: what happened is not known.
+    Unknown,
+}
+
+impl SegmentKind {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SegmentKind::Setup => "setup",
+            SegmentKind::Ivr => "ivr",
+            SegmentKind::Queue => "queue",
+            SegmentKind::Ring => "ring",
+            SegmentKind::Talk => "talk",
+            SegmentKind::Hold => "hold",
+            SegmentKind::Park => "park",
+            SegmentKind::Voicemail => "voicemail",
+            SegmentKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// One stretch of the call, in milliseconds from the call's start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Segment {
+    /// What happened.
+    pub kind: SegmentKind,
+    /// Who the caller was with (a device number, `group:2001`, `queue:support@default`, an
+    /// external number), when it applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub party: Option<String>,
+    /// Start, ms after the call started.
+    pub start_ms: i64,
+    /// End, ms after the call started.
+    pub end_ms: i64,
+}
+
+impl Segment {
+    /// Length in ms.
+    pub fn ms(&self) -> i64 {
+        self.end_ms - self.start_ms
+    }
+}
+
+/// A timeline under construction. Times are µs (event timestamps); they are clamped to never
+/// go backwards, because FreeSWITCH stamps events from several threads.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    start_us: i64,
+    closed: Vec<(SegmentKind, Option<String>, i64, i64)>,
+    open: (SegmentKind, Option<String>, i64),
+    last_us: i64,
+}
+
+impl Timeline {
+    /// A timeline starting at `start_us` in `setup`.
+    pub fn new(start_us: i64) -> Self {
+        Timeline {
+            start_us,
+            closed: Vec::new(),
+            open: (SegmentKind::Setup, None, start_us),
+            last_us: start_us,
+        }
+    }
+
+    /// When the call started (µs).
+    pub fn start_us(&self) -> i64 {
+        self.start_us
+    }
+
+    /// The latest time seen (µs).
+    pub fn last_us(&self) -> i64 {
+        self.last_us
+    }
+
+    /// The segment in progress.
+    pub fn current(&self) -> (SegmentKind, Option<&str>) {
+        (self.open.0, self.open.1.as_deref())
+    }
+
+    /// Moves the clock; returns the clamped time.
+    pub fn tick(&mut self, at_us: i64) -> i64 {
+        self.last_us = self.last_us.max(at_us);
+        self.last_us
+    }
+
+    /// Enters `kind` with `party` at `at_us`, closing the open segment if it differs.
+    pub fn enter(&mut self, kind: SegmentKind, party: Option<String>, at_us: i64) {
+        let at = self.tick(at_us);
+        if self.open.0 == kind && self.open.1 == party {
+            return;
+        }
+        let (k, p, s) = std::mem::replace(&mut self.open, (kind, party, at));
+        if at > s {
+            self.closed.push((k, p, s, at));
+        }
+    }
+
+    /// The same timeline starting earlier, the added stretch `unknown` (a call joined after a
+    /// reconnect, whose start FreeSWITCH reported later).
+    pub fn with_earlier_start(mut self, start_us: i64) -> Self {
+        if start_us < self.start_us {
+            self.closed
+                .insert(0, (SegmentKind::Unknown, None, start_us, self.start_us));
+            self.start_us = start_us;
+        }
+        self
+    }
+
+    /// Closes the timeline at `end_us` and returns the segments (ms from the start; merged
+    /// where neighbours are equal) with the partition check's verdict.
+    pub fn finish(&self, end_us: i64) -> (Vec<Segment>, Result<(), String>) {
+        let end_us = end_us.max(self.last_us);
+        let mut raw = self.closed.clone();
+        let (k, p, s) = self.open.clone();
+        raw.push((k, p, s, end_us));
+        let ms = |us: i64| (us - self.start_us).div_euclid(1000);
+        let mut out: Vec<Segment> = Vec::with_capacity(raw.len());
+        for (kind, party, s, e) in raw {
+            let (start_ms, end_ms) = (ms(s), ms(e));
+            if end_ms == start_ms {
+                continue;
+            }
+            match out.last_mut() {
+                Some(l) if l.kind == kind && l.party == party && l.end_ms == start_ms => {
+                    l.end_ms = end_ms
+                }
+                _ => out.push(Segment {
+                    kind,
+                    party,
+                    start_ms,
+                    end_ms,
+                }),
+            }
+        }
+        let verdict = check_partition(&out, ms(end_us));
+        (out, verdict)
+    }
+}
+
+/// The partition invariant: contiguous from 0, none negative, ending at `duration_ms`.
+pub fn check_partition(segments: &[Segment], duration_ms: i64) -> Result<(), String> {
+    let mut at = 0;
+    for s in segments {
+        if s.start_ms != at {
+            return Err(format!(
+                "segment {} starts at {} ms, expected {at}",
+                s.kind.as_str(),
+                s.start_ms
+            ));
+        }
+        if s.end_ms < s.start_ms {
+            return Err(format!("segment {} is negative", s.kind.as_str()));
+        }
+        at = s.end_ms;
+    }
+    if at != duration_ms.max(0) {
+        return Err(format!(
+            "segments end at {at} ms, the call lasted {duration_ms} ms"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_partition_and_merge_and_clamp() {
+        let mut t = Timeline::new(1_000_000);
+        t.enter(SegmentKind::Ring, Some("1001".into()), 1_020_000);
+        t.enter(SegmentKind::Talk, Some("1001".into()), 4_000_000);
+        // A late, earlier-stamped event cannot make a segment negative: the hold is clamped
+        // to 4.0 s and the empty talk before it disappears.
+        t.enter(SegmentKind::Hold, None, 3_900_000);
+        t.enter(SegmentKind::Talk, Some("1001".into()), 6_000_000);
+        let (segs, ok) = t.finish(9_000_000);
+        ok.unwrap();
+        let kinds: Vec<_> = segs.iter().map(|s| s.kind).collect();
+        use SegmentKind::*;
+        assert_eq!(kinds, vec![Setup, Ring, Hold, Talk]);
+        assert_eq!(segs[2].start_ms, 3_000);
+        assert_eq!(segs.iter().map(Segment::ms).sum::<i64>(), 8_000);
+        assert!(segs.iter().all(|s| s.ms() >= 0));
+    }
+
+    #[test]
+    fn a_broken_partition_is_reported() {
+        let segs = vec![Segment {
+            kind: SegmentKind::Talk,
+            party: None,
+            start_ms: 5,
+            end_ms: 10,
+        }];
+        assert!(check_partition(&segs, 10).is_err());
+        assert!(check_partition(&[], 0).is_ok());
+    }
+}

@@ -1,0 +1,578 @@
+//! Golden tests: every real capture through call assembly, each call's CDR checked against
+//! the timings the capture driver induced (fixtures README, within 0.5 s) and against
+//! FreeSWITCH's own per-leg CDRs recorded beside it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use common::fixture;
+use proptest::prelude::*;
+use serde_json::Value;
+use switchhook::esl::Event;
+use switchhook::playback::load_capture;
+use switchhook::replay;
+use switchhook::session::{CallRecord, SessionTracker, Settings};
+
+fn settings() -> Arc<Settings> {
+    Arc::new(Settings::default())
+}
+
+async fn calls(name: &str, ext: &str) -> Vec<CallRecord> {
+    let path = fixture(&format!("freeswitch-1.10/{name}{ext}"));
+    replay::records(&path, settings()).await.expect("capture")
+}
+
+/// What the driver induced, per field. Seconds are checked within 0.5 s; strings exactly.
+#[derive(Default, Clone)]
+struct Want {
+    fields: Vec<(&'static str, Value)>,
+}
+
+impl Want {
+    fn s(mut self, k: &'static str, v: &str) -> Self {
+        self.fields.push((k, Value::from(v)));
+        self
+    }
+    fn n(mut self, k: &'static str, v: f64) -> Self {
+        self.fields.push((k, Value::from(v)));
+        self
+    }
+}
+
+fn w() -> Want {
+    Want::default()
+}
+
+fn check(scenario: &str, rec: &CallRecord, want: &Want) {
+    let cdr = serde_json::to_value(&rec.cdr).unwrap();
+    let ms = |k: &str| match k {
+        "dur" => Some(rec.ms.dur),
+        "ring" => Some(rec.ms.ring),
+        "talk" => Some(rec.ms.talk),
+        "hold" => Some(rec.ms.hold),
+        "park" => Some(rec.ms.park),
+        _ => None,
+    };
+    for (k, v) in &want.fields {
+        if let Some(got_ms) = ms(k) {
+            let want_s = v.as_f64().unwrap();
+            let got = got_ms as f64 / 1000.0;
+            assert!(
+                (got - want_s).abs() <= 0.5,
+                "{scenario}: {k} = {got} s, induced {want_s} s\n{cdr:#}"
+            );
+        } else if let Some(flat) = k.strip_prefix("flat:") {
+            assert_eq!(rec.flat.get(flat), Some(v), "{scenario}: {k}\n{cdr:#}");
+        } else if v.is_f64() {
+            let got = cdr.get(*k).and_then(Value::as_f64);
+            assert_eq!(got, v.as_f64(), "{scenario}: {k}\n{cdr:#}");
+        } else {
+            assert_eq!(cdr.get(*k), Some(v), "{scenario}: {k}\n{cdr:#}");
+        }
+    }
+    // Always: a complete record whose timeline partitions the call.
+    assert_eq!(rec.cdr.partial, None, "{scenario}");
+    assert_eq!(rec.cdr.timelineError, None, "{scenario}");
+    let sum: i64 = rec.cdr.timeline.iter().map(|s| s.end_ms - s.start_ms).sum();
+    assert_eq!(
+        sum, rec.ms.dur,
+        "{scenario}: segments must add up to the duration"
+    );
+    assert!(rec.cdr.timeline.iter().all(|s| s.end_ms > s.start_ms));
+}
+
+/// Compares with FreeSWITCH's own CDR of the call's first leg (`a_<id>.cdr.json`).
+fn check_against_freeswitch(scenario: &str, rec: &CallRecord) {
+    let dir = fixture(&format!("freeswitch-1.10/{scenario}.cdr"));
+    let a = dir.join(format!("a_{}.cdr.json", rec.cdr.id));
+    let fs = read_vars(&a).unwrap_or_else(|| panic!("{scenario}: no A-leg CDR {}", a.display()));
+    let num = |v: &BTreeMap<String, String>, k: &str| -> i64 {
+        v.get(k).and_then(|x| x.parse().ok()).unwrap_or(0)
+    };
+    let start = num(&fs, "start_uepoch");
+    let end = num(&fs, "end_uepoch");
+    let answer = num(&fs, "answer_uepoch");
+    let dur_ms = (end - start) / 1000;
+    assert!(
+        (rec.ms.dur - dur_ms).abs() <= 500,
+        "{scenario}: dur {} ms, FreeSWITCH {} ms",
+        rec.ms.dur,
+        dur_ms
+    );
+    let ours = rec.cdr.answer.is_some();
+    assert_eq!(ours, answer > 0, "{scenario}: answered");
+    // Hold: FreeSWITCH accumulates it on the leg that held.
+    let mut fs_hold = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        if let Some(v) = read_vars(&entry.unwrap().path()) {
+            fs_hold = fs_hold.max(num(&v, "hold_accum_ms"));
+        }
+    }
+    assert!(
+        (rec.ms.hold - fs_hold).abs() <= 500,
+        "{scenario}: hold {} ms, FreeSWITCH {} ms",
+        rec.ms.hold,
+        fs_hold
+    );
+}
+
+fn read_vars(path: &Path) -> Option<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    let vars = v.get("variables")?.as_object()?;
+    Some(
+        vars.iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect(),
+    )
+}
+
+fn golden() -> Vec<(&'static str, Vec<Want>)> {
+    let inbound = |cli: &str, ddi: &str| {
+        w().s("cliNum", cli)
+            .s("ddiNum", ddi)
+            .n("dir", 2.0)
+            .n("type", 2.0)
+            .s("cliCtry", "GB")
+            .s("cliLoc", "United Kingdom")
+    };
+    vec![
+        (
+            "01-inbound-answered",
+            vec![inbound("+447700900123", "+441610001001")
+                .n("ring", 3.0)
+                .n("talk", 5.0)
+                .n("ans", 1.0)
+                .n("lost", 0.0)
+                .n("short", 1.0)
+                .s("cause", "NORMAL_CLEARING")
+                .s("fRngDevNum", "1001")
+                .s("ansDevNum", "1001")
+                .s("ansUsrNum", "1001")
+                .s("ansUsrName", "Alice Smith")
+                .s("flat:connected", "1")
+                .s("flat:cli", "+447700900123")],
+        ),
+        (
+            "02-inbound-missed",
+            vec![inbound("+447700900456", "+441610001002")
+                .n("ring", 6.0)
+                .n("lost", 1.0)
+                .n("aban", 0.0)
+                .n("ans", 0.0)
+                .s("cause", "ORIGINATOR_CANCEL")
+                .s("fRngDevNum", "1002")
+                .s("flat:connected", "0")],
+        ),
+        (
+            "03-abandoned-short",
+            vec![inbound("+447700900789", "+441610001001")
+                .n("ring", 1.0)
+                .n("lost", 1.0)
+                .n("aban", 1.0)],
+        ),
+        (
+            "04-hold-unhold",
+            vec![w()
+                .n("ring", 2.0)
+                .n("talk", 6.0)
+                .n("hold", 3.0)
+                .n("ans", 1.0)],
+        ),
+        (
+            "04b-hold-uuid_hold",
+            vec![w().n("ring", 2.0).n("talk", 6.0).n("hold", 3.0)],
+        ),
+        (
+            "05-valet-park",
+            vec![w()
+                .n("ring", 2.0)
+                .n("talk", 7.1)
+                .n("park", 3.0)
+                .s("ansDevNum", "1001")
+                .s("lAnsDevNum", "1002")
+                .n("lostinPark", 0.0)],
+        ),
+        (
+            "06-ringgroup-simultaneous",
+            vec![inbound("+447700900321", "+441610002001")
+                .n("ring", 3.0)
+                .n("talk", 4.0)
+                .s("ansDevNum", "1002")
+                .s("ansUsrName", "Bob Jones")
+                .s("fRngGroupName", "2001")
+                .s("ansGroupName", "2001")],
+        ),
+        (
+            "07-ringgroup-sequential",
+            // The 5 s leg_timeout ran 5.94 s (timeline file: 1001 ringing at +1.054 s, 1002
+            // at +6.997 s), then 1002 rang 2.0 s.
+            vec![w()
+                .n("ring", 7.94)
+                .n("talk", 4.0)
+                .s("fRngDevNum", "1001")
+                .s("lRngDevNum", "1002")
+                .s("ansDevNum", "1002")
+                .s("fRngGroupName", "2002")],
+        ),
+        (
+            "08-queue-answered",
+            vec![w()
+                .n("ring", 3.0)
+                .n("talk", 4.0)
+                .s("ansAgtNum", "1003")
+                .s("fRngAgtNum", "1003")
+                .s("ansGroupName", "support@default")],
+        ),
+        (
+            "08b-queue-abandoned",
+            vec![w()
+                .n("dur", 6.0)
+                .n("lost", 1.0)
+                .n("ans", 0.0)
+                .s("fRngAgtNum", "1004")],
+        ),
+        (
+            "09-ivr-dtmf-transfer",
+            vec![inbound("+447700900900", "+441610000000")
+                .n("ring", 2.0)
+                .n("talk", 4.0)
+                .s("ansDevNum", "1003")
+                .s("flat:department-selection", "2")],
+        ),
+        (
+            "10-voicemail",
+            vec![w()
+                .n("ring", 11.9)
+                .n("lost", 1.0)
+                .n("ans", 0.0)
+                .s("flat:voicemail", "1")],
+        ),
+        (
+            "11-outbound-carrier",
+            vec![w()
+                .n("dir", 3.0)
+                .n("ring", 4.0)
+                .n("talk", 5.0)
+                .s("cliNum", "1001")
+                .s("ddiNum", "+14155550100")
+                .n("lost", 0.0)],
+        ),
+        (
+            "12-click-to-call",
+            vec![w()
+                .n("dir", 3.0)
+                .n("ring", 5.0)
+                .n("talk", 4.0)
+                .s("cliNum", "1001")
+                .s("ddiNum", "+14155550100")
+                .s("ansDevNum", "1001")],
+        ),
+        (
+            "13-blind-transfer-refer",
+            vec![w()
+                .n("ring", 4.0)
+                .n("talk", 7.1)
+                .s("ansDevNum", "1001")
+                .s("lAnsDevNum", "1003")],
+        ),
+        (
+            "13b-blind-transfer-uuid_transfer",
+            vec![w()
+                .n("ring", 4.0)
+                .n("talk", 7.1)
+                .s("ansDevNum", "1001")
+                .s("lAnsDevNum", "1003")],
+        ),
+        (
+            "14-attended-transfer-refer-replaces",
+            vec![w()
+                .n("ring", 2.0)
+                .n("talk", 8.0)
+                .n("hold", 6.1)
+                .s("ansDevNum", "1001")
+                .s("lAnsDevNum", "1003")],
+        ),
+        (
+            "15-recorded-call",
+            vec![w().n("ring", 2.0).n("talk", 5.0).n("hasRec", 1.0)],
+        ),
+        (
+            "17-outbound-socket",
+            vec![w().n("ring", 2.0).n("talk", 4.0).s("ansDevNum", "1002")],
+        ),
+        (
+            "18-rejected-busy-voicemail",
+            vec![w().n("ring", 2.0).n("lost", 1.0).s("fRngDevNum", "1003")],
+        ),
+        (
+            "19-routing-crm-ack",
+            vec![w().n("ring", 2.0).n("talk", 3.0).s("ansDevNum", "1003")],
+        ),
+        (
+            "20-routing-pin-digits",
+            vec![w().n("ring", 2.0).n("talk", 3.0).s("ansDevNum", "1004")],
+        ),
+        ("21-routing-pin-timeout", vec![w().n("lost", 1.0)]),
+        (
+            "22-routing-caller-hangup",
+            vec![w()
+                .n("dur", 1.5)
+                .n("lost", 1.0)
+                .s("cause", "ORIGINATOR_CANCEL")],
+        ),
+        (
+            "23-routing-api-linger",
+            vec![w().n("ring", 2.0).n("talk", 3.0).s("ansDevNum", "1002")],
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_single_call_capture_matches_its_induced_timings_and_freeswitchs_cdrs() {
+    for (scenario, wants) in golden() {
+        for ext in [".esl", ".json.esl"] {
+            let recs = calls(scenario, ext).await;
+            assert_eq!(
+                recs.len(),
+                wants.len(),
+                "{scenario}{ext}: one record per call"
+            );
+            for (rec, want) in recs.iter().zip(&wants) {
+                check(&format!("{scenario}{ext}"), rec, want);
+                check_against_freeswitch(scenario, rec);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_concurrent_capture_yields_five_calls_like_the_single_ones() {
+    let recs = calls("16-concurrent-mix", ".esl").await;
+    assert_eq!(recs.len(), 5);
+    let by_cli: BTreeMap<&str, &CallRecord> =
+        recs.iter().map(|r| (r.cdr.cliNum.as_str(), r)).collect();
+    let want: Vec<(&str, Want)> = vec![
+        (
+            "+447700900161",
+            w().n("ring", 2.0).n("talk", 12.0).s("ansDevNum", "1001"),
+        ),
+        (
+            "+447700900162",
+            w().n("ring", 3.0)
+                .n("talk", 8.0)
+                .s("ansDevNum", "1002")
+                .s("fRngGroupName", "2001"),
+        ),
+        (
+            "+447700900163",
+            w().n("talk", 6.0)
+                .s("ansAgtNum", "1004")
+                .s("ansGroupName", "support@default"),
+        ),
+        (
+            "1004",
+            w().n("dir", 3.0)
+                .n("ring", 2.0)
+                .n("talk", 7.0)
+                .s("ddiNum", "+442079460000"),
+        ),
+        (
+            "+447700900165",
+            w().n("ring", 4.0).n("lost", 1.0).n("aban", 1.0),
+        ),
+    ];
+    for (cli, want) in &want {
+        let rec = by_cli
+            .get(cli)
+            .unwrap_or_else(|| panic!("no call from {cli}"));
+        check("16", rec, want);
+        check_against_freeswitch("16-concurrent-mix", rec);
+    }
+    // The json twin gives the same records.
+    let json = calls("16-concurrent-mix", ".json.esl").await;
+    let a: Vec<_> = recs.iter().map(|r| &r.cdr).collect();
+    let b: Vec<_> = json.iter().map(|r| &r.cdr).collect();
+    assert_eq!(a, b);
+}
+
+fn events(name: &str) -> Vec<Event> {
+    load_capture(&fixture(&format!("freeswitch-1.10/{name}.esl")))
+        .unwrap()
+        .into_iter()
+        .map(|f| f.event)
+        .collect()
+}
+
+fn assemble(events: impl IntoIterator<Item = Event>) -> BTreeMap<String, serde_json::Value> {
+    let mut t = SessionTracker::new(settings());
+    let mut out = BTreeMap::new();
+    for ev in events {
+        for r in t.on_event(&ev) {
+            out.insert(r.cdr.id.clone(), serde_json::to_value(&r.cdr).unwrap());
+        }
+    }
+    assert_eq!(t.active(), 0, "every call ended");
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Several captured calls' events, randomly interleaved (each call's own order kept),
+    /// produce exactly the CDRs each capture gives alone.
+    #[test]
+    fn random_interleavings_give_the_same_cdrs(seed in any::<u64>()) {
+        let names = ["01-inbound-answered", "05-valet-park", "08-queue-answered",
+                     "12-click-to-call", "14-attended-transfer-refer-replaces"];
+        let streams: Vec<Vec<Event>> = names.iter().map(|n| events(n)).collect();
+        let mut want = BTreeMap::new();
+        for s in &streams {
+            want.extend(assemble(s.clone()));
+        }
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut cursors = vec![0usize; streams.len()];
+        let mut mixed = Vec::new();
+        loop {
+            let open: Vec<usize> = (0..streams.len()).filter(|&i| cursors[i] < streams[i].len()).collect();
+            if open.is_empty() { break; }
+            let i = open[rng.usize(..open.len())];
+            let take = rng.usize(1..=8).min(streams[i].len() - cursors[i]);
+            mixed.extend(streams[i][cursors[i]..cursors[i] + take].iter().cloned());
+            cursors[i] += take;
+        }
+        prop_assert_eq!(assemble(mixed), want);
+    }
+}
+
+#[test]
+fn a_gap_marks_the_call_partial_and_freeswitchs_figures_complete_it() {
+    // Events 30..60 of scenario 01 (the answer and the bridge among them) are lost.
+    let all = events("01-inbound-answered");
+    let mut t = SessionTracker::new(settings());
+    let mut recs = Vec::new();
+    for (i, ev) in all.iter().enumerate() {
+        if i == 30 {
+            t.on_gap("Disconnected(\"test\")");
+        }
+        if (30..60).contains(&i) {
+            continue;
+        }
+        recs.extend(t.on_event(ev));
+    }
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert!(r.cdr.partial.as_deref().unwrap().contains("test"));
+    assert!(r.cdr.timeline.iter().any(|s| s.kind.as_str() == "unknown"));
+    assert!(r.cdr.timelineError.is_none());
+    // Reconciled from billmsec / answer_uepoch of the hangup-complete events.
+    assert!((r.ms.talk - 5_000).abs() <= 500, "talk {}", r.ms.talk);
+    assert!(r.cdr.answer.is_some());
+    assert_eq!(r.cdr.ans, 1);
+}
+
+#[test]
+fn resync_ends_calls_that_finished_during_the_outage_and_expiry_bounds_memory() {
+    let all = events("16-concurrent-mix");
+    let mut t = SessionTracker::new(settings());
+    for ev in &all[..150] {
+        t.on_event(ev);
+    }
+    let active = t.active();
+    assert!(active > 0);
+    t.on_gap("disconnected");
+    // FreeSWITCH reports no channels: every call ended while we were away.
+    let recs = t.on_resync(&[]);
+    assert_eq!(recs.len(), active);
+    assert!(recs.iter().all(|r| r.cdr.partial.is_some()));
+    assert_eq!(t.active(), 0);
+    // Stragglers of finished calls do not reopen them.
+    for ev in &all[150..] {
+        for r in t.on_event(ev) {
+            assert!(
+                !recs.iter().any(|o| o.cdr.id == r.cdr.id),
+                "reopened {}",
+                r.cdr.id
+            );
+        }
+    }
+
+    // A call whose events stop is expired on the events' own clock (HEARTBEAT).
+    let mut t = SessionTracker::new(settings());
+    let first = events("01-inbound-answered");
+    for ev in &first[..40] {
+        t.on_event(ev);
+    }
+    assert_eq!(t.active(), 1);
+    let ts = first[39].timestamp_us().unwrap() + 5 * 3600 * 1_000_000;
+    let heartbeat = Event::parse_plain(bytes::Bytes::from(format!(
+        "Event-Name: HEARTBEAT\nEvent-Date-Timestamp: {ts}\n"
+    )))
+    .unwrap();
+    let recs = t.on_event(&heartbeat);
+    assert_eq!(recs.len(), 1);
+    assert!(recs[0]
+        .cdr
+        .partial
+        .as_deref()
+        .unwrap()
+        .starts_with("expired"));
+    assert_eq!(t.active(), 0);
+}
+
+#[tokio::test]
+async fn seed_fields_are_all_present_with_their_names() {
+    let recs = calls("01-inbound-answered", ".esl").await;
+    let v = serde_json::to_value(&recs[0].cdr).unwrap();
+    for k in [
+        "id",
+        "dType",
+        "sVer",
+        "pbxId",
+        "pbxName",
+        "tz",
+        "start",
+        "answer",
+        "end",
+        "dur",
+        "ring",
+        "talk",
+        "hold",
+        "park",
+        "lost",
+        "lostinPark",
+        "aban",
+        "ans",
+        "short",
+        "cause",
+        "dir",
+        "type",
+        "t2t",
+        "cliNum",
+        "cliName",
+        "cliLoc",
+        "cliCtry",
+        "ddiNum",
+        "fRngDevNum",
+        "lRngDevNum",
+        "ansDevNum",
+        "lAnsDevNum",
+        "fRngUsrNum",
+        "fRngUsrName",
+        "ansUsrName",
+        "hasRec",
+        "rate",
+        "recordingIds",
+        "directoryMatches",
+        "tags",
+        "timeline",
+    ] {
+        assert!(v.get(k).is_some(), "missing {k}: {v:#}");
+    }
+    assert_eq!(v["dType"], "CloudSessionCdr");
+    assert_eq!(v["pbxName"], "pbx1.acme.example");
+    assert_eq!(v["start"], "2026-11-23T15:45:06+00:00");
+}
