@@ -79,7 +79,13 @@ fn main() {
     // 2. Assembly alone.
     let parsed: Vec<Vec<Event>> = captures
         .iter()
-        .map(|p| load_capture(p).unwrap().into_iter().map(|f| f.event).collect())
+        .map(|p| {
+            load_capture(p)
+                .unwrap()
+                .into_iter()
+                .map(|f| f.event)
+                .collect()
+        })
         .collect();
     let mut best = f64::MAX;
     for _ in 0..15 {

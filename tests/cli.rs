@@ -18,6 +18,15 @@ fn config_file(text: &str) -> tempfile::NamedTempFile {
     f
 }
 
+/// Fails with the command's stderr unless it succeeded.
+fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn replay_prints_one_json_object_per_event() {
     let out = switchhook()
@@ -26,11 +35,7 @@ fn replay_prints_one_json_object_per_event() {
         .arg(fixture("freeswitch-1.10/01-inbound-answered.json.esl"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<serde_json::Value> = text
         .lines()
@@ -116,11 +121,7 @@ fn environment_overrides_the_file() {
         )
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
 }
 
 #[test]
@@ -203,11 +204,7 @@ fn replay_emit_cdr_prints_one_cdr_per_call_in_end_order() {
         .arg(fixture("freeswitch-1.10/16-concurrent-mix.esl"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let cdrs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -233,11 +230,7 @@ fn a_mapping_change_shows_in_replay_and_explain_names_the_header() {
         .arg(&capture)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let cdr: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cdr["ansUsrName"], "1001");
     assert_eq!(cdr["tz"], "Europe/London");
@@ -249,11 +242,7 @@ fn a_mapping_change_shows_in_replay_and_explain_names_the_header() {
         .arg(&capture)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("timeline"), "{text}");
     assert!(text.contains("ring"), "{text}");
@@ -287,4 +276,19 @@ fn check_config_reports_bad_session_keys_by_path() {
     assert!(err.contains("sessions.time_zone"), "{err}");
     assert!(err.contains("numbers.default_region"), "{err}");
     assert!(err.contains("mapping.user_name[0]"), "{err}");
+}
+
+#[test]
+fn the_readme_configuration_is_valid() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("```toml\n").expect("a toml block") + 8;
+    let end = start + readme[start..].find("```").unwrap();
+    let f = config_file(&readme[start..end]);
+    let out = switchhook()
+        .arg("check-config")
+        .arg(f.path())
+        .output()
+        .unwrap();
+    assert_ok(&out);
 }
