@@ -96,7 +96,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         } => {
             init_logging("warn", cli.log_format.unwrap_or(LogFormat::Text));
             match emit {
-                Emit::Events => replay_files(emit, &files).await,
+                Emit::Events => replay_events(&files).await,
                 Emit::Cdr => match load_settings(config.as_deref()) {
                     Ok(settings) => replay_cdrs(settings, &files).await,
                     Err(code) => code,
@@ -342,7 +342,7 @@ async fn run_live(cfg: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn replay_files(emit: Emit, files: &[PathBuf]) -> ExitCode {
+async fn replay_events(files: &[PathBuf]) -> ExitCode {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut failed = false;
@@ -364,22 +364,14 @@ async fn replay_files(emit: Emit, files: &[PathBuf]) -> ExitCode {
                     break;
                 }
             };
-            match (emit, item) {
-                (Emit::Events, Ok(Message::Event(ev))) => {
-                    let written = serde_json::to_writer(&mut out, &ev)
-                        .map_err(std::io::Error::from)
-                        .and_then(|_| out.write_all(b"\n"));
-                    if let Err(e) = written {
-                        // A closed pipe (`| head`) is the reader's choice, not an error.
-                        if e.kind() == std::io::ErrorKind::BrokenPipe {
-                            return ExitCode::SUCCESS;
-                        }
-                        eprintln!("stdout: {e}");
-                        return ExitCode::from(1);
+            match item {
+                Ok(Message::Event(ev)) => {
+                    if let Err(code) = write_line(&mut out, &ev) {
+                        return code;
                     }
                 }
-                (_, Ok(_)) => {}
-                (_, Err(e)) => {
+                Ok(_) => {}
+                Err(e) => {
                     eprintln!("{}: {e}", file.display());
                     failed = true;
                 }

@@ -16,9 +16,6 @@ pub struct Recording {
     pub offset_ms: i64,
     /// Length in ms (0 while still recording).
     pub length_ms: i64,
-    /// The leg that recorded.
-    #[serde(skip)]
-    pub leg: String,
     #[serde(skip)]
     started_us: i64,
 }
@@ -158,11 +155,6 @@ impl CallSession {
         }
     }
 
-    /// The leg with this uuid.
-    pub fn leg(&self, uuid: &str) -> Option<&Leg> {
-        self.legs.iter().find(|l| l.uuid == uuid)
-    }
-
     fn leg_index(&self, uuid: &str) -> Option<usize> {
         self.legs.iter().position(|l| l.uuid == uuid)
     }
@@ -272,7 +264,7 @@ impl CallSession {
             }
             "CHANNEL_HOLD" => self.legs[i].held = true,
             "CHANNEL_UNHOLD" => self.legs[i].held = false,
-            "CHANNEL_EXECUTE" => self.on_execute(i, ev),
+            "CHANNEL_EXECUTE" => self.on_execute(i, name, ev, at, mapper),
             "CHANNEL_EXECUTE_COMPLETE" => {
                 let app = ev.get("Application");
                 if let Some(kind) = app.as_deref().and_then(AppKind::of) {
@@ -317,7 +309,6 @@ impl CallSession {
                         path: path.into_owned(),
                         offset_ms,
                         length_ms: 0,
-                        leg: uuid.to_owned(),
                         started_us: at,
                     });
                 }
@@ -339,7 +330,7 @@ impl CallSession {
         self.update_timeline(at);
     }
 
-    fn on_execute(&mut self, i: usize, ev: &Event) {
+    fn on_execute(&mut self, i: usize, name: &'static str, ev: &Event, at: i64, mapper: &Mapper) {
         let Some(app) = ev.get("Application") else {
             return;
         };
@@ -347,12 +338,13 @@ impl CallSession {
             self.legs[i].app = Some(kind);
         }
         if app == "bridge" {
+            // The dial plan sets group variables just before the bridge: read the mapping
+            // on the bridge itself, not only on the lifecycle events.
+            mapper.apply(ev, name, at, &mut self.legs[i].attrs);
             let data = ev.get("Application-Data").unwrap_or_default();
             let leg = &self.legs[i];
             self.group_now = if let Some(g) = leg.attrs.get(Attr::Group) {
                 Some(g.to_owned())
-            } else if let Some(g) = ev.var("switchhook_group") {
-                Some(g.into_owned())
             } else if is_multi_target(&data) {
                 let dest = ev
                     .get("Caller-Destination-Number")
@@ -430,13 +422,13 @@ impl CallSession {
             .legs
             .iter()
             .enumerate()
-            .filter(|(_, l)| {
+            .filter(|(j, l)| {
                 l.is_ringing()
-                    || (l.outbound
+                    || (*j != 0
+                        && l.outbound
                         && l.is_up()
                         && l.bridged_to.is_none()
-                        && l.answered_us.is_some()
-                        && !std::ptr::eq(*l, caller))
+                        && l.answered_us.is_some())
             })
             .max_by_key(|(_, l)| l.created_us)
             .map(|(j, _)| j)

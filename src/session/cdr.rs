@@ -247,13 +247,13 @@ fn secs(ms: i64) -> i64 {
     (ms + 500).div_euclid(1000)
 }
 
-struct Prov<'a> {
+/// Where each field came from, as `explain` prints it.
+struct Prov {
     lines: Vec<(String, String)>,
     start_us: i64,
-    _p: std::marker::PhantomData<&'a ()>,
 }
 
-impl Prov<'_> {
+impl Prov {
     fn at(&self, us: i64) -> String {
         format!("+{:.3}s", (us - self.start_us) as f64 / 1e6)
     }
@@ -298,7 +298,6 @@ pub fn build(call: &CallSession, settings: &Settings) -> CallRecord {
     let mut prov = Prov {
         lines: Vec::new(),
         start_us,
-        _p: std::marker::PhantomData,
     };
     let sum = |k: SegmentKind| {
         segments
@@ -341,9 +340,8 @@ pub fn build(call: &CallSession, settings: &Settings) -> CallRecord {
     if click_to_call && caller.answered_us.is_some() {
         answering.insert(0, caller);
     }
-    let ans = !call.talked_with.is_empty()
-        || (call.partial.is_some() && ms.talk > 0)
-        || (click_to_call && caller.answered_us.is_some() && ms.talk > 0);
+    // A talk segment means a bridge with the caller; a partial call may have lost it.
+    let ans = !call.talked_with.is_empty() || (call.partial.is_some() && ms.talk > 0);
 
     let caller_trunk = caller.trunk;
     let other_trunk = call.legs.iter().skip(1).any(|l| l.trunk);
@@ -570,11 +568,6 @@ pub fn build(call: &CallSession, settings: &Settings) -> CallRecord {
         "lAnsAgtNum",
         "lAnsAgtName"
     );
-    // Agent names only mean something on agent legs.
-    if parties.fRngAgtNum.is_none() {
-        parties.fRngAgtName = None;
-    }
-
     let groups: Vec<&str> = rung.iter().filter_map(|l| l.group.as_deref()).collect();
     let ans_group = answering
         .iter()
@@ -668,7 +661,7 @@ pub fn build(call: &CallSession, settings: &Settings) -> CallRecord {
         hold: secs(ms.hold),
         park: secs(ms.park),
         lost: lost as u8,
-        lostinPark: (call.hung_up_parked && !call.legs.iter().skip(1).any(|l| l.is_up())) as u8,
+        lostinPark: call.hung_up_parked as u8,
         aban: aban as u8,
         ans: ans as u8,
         short: short_call as u8,
@@ -716,12 +709,7 @@ pub fn build(call: &CallSession, settings: &Settings) -> CallRecord {
 }
 
 /// Fills in from FreeSWITCH's own figures what a gap hid.
-fn reconcile(
-    call: &CallSession,
-    ms: &mut Durations,
-    answer_us: &mut Option<i64>,
-    prov: &mut Prov<'_>,
-) {
+fn reconcile(call: &CallSession, ms: &mut Durations, answer_us: &mut Option<i64>, prov: &mut Prov) {
     let caller = &call.legs[0];
     if answer_us.is_none() {
         if let Some(a) = caller.fs.answer_us {

@@ -51,8 +51,6 @@ impl AppKind {
 pub struct FsFigures {
     /// `start_uepoch`.
     pub start_us: Option<i64>,
-    /// `progress_uepoch` (0 = never).
-    pub progress_us: Option<i64>,
     /// `answer_uepoch`.
     pub answer_us: Option<i64>,
     /// `end_uepoch`.
@@ -73,7 +71,6 @@ impl FsFigures {
         };
         FsFigures {
             start_us: num("start_uepoch"),
-            progress_us: num("progress_uepoch"),
             answer_us: num("answer_uepoch"),
             end_us: num("end_uepoch"),
             bill_ms: num("billmsec"),
@@ -127,8 +124,6 @@ pub struct Leg {
     pub attrs: LegAttrs,
     /// FreeSWITCH's own figures, once hung up.
     pub fs: FsFigures,
-    /// Joined after its start (reconnect): its early life is unknown.
-    pub joined_late: bool,
 }
 
 impl Leg {
@@ -164,7 +159,6 @@ impl Leg {
             cause: None,
             attrs: LegAttrs::default(),
             fs: FsFigures::default(),
-            joined_late: false,
         }
     }
 

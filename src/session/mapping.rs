@@ -207,6 +207,7 @@ impl LegAttrs {
 /// The mapping compiled for one-pass lookups over an event's headers.
 #[derive(Debug)]
 pub struct Mapper {
+    /// Header name → the attributes it feeds, with its rank in each list.
     by_header: HashMap<&'static str, Vec<(Attr, u8)>>,
     tag_prefix: &'static str,
     strip_domain: bool,
@@ -255,18 +256,13 @@ impl Mapper {
     pub fn apply(&self, ev: &Event, event_name: &'static str, at_us: i64, attrs: &mut LegAttrs) {
         let headers = ev.headers();
         for (i, name) in headers.names() {
-            if let Some(targets) = self.by_header.get(name) {
+            if let Some((&header, targets)) = self.by_header.get_key_value(name) {
                 let Some(value) = headers.value_at(i) else {
                     continue;
                 };
                 if value.trim().is_empty() {
                     continue;
                 }
-                let header: &'static str = self
-                    .by_header
-                    .get_key_value(name)
-                    .map(|(k, _)| *k)
-                    .unwrap_or("");
                 for &(attr, rank) in targets {
                     let mut v = value.trim().to_owned();
                     if self.strip_domain && attr.strips_domain() {

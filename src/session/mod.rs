@@ -270,11 +270,10 @@ impl SessionTracker {
             }
             _ => key,
         };
-        let settings = Arc::clone(&self.settings);
         let Some(call) = self.calls.get_mut(&key) else {
             return out;
         };
-        call.apply(&uuid, name, ev, ts, &settings.mapping);
+        call.apply(&uuid, name, ev, ts, &self.settings.mapping);
         if call.is_over() {
             if let Some(call) = self.calls.remove(&key) {
                 out.push(self.finish(call));
@@ -366,10 +365,9 @@ impl SessionTracker {
 
     /// Finds the call a new leg belongs to, or opens one.
     fn attach(&mut self, uuid: &str, name: &'static str, ev: &Event, ts: i64) -> u64 {
-        let mut leg = Leg::new(uuid.to_owned(), ev, ts, &self.settings.mapping.config);
+        let leg = Leg::new(uuid.to_owned(), ev, ts, &self.settings.mapping.config);
         let parent = self.parent_of(uuid, ev);
         let late = !is_birth(name, ev);
-        leg.joined_late = late;
         let key = match parent {
             Some(k) => {
                 if let Some(call) = self.calls.get_mut(&k) {

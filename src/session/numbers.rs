@@ -89,10 +89,9 @@ impl NumberReader {
         if !international && digits.len() <= self.extension_max_digits {
             return info;
         }
-        let text = if let Some(rest) = cleaned.strip_prefix("00") {
-            format!("+{rest}")
-        } else {
-            cleaned.clone()
+        let text = match cleaned.strip_prefix("00") {
+            Some(rest) => format!("+{rest}"),
+            None => cleaned,
         };
         let Ok(number) = phonenumber::parse(self.region, &text) else {
             return info;

@@ -98,11 +98,6 @@ impl Timeline {
         self.last_us
     }
 
-    /// The segment in progress.
-    pub fn current(&self) -> (SegmentKind, Option<&str>) {
-        (self.open.0, self.open.1.as_deref())
-    }
-
     /// Moves the clock; returns the clamped time.
     pub fn tick(&mut self, at_us: i64) -> i64 {
         self.last_us = self.last_us.max(at_us);
