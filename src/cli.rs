@@ -10,6 +10,7 @@ use futures::StreamExt;
 
 use crate::config::{self, Config, LogFormat};
 use crate::esl::{ClientConfig, EslClient, EslSignal, Limits, Message};
+use crate::hooks::WebhookSet;
 use crate::replay;
 use crate::session::{CallRecord, SessionTracker, Settings};
 
@@ -73,6 +74,8 @@ pub enum Emit {
     Events,
     /// One CDR per finished call, in the order calls end.
     Cdr,
+    /// Every webhook request the configured `[[webhooks]]` would send (nothing is sent).
+    Webhooks,
 }
 
 /// Runs a parsed command line.
@@ -99,6 +102,10 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Emit::Events => replay_events(&files).await,
                 Emit::Cdr => match load_settings(config.as_deref()) {
                     Ok(settings) => replay_cdrs(settings, &files).await,
+                    Err(code) => code,
+                },
+                Emit::Webhooks => match load_pipeline(config.as_deref()) {
+                    Ok((_, settings, hooks)) => replay_webhooks(settings, hooks, &files).await,
                     Err(code) => code,
                 },
             }
@@ -160,6 +167,27 @@ fn load_settings(config: Option<&Path>) -> Result<Arc<Settings>, ExitCode> {
     })
 }
 
+/// The configuration, compiled: settings for call assembly and the webhooks.
+fn load_pipeline(
+    config: Option<&Path>,
+) -> Result<(Config, Arc<Settings>, Arc<WebhookSet>), ExitCode> {
+    let cfg = Config::load(config).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })?;
+    let settings = Settings::from_config(&cfg).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })?;
+    let hooks = WebhookSet::compile(&cfg.webhooks, &settings.numbers).map_err(|problems| {
+        for (path, msg) in problems {
+            eprintln!("{path}: {msg}");
+        }
+        ExitCode::from(2)
+    })?;
+    Ok((cfg, Arc::new(settings), Arc::new(hooks)))
+}
+
 /// Writes one JSON line; a closed pipe (`| head`) ends output quietly.
 fn write_line<W: Write, T: serde::Serialize>(out: &mut W, value: &T) -> Result<(), ExitCode> {
     let written = serde_json::to_writer(&mut *out, value)
@@ -184,6 +212,63 @@ async fn replay_cdrs(settings: Arc<Settings>, files: &[PathBuf]) -> ExitCode {
         let result = replay::assemble(file, Arc::clone(&settings), |rec| {
             if stop.is_none() {
                 if let Err(code) = write_line(&mut out, &rec.cdr) {
+                    stop = Some(code);
+                }
+            }
+        })
+        .await;
+        if let Some(code) = stop {
+            return code;
+        }
+        match result {
+            Ok(report) => {
+                for e in &report.errors {
+                    eprintln!("{}: {e}", file.display());
+                }
+                failed |= !report.errors.is_empty();
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                failed = true;
+            }
+        }
+    }
+    let _ = out.flush();
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn replay_webhooks(
+    settings: Arc<Settings>,
+    hooks: Arc<WebhookSet>,
+    files: &[PathBuf],
+) -> ExitCode {
+    let hooks = if hooks.hooks().is_empty() {
+        eprintln!(
+            "no [[webhooks]] configured: showing what a webhook on every trigger, posting to {}, would send",
+            crate::hooks::webhook::EXAMPLE_URL
+        );
+        Arc::new(WebhookSet::example())
+    } else {
+        hooks
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut failed = false;
+    for file in files {
+        let mut stop = None;
+        let result = replay::moments(file, Arc::clone(&settings), |m| {
+            for req in hooks.plan(&m) {
+                if stop.is_some() {
+                    return;
+                }
+                let signer = hooks.get(&req.webhook).and_then(|h| h.signer.as_ref());
+                if let Err(code) =
+                    write_line(&mut out, &req.to_printable(signer, m.at_us / 1_000_000))
+                {
                     stop = Some(code);
                 }
             }

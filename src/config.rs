@@ -30,6 +30,10 @@ pub struct Config {
     pub directory: crate::session::directory::DirectoryConfig,
     /// The rate table.
     pub rates: crate::session::rates::RatesConfig,
+    /// The webhook outbox.
+    pub store: crate::hooks::store::StoreConfig,
+    /// Lifecycle webhooks (`[[webhooks]]`).
+    pub webhooks: Vec<crate::hooks::WebhookConfig>,
 }
 
 /// `[freeswitch]`: where the event socket is and what to subscribe to.
@@ -226,7 +230,7 @@ fn one(path: Option<&Path>, e: config::ConfigError) -> ConfigErrors {
 }
 
 /// The sections a configuration file may have.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 9] = [
     "freeswitch",
     "log",
     "sessions",
@@ -234,6 +238,8 @@ const SECTIONS: [&str; 7] = [
     "numbers",
     "directory",
     "rates",
+    "store",
+    "webhooks",
 ];
 
 /// Every problem in the configuration, each with its key path; empty when it is valid.
@@ -265,6 +271,8 @@ pub fn check(path: Option<&Path>) -> Vec<ConfigIssue> {
     check_section::<crate::session::numbers::NumbersConfig>(&built, "numbers", &mut issues);
     check_section::<crate::session::directory::DirectoryConfig>(&built, "directory", &mut issues);
     check_section::<crate::session::rates::RatesConfig>(&built, "rates", &mut issues);
+    check_section::<crate::hooks::store::StoreConfig>(&built, "store", &mut issues);
+    check_webhooks(&built, &mut issues);
     if issues.is_empty() {
         if let Ok(cfg) = built.try_deserialize::<Config>() {
             validate(&cfg, &mut issues);
@@ -298,6 +306,34 @@ fn check_section<T: DeserializeOwned + Serialize + Default>(
             issues.push(ConfigIssue {
                 path: format!("{section}.{key}"),
                 message: clean(&e.to_string()),
+            });
+        }
+    }
+}
+
+/// `[[webhooks]]` is a list of tables: each entry is checked on its own, with serde's path
+/// to the bad key (`webhooks[1].filters[0].op`).
+fn check_webhooks(built: &config::Config, issues: &mut Vec<ConfigIssue>) {
+    let Ok(value) = built.get::<serde_json::Value>("webhooks") else {
+        return;
+    };
+    let serde_json::Value::Array(entries) = value else {
+        issues.push(ConfigIssue {
+            path: "webhooks".into(),
+            message: "must be a list of tables: [[webhooks]]".into(),
+        });
+        return;
+    };
+    for (i, entry) in entries.into_iter().enumerate() {
+        if let Err(e) = serde_path_to_error::deserialize::<_, crate::hooks::WebhookConfig>(entry) {
+            let inner = e.path().to_string();
+            issues.push(ConfigIssue {
+                path: if inner == "." {
+                    format!("webhooks[{i}]")
+                } else {
+                    format!("webhooks[{i}].{inner}")
+                },
+                message: e.into_inner().to_string(),
             });
         }
     }
@@ -417,6 +453,14 @@ fn validate(cfg: &Config, issues: &mut Vec<ConfigIssue>) {
     }
     if let Err(e) = crate::session::rates::RateTable::load(&cfg.rates) {
         bad("rates.path", e);
+    }
+    if let Err(problems) = crate::hooks::WebhookSet::compile(&cfg.webhooks, &numbers) {
+        for (path, message) in problems {
+            bad(&path, message);
+        }
+    }
+    if cfg.store.path.as_os_str().is_empty() {
+        bad("store.path", "must name a file".into());
     }
 }
 

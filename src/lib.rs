@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod esl;
+pub mod hooks;
 pub mod playback;
 pub mod replay;
 pub mod session;

@@ -8,7 +8,7 @@ use tokio::fs::File;
 use tokio_util::codec::FramedRead;
 
 use crate::esl::{EslCodec, Limits, Message};
-use crate::session::{CallRecord, SessionTracker, Settings};
+use crate::session::{CallRecord, Moment, SessionTracker, Settings};
 
 /// Read buffer size for capture files: large reads keep syscalls off the profile.
 const READ_CAPACITY: usize = 256 * 1024;
@@ -40,24 +40,48 @@ pub async fn assemble(
     settings: Arc<Settings>,
     mut emit: impl FnMut(CallRecord),
 ) -> std::io::Result<AssembleReport> {
-    let mut stream = open(path, Limits::default()).await?;
     let mut tracker = SessionTracker::new(settings);
+    drive(path, &mut tracker, |_, records| {
+        records.into_iter().for_each(&mut emit)
+    })
+    .await
+}
+
+/// Replays a capture through call assembly with lifecycle moments on, handing each moment
+/// to `emit` in the order the live pipeline would have found it.
+pub async fn moments(
+    path: &Path,
+    settings: Arc<Settings>,
+    mut emit: impl FnMut(Moment),
+) -> std::io::Result<AssembleReport> {
+    let mut tracker = SessionTracker::new(settings).with_moments();
+    drive(path, &mut tracker, |t, _| {
+        t.take_moments().into_iter().for_each(&mut emit)
+    })
+    .await
+}
+
+/// Feeds a capture to `tracker`, calling `after` with the records each event finished.
+async fn drive(
+    path: &Path,
+    tracker: &mut SessionTracker,
+    mut after: impl FnMut(&mut SessionTracker, Vec<CallRecord>),
+) -> std::io::Result<AssembleReport> {
+    let mut stream = open(path, Limits::default()).await?;
     let mut report = AssembleReport::default();
     while let Some(item) = stream.next().await {
         match item? {
             Ok(Message::Event(ev)) => {
                 report.events += 1;
-                for rec in tracker.on_event(&ev) {
-                    emit(rec);
-                }
+                let records = tracker.on_event(&ev);
+                after(tracker, records);
             }
             Ok(_) => {}
             Err(e) => report.errors.push(e.to_string()),
         }
     }
-    for rec in tracker.flush("still in progress when the capture ended") {
-        emit(rec);
-    }
+    let records = tracker.flush("still in progress when the capture ended");
+    after(tracker, records);
     Ok(report)
 }
 

@@ -60,6 +60,10 @@ pub struct CallSession {
     pub pbx: (String, String),
     /// How the call began.
     pub origin: Origin,
+    /// The IVR menu the caller is in or was last in (`ivr` application data).
+    pub ivr_menu: Option<String>,
+    /// Which lifecycle triggers have fired (see [`super::moments`]).
+    pub(crate) fired: super::moments::Fired,
 }
 
 /// Event names the session reacts to, interned so provenance needs no allocation.
@@ -152,6 +156,8 @@ impl CallSession {
             hung_up_parked: false,
             pbx: (get("Core-UUID"), get("FreeSWITCH-Switchname")),
             origin,
+            ivr_menu: None,
+            fired: Default::default(),
         }
     }
 
@@ -163,6 +169,7 @@ impl CallSession {
     pub fn add_leg(&mut self, mut leg: Leg) {
         if leg.outbound && leg.group.is_none() {
             leg.group = self.group_now.clone();
+            leg.via_queue = self.in_queue;
         }
         self.legs.push(leg);
     }
@@ -193,6 +200,7 @@ impl CallSession {
         }
         self.recordings.extend(other.recordings);
         self.voicemail_left |= other.voicemail_left;
+        self.fired.absorb(other.fired);
         let base = self.legs.len();
         self.legs.extend(other.legs);
         self.talked_with
@@ -336,6 +344,9 @@ impl CallSession {
         };
         if let Some(kind) = AppKind::of(&app) {
             self.legs[i].app = Some(kind);
+            if kind == AppKind::Ivr {
+                self.ivr_menu = ev.get("Application-Data").map(|d| d.into_owned());
+            }
         }
         if app == "bridge" {
             // The dial plan sets group variables just before the bridge: read the mapping

@@ -135,6 +135,22 @@ pub struct Cdr {
     pub timelineError: Option<String>,
 }
 
+/// Every field name a CDR may carry (seed 001's names, then switchhook's extensions): what
+/// webhook templates and filters may name.
+#[rustfmt::skip]
+pub const FIELDS: [&str; 72] = [
+    "id", "dType", "sVer", "pbxId", "pbxName", "tz", "start", "answer", "end", "dur", "ring",
+    "talk", "hold", "park", "lost", "lostinPark", "aban", "ans", "short", "cause", "dir", "type",
+    "t2t", "cliNum", "cliName", "cliLoc", "cliArea", "cliState", "cliCtry", "ddiNum", "ddiName",
+    "fRngDevNum", "fRngDevName", "lRngDevNum", "lRngDevName", "ansDevNum", "ansDevName",
+    "lAnsDevNum", "lAnsDevName", "fRngUsrNum", "fRngUsrName", "lRngUsrNum", "lRngUsrName",
+    "ansUsrNum", "ansUsrName", "lAnsUsrNum", "lAnsUsrName", "fRngAgtNum", "fRngAgtName",
+    "lRngAgtNum", "lRngAgtName", "ansAgtNum", "ansAgtName", "lAnsAgtNum", "lAnsAgtName",
+    "rteID", "rteName", "fRngGroupName", "lRngGroupName", "ansGroupName", "hasRec", "rate",
+    "rateCost", "rateBand", "rateName", "recordingIds", "directoryMatches", "tags", "timeline",
+    "recordings", "partial", "timelineError",
+];
+
 /// The first/last rung and answering device, user and agent fields.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 #[allow(non_snake_case)]
@@ -224,6 +240,48 @@ pub struct CallRecord {
     pub ms: Durations,
     /// The seed-000 flat fields.
     pub flat: serde_json::Map<String, serde_json::Value>,
+    /// Start, answer and end as µs since the epoch (to render in another time zone).
+    pub times: Times,
+    /// The call type webhooks filter on.
+    pub kind: CallKind,
+}
+
+/// A record's instants, µs since the epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Times {
+    /// `start`.
+    pub start_us: i64,
+    /// `answer`.
+    pub answer_us: Option<i64>,
+    /// `end`.
+    pub end_us: i64,
+}
+
+/// The call types of seed 002 (and internal calls, which it does not name).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallKind {
+    /// From a trunk (`dir` 2 or 4).
+    #[default]
+    Inbound,
+    /// From a device to a trunk (`dir` 3).
+    Outbound,
+    /// Device to device (`dir` 1).
+    Internal,
+    /// Originated by FreeSWITCH: the extension first, then the customer.
+    ClickToCall,
+}
+
+impl CallKind {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallKind::Inbound => "inbound",
+            CallKind::Outbound => "outbound",
+            CallKind::Internal => "internal",
+            CallKind::ClickToCall => "click_to_call",
+        }
+    }
 }
 
 /// Durations in milliseconds.
@@ -700,11 +758,23 @@ pub fn build(call: &CallSession, settings: &Settings) -> CallRecord {
         tracing::error!(call_id = %cdr.id, error = %e, "timeline failed its partition check");
     }
     let flat = flat_fields(&cdr, &ms, call, settings, cli.is_e164);
+    let kind = match (click_to_call, cdr.dir) {
+        (true, _) => CallKind::ClickToCall,
+        (false, 3) => CallKind::Outbound,
+        (false, 1) => CallKind::Internal,
+        _ => CallKind::Inbound,
+    };
     CallRecord {
         cdr,
         provenance: prov.lines,
         ms,
         flat,
+        times: Times {
+            start_us,
+            answer_us,
+            end_us,
+        },
+        kind,
     }
 }
 
@@ -762,6 +832,21 @@ fn reconcile(call: &CallSession, ms: &mut Durations, answer_us: &mut Option<i64>
         ms.dur = ms.dur.max((e - s) / 1000);
     }
 }
+
+/// The flat field names of seed 000 (`{cli}`, `{call-duration}`…).
+pub const FLAT_FIELDS: [&str; 11] = [
+    "cli",
+    "cli-withheld",
+    "ddi",
+    "international",
+    "connected",
+    "ddi-description",
+    "voicemail",
+    "call-duration",
+    "hold-time",
+    "department-selection",
+    "call-date",
+];
 
 fn flat_fields(
     cdr: &Cdr,

@@ -118,6 +118,8 @@ pub struct Leg {
     pub parked: bool,
     /// The ring group or queue it was rung for.
     pub group: Option<String>,
+    /// Rung by a call-center queue (its `group` is the queue).
+    pub via_queue: bool,
     /// `Hangup-Cause`.
     pub cause: Option<String>,
     /// Mapped attributes.
@@ -156,6 +158,7 @@ impl Leg {
             app: None,
             parked: false,
             group: None,
+            via_queue: false,
             cause: None,
             attrs: LegAttrs::default(),
             fs: FsFigures::default(),

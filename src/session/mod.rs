@@ -12,6 +12,7 @@ pub mod cdr;
 pub mod directory;
 pub mod leg;
 pub mod mapping;
+pub mod moments;
 pub mod numbers;
 pub mod rates;
 pub mod timeline;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use call::CallSession;
 pub use cdr::{CallRecord, Cdr};
 pub use leg::{Leg, LegState};
+pub use moments::{Moment, Trigger};
 pub use timeline::{Segment, SegmentKind};
 
 use crate::config::Config;
@@ -178,6 +180,8 @@ pub struct SessionTracker {
     next_key: u64,
     now_us: i64,
     since_sweep: u32,
+    /// Moments found and not yet taken; `None` when nobody asked for them.
+    moments: Option<Vec<Moment>>,
 }
 
 /// Events that start a channel's life (a leg first seen with another is joined late).
@@ -203,7 +207,29 @@ impl SessionTracker {
             next_key: 0,
             now_us: 0,
             since_sweep: 0,
+            moments: None,
         }
+    }
+
+    /// Also finds lifecycle moments (webhook triggers); take them with
+    /// [`SessionTracker::take_moments`] after each event.
+    pub fn with_moments(mut self) -> Self {
+        self.moments = Some(Vec::new());
+        self
+    }
+
+    /// The moments found since the last call, in the order they happened.
+    pub fn take_moments(&mut self) -> Vec<Moment> {
+        self.moments
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Replaces the settings (a reloaded configuration); calls in progress keep their legs
+    /// and continue under the new settings.
+    pub fn set_settings(&mut self, settings: Arc<Settings>) {
+        self.settings = settings;
     }
 
     /// Calls in progress.
@@ -274,6 +300,13 @@ impl SessionTracker {
             return out;
         };
         call.apply(&uuid, name, ev, ts, &self.settings.mapping);
+        if let Some(moments) = self.moments.as_mut() {
+            let found = call.find_moments(name);
+            if !found.is_empty() {
+                let snapshot = Arc::new(cdr::build(call, &self.settings));
+                moments.extend(call.stamp_moments(found, snapshot, ts, false));
+            }
+        }
         if call.is_over() {
             if let Some(call) = self.calls.remove(&key) {
                 out.push(self.finish(call));
@@ -325,7 +358,8 @@ impl SessionTracker {
         for key in keys {
             if let Some(mut call) = self.calls.remove(&key) {
                 call.partial.get_or_insert_with(|| reason.to_owned());
-                out.push(self.finish(call));
+                // The call goes on in FreeSWITCH: no end-of-call trigger fires for it.
+                out.push(self.finish_quietly(&call));
             }
         }
         out
@@ -353,12 +387,26 @@ impl SessionTracker {
         }
     }
 
-    fn finish(&mut self, call: CallSession) -> CallRecord {
+    /// Ends a call: its record, and its end-of-call moments.
+    fn finish(&mut self, mut call: CallSession) -> CallRecord {
+        let record = self.finish_quietly(&call);
+        if let Some(moments) = self.moments.as_mut() {
+            let found = call.final_moments(&record);
+            if !found.is_empty() {
+                let at = record.times.end_us;
+                moments.extend(call.stamp_moments(found, Arc::new(record.clone()), at, true));
+            }
+        }
+        record
+    }
+
+    /// Ends a call without firing its end-of-call moments.
+    fn finish_quietly(&mut self, call: &CallSession) -> CallRecord {
         for leg in &call.legs {
             self.legs.remove(&leg.uuid);
             self.finished.insert(leg.uuid.clone());
         }
-        let record = cdr::build(&call, &self.settings);
+        let record = cdr::build(call, &self.settings);
         tracing::debug!(call_id = %record.cdr.id, partial = ?record.cdr.partial, "call finished");
         record
     }

@@ -1,0 +1,148 @@
+//! What an attempt's outcome means for the delivery: done, again later, give up, or stop
+//! the whole webhook.
+
+use std::time::Duration;
+
+/// The result of one HTTP attempt, as far as retrying cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// A response arrived.
+    Response {
+        /// Its status code.
+        status: u16,
+        /// Its `Retry-After` header, if any.
+        retry_after: Option<String>,
+    },
+    /// No response: timeout, refused, reset, TLS or DNS failure.
+    Failed,
+}
+
+/// What to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Delivered.
+    Delivered,
+    /// Try again after this long.
+    Retry(Duration),
+    /// Give up: dead letter.
+    Dead,
+    /// 410 Gone: the receiver asked never to be called again; disable the webhook.
+    Disable,
+}
+
+/// The longest `Retry-After` honoured: a receiver asking for days is parked for an hour.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// The delay after attempt `n` (1-based): `n` × 2 s, as the seed specifies.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_secs(2 * u64::from(attempt.max(1)))
+}
+
+/// Decides what attempt number `attempt` (1-based) of `max_attempts` leads to. `now_unix` is
+/// for `Retry-After` given as an HTTP date.
+pub fn judge(outcome: &Attempt, attempt: u32, max_attempts: u32, now_unix: i64) -> Verdict {
+    let again = |d: Duration| {
+        if attempt < max_attempts {
+            Verdict::Retry(d)
+        } else {
+            Verdict::Dead
+        }
+    };
+    match outcome {
+        Attempt::Response { status, .. } if (200..300).contains(status) => Verdict::Delivered,
+        Attempt::Response { status: 410, .. } => Verdict::Disable,
+        Attempt::Response {
+            status: 429 | 503,
+            retry_after,
+        } => {
+            let asked = retry_after
+                .as_deref()
+                .and_then(|v| parse_retry_after(v, now_unix));
+            again(asked.map_or(backoff(attempt), |d| d.min(MAX_RETRY_AFTER)))
+        }
+        // A timeout from a proxy is worth another try.
+        Attempt::Response { status: 408, .. } => again(backoff(attempt)),
+        Attempt::Response { status, .. } if (400..500).contains(status) => Verdict::Dead,
+        Attempt::Response { .. } | Attempt::Failed => again(backoff(attempt)),
+    }
+}
+
+/// `Retry-After`: delta seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now_unix: i64) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = jiff::fmt::rfc2822::parse(v).ok()?.timestamp().as_second();
+    Some(Duration::from_secs(
+        at.saturating_sub(now_unix).max(0) as u64
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(status: u16, ra: Option<&str>) -> Attempt {
+        Attempt::Response {
+            status,
+            retry_after: ra.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn any_2xx_is_success() {
+        for s in [200, 201, 202, 204, 299] {
+            assert_eq!(judge(&resp(s, None), 1, 2, 0), Verdict::Delivered);
+        }
+    }
+
+    #[test]
+    fn server_errors_and_timeouts_retry_on_the_schedule_then_die() {
+        assert_eq!(
+            judge(&resp(500, None), 1, 3, 0),
+            Verdict::Retry(Duration::from_secs(2))
+        );
+        assert_eq!(
+            judge(&Attempt::Failed, 2, 3, 0),
+            Verdict::Retry(Duration::from_secs(4))
+        );
+        assert_eq!(judge(&Attempt::Failed, 3, 3, 0), Verdict::Dead);
+        assert_eq!(judge(&resp(502, None), 1, 1, 0), Verdict::Dead);
+    }
+
+    #[test]
+    fn client_errors_stop_and_410_disables() {
+        assert_eq!(judge(&resp(400, None), 1, 5, 0), Verdict::Dead);
+        assert_eq!(judge(&resp(404, None), 1, 5, 0), Verdict::Dead);
+        assert_eq!(judge(&resp(410, None), 1, 5, 0), Verdict::Disable);
+        assert_eq!(
+            judge(&resp(408, None), 1, 5, 0),
+            Verdict::Retry(Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn retry_after_is_honoured_in_seconds_and_dates() {
+        assert_eq!(
+            judge(&resp(429, Some("7")), 1, 2, 0),
+            Verdict::Retry(Duration::from_secs(7))
+        );
+        let now = jiff::fmt::rfc2822::parse("Wed, 21 Oct 2015 07:28:00 GMT")
+            .unwrap()
+            .timestamp()
+            .as_second();
+        assert_eq!(
+            judge(&resp(503, Some("Wed, 21 Oct 2015 07:28:30 GMT")), 1, 2, now),
+            Verdict::Retry(Duration::from_secs(30))
+        );
+        assert_eq!(
+            judge(&resp(503, Some("999999")), 1, 2, 0),
+            Verdict::Retry(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            judge(&resp(503, Some("soon")), 2, 3, 0),
+            Verdict::Retry(Duration::from_secs(4))
+        );
+    }
+}

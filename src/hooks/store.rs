@@ -1,0 +1,726 @@
+//! The outbox: every webhook request, committed to an embedded SQLite database (WAL) before
+//! it is attempted, with its attempts, its outcome and, when it could not be delivered, a
+//! dead letter keeping the last response.
+//!
+//! One writer thread owns the connection and commits whatever has queued up in one
+//! transaction (group commit), so thousands of deliveries a second cost a handful of fsyncs.
+//! WAL with `synchronous = NORMAL` survives the process being killed at any point (only a
+//! power loss can drop the last transactions).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use super::request::Request;
+
+/// `[store]`: where the outbox lives.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The SQLite database file (created if missing).
+    pub path: PathBuf,
+    /// Delivered requests older than this are deleted (hourly); dead letters are kept
+    /// until purged.
+    #[serde(with = "humantime_serde")]
+    pub keep_delivered: std::time::Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("switchhook.db"),
+            keep_delivered: std::time::Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Waiting for its (next) attempt.
+    Pending,
+    /// Delivered (a 2xx).
+    Delivered,
+    /// Given up; see the dead letter.
+    Dead,
+    /// Its webhook is disabled; replayed in order when it is enabled again.
+    Parked,
+}
+
+impl State {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Delivered => "delivered",
+            State::Dead => "dead",
+            State::Parked => "parked",
+        }
+    }
+
+    /// The state spelled `s`.
+    pub fn parse(s: &str) -> Option<State> {
+        [State::Pending, State::Delivered, State::Dead, State::Parked]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+}
+
+/// A delivery as the outbox holds it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Row id: the commit order, which is the delivery order within a call.
+    pub rowid: i64,
+    /// The request.
+    pub request: Request,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Earliest next attempt, unix ms.
+    pub next_ms: i64,
+}
+
+/// One attempt's result, as recorded.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptRecord {
+    /// The response status, if a response came.
+    pub status: Option<u16>,
+    /// Why no response came (timeout, refused…).
+    pub error: Option<String>,
+    /// The start of the response body.
+    pub response: Option<String>,
+}
+
+/// What the delivery becomes after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Delivered.
+    Delivered,
+    /// Another attempt at this unix ms.
+    RetryAt(i64),
+    /// Dead letter.
+    Dead,
+    /// Parked (its webhook got disabled).
+    Parked,
+}
+
+/// A row for `deliveries list` / `show`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    /// Row id.
+    pub rowid: i64,
+    /// `webhook-id`.
+    pub id: String,
+    /// Webhook name.
+    pub webhook: String,
+    /// Trigger.
+    pub trigger: String,
+    /// Call id.
+    pub call_id: String,
+    /// State.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it was committed, unix ms.
+    pub created_ms: i64,
+    /// Next attempt, unix ms (pending).
+    pub next_ms: i64,
+    /// Last response status.
+    pub last_status: Option<u16>,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// Last response body (start of).
+    pub last_response: Option<String>,
+    /// The request (for `show`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<Request>,
+}
+
+/// The outbox could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("outbox {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: String,
+        /// The error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The writer thread is gone (the process is shutting down).
+    #[error("the outbox writer has stopped")]
+    Closed,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS deliveries (
+    rowid_ INTEGER PRIMARY KEY,
+    msg_id TEXT NOT NULL UNIQUE,
+    webhook TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    trig TEXT NOT NULL,
+    request TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL,
+    next_ms INTEGER NOT NULL,
+    done_ms INTEGER,
+    last_status INTEGER,
+    last_error TEXT,
+    last_response TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries(state) WHERE state IN ('pending', 'parked');
+CREATE INDEX IF NOT EXISTS deliveries_call ON deliveries(call_id);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    rowid_ INTEGER PRIMARY KEY REFERENCES deliveries(rowid_) ON DELETE CASCADE,
+    at_ms INTEGER NOT NULL,
+    status INTEGER,
+    error TEXT,
+    response TEXT
+);
+CREATE TABLE IF NOT EXISTS webhook_state (
+    name TEXT PRIMARY KEY,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    since_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS meta (
+    k TEXT PRIMARY KEY,
+    v INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta (k, v) VALUES ('generation', 0);
+";
+
+/// Opens (creating if needed) the database at `path` with the outbox's settings.
+pub fn open(path: &Path) -> Result<Connection, StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(err)?;
+    conn.execute_batch(SCHEMA).map_err(err)?;
+    Ok(conn)
+}
+
+/// Unix time now, ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// What a rescan finds: pending deliveries in order, and disabled webhooks with reasons.
+pub type PendingSet = (Vec<Stored>, Vec<(String, String)>);
+
+/// A reply that waits for its batch's commit.
+type Deferred = Box<dyn FnOnce(Result<(), rusqlite::Error>)>;
+
+enum Op {
+    Enqueue(Vec<(Request, bool)>, Reply<Vec<Stored>>),
+    Record(i64, u32, AttemptRecord, After, Reply<()>),
+    Disable(String, String, Reply<()>),
+    Failing(String, Option<i64>),
+    LoadPending(Reply<PendingSet>),
+    Generation(Reply<i64>),
+}
+
+/// The outbox: a handle to the writer thread. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Op>,
+    path: PathBuf,
+}
+
+impl Outbox {
+    /// Opens the outbox at `path` and starts its writer thread.
+    pub fn open(path: &Path) -> Result<Outbox, StoreError> {
+        let conn = open(path)?;
+        let (tx, rx) = mpsc::channel();
+        let p = path.display().to_string();
+        thread::Builder::new()
+            .name("outbox-writer".into())
+            .spawn(move || writer(conn, rx, p))
+            .map_err(|_| StoreError::Closed)?;
+        Ok(Outbox {
+            tx,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Commits new requests (`true`: its webhook is disabled, store it parked). Requests
+    /// whose `webhook-id` is already stored (a restart re-seeing a call) are skipped; the
+    /// rows actually added come back in commit order.
+    pub async fn enqueue(&self, requests: Vec<(Request, bool)>) -> Result<Vec<Stored>, StoreError> {
+        self.ask(|r| Op::Enqueue(requests, r)).await
+    }
+
+    /// Records attempt number `attempt` of delivery `rowid` and what follows it.
+    pub async fn record(
+        &self,
+        rowid: i64,
+        attempt: u32,
+        rec: AttemptRecord,
+        after: After,
+    ) -> Result<(), StoreError> {
+        self.ask(|r| Op::Record(rowid, attempt, rec, after, r))
+            .await
+    }
+
+    /// Disables a webhook and parks its pending deliveries.
+    pub async fn disable(&self, webhook: &str, reason: &str) -> Result<(), StoreError> {
+        self.ask(|r| Op::Disable(webhook.to_owned(), reason.to_owned(), r))
+            .await
+    }
+
+    /// Notes since when a webhook has been failing (`None`: it succeeded).
+    pub fn set_failing(&self, webhook: &str, since_ms: Option<i64>) {
+        let _ = self.tx.send(Op::Failing(webhook.to_owned(), since_ms));
+    }
+
+    /// Every pending delivery in commit order, and the disabled webhooks with their reasons.
+    pub async fn load_pending(&self) -> Result<PendingSet, StoreError> {
+        self.ask(Op::LoadPending).await
+    }
+
+    /// A counter other processes (`switchhook deliveries …`) bump when they change the outbox.
+    pub async fn generation(&self) -> Result<i64, StoreError> {
+        self.ask(Op::Generation).await
+    }
+}
+
+fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, path: String) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 4096 {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let tx = match conn.transaction() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, path, "outbox: cannot begin a transaction");
+                fail_all(batch, &path, e);
+                continue;
+            }
+        };
+        let mut replies: Vec<Deferred> = Vec::new();
+        for op in batch {
+            apply(&tx, op, &mut replies, &path);
+        }
+        let committed = tx.commit();
+        let failure = committed.as_ref().err().map(|e| e.to_string());
+        if let Some(e) = &failure {
+            tracing::error!(error = %e, path, "outbox: commit failed");
+        }
+        for reply in replies {
+            reply(match &failure {
+                None => Ok(()),
+                Some(e) => Err(rusqlite::Error::InvalidParameterName(e.clone())),
+            });
+        }
+    }
+}
+
+fn fail_all(batch: Vec<Op>, path: &str, e: rusqlite::Error) {
+    let err = || StoreError::Sqlite {
+        path: path.to_owned(),
+        source: rusqlite::Error::InvalidParameterName(e.to_string()),
+    };
+    for op in batch {
+        match op {
+            Op::Enqueue(_, r) => drop(r.send(Err(err()))),
+            Op::Record(.., r) => drop(r.send(Err(err()))),
+            Op::Disable(_, _, r) => drop(r.send(Err(err()))),
+            Op::LoadPending(r) => drop(r.send(Err(err()))),
+            Op::Generation(r) => drop(r.send(Err(err()))),
+            Op::Failing(..) => {}
+        }
+    }
+}
+
+/// Runs one op inside the batch's transaction; its reply waits for the commit.
+fn apply(tx: &rusqlite::Transaction<'_>, op: Op, replies: &mut Vec<Deferred>, path: &str) {
+    let path = path.to_owned();
+    let wrap = move |e: rusqlite::Error| StoreError::Sqlite {
+        path: path.clone(),
+        source: e,
+    };
+    macro_rules! later {
+        ($reply:expr, $value:expr) => {{
+            let value = $value.map_err(&wrap);
+            let wrap = wrap.clone();
+            replies.push(Box::new(move |committed: Result<(), rusqlite::Error>| {
+                let _ = $reply.send(committed.map_err(wrap).and(value));
+            }));
+        }};
+    }
+    match op {
+        Op::Enqueue(reqs, reply) => later!(reply, enqueue(tx, reqs)),
+        Op::Record(rowid, attempt, rec, after, reply) => {
+            later!(reply, record(tx, rowid, attempt, &rec, after))
+        }
+        Op::Disable(name, reason, reply) => later!(reply, disable(tx, &name, &reason)),
+        Op::Failing(name, since) => {
+            if let Err(e) = tx.execute(
+                "INSERT INTO webhook_state (name, since_ms) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET since_ms = ?2",
+                params![name, since],
+            ) {
+                tracing::warn!(error = %e, "outbox: cannot note a failing webhook");
+            }
+        }
+        Op::LoadPending(reply) => later!(reply, load_pending(tx)),
+        Op::Generation(reply) => later!(
+            reply,
+            tx.query_row("SELECT v FROM meta WHERE k = 'generation'", [], |r| r
+                .get(0))
+        ),
+    }
+}
+
+fn enqueue(
+    tx: &rusqlite::Transaction<'_>,
+    reqs: Vec<(Request, bool)>,
+) -> rusqlite::Result<Vec<Stored>> {
+    let now = now_ms();
+    let mut out = Vec::new();
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO deliveries (msg_id, webhook, call_id, trig, request, state, created_ms, next_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+    )?;
+    for (req, parked) in reqs {
+        let json = serde_json::to_string(&req).unwrap_or_default();
+        let state = if parked {
+            State::Parked
+        } else {
+            State::Pending
+        };
+        let n = stmt.execute(params![
+            req.id,
+            req.webhook,
+            req.call_id,
+            req.trigger,
+            json,
+            state.as_str(),
+            now
+        ])?;
+        if n == 1 && !parked {
+            out.push(Stored {
+                rowid: tx.last_insert_rowid(),
+                request: req,
+                attempts: 0,
+                next_ms: now,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn record(
+    tx: &rusqlite::Transaction<'_>,
+    rowid: i64,
+    attempt: u32,
+    rec: &AttemptRecord,
+    after: After,
+) -> rusqlite::Result<()> {
+    let now = now_ms();
+    let (state, next, done) = match after {
+        After::Delivered => (State::Delivered, now, Some(now)),
+        After::RetryAt(at) => (State::Pending, at, None),
+        After::Dead => (State::Dead, now, Some(now)),
+        After::Parked => (State::Parked, now, None),
+    };
+    tx.prepare_cached(
+        "UPDATE deliveries SET state = ?2, attempts = ?3, next_ms = ?4, done_ms = ?5,
+         last_status = ?6, last_error = ?7, last_response = ?8 WHERE rowid_ = ?1",
+    )?
+    .execute(params![
+        rowid,
+        state.as_str(),
+        attempt,
+        next,
+        done,
+        rec.status,
+        rec.error,
+        rec.response
+    ])?;
+    if after == After::Dead {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO dead_letters (rowid_, at_ms, status, error, response) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![rowid, now, rec.status, rec.error, rec.response])?;
+    }
+    Ok(())
+}
+
+fn disable(tx: &rusqlite::Transaction<'_>, name: &str, reason: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO webhook_state (name, disabled, reason) VALUES (?1, 1, ?2)
+         ON CONFLICT(name) DO UPDATE SET disabled = 1, reason = ?2",
+        params![name, reason],
+    )?;
+    tx.execute(
+        "UPDATE deliveries SET state = 'parked' WHERE webhook = ?1 AND state = 'pending'",
+        params![name],
+    )?;
+    Ok(())
+}
+
+fn parse_stored(rowid: i64, json: &str, attempts: u32, next_ms: i64) -> Option<Stored> {
+    match serde_json::from_str::<Request>(json) {
+        Ok(request) => Some(Stored {
+            rowid,
+            request,
+            attempts,
+            next_ms,
+        }),
+        Err(e) => {
+            tracing::error!(rowid, error = %e, "outbox: unreadable stored request, skipped");
+            None
+        }
+    }
+}
+
+fn load_pending(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<PendingSet> {
+    let mut stmt = tx.prepare(
+        "SELECT rowid_, request, attempts, next_ms FROM deliveries WHERE state = 'pending' ORDER BY rowid_",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let pending = rows
+        .into_iter()
+        .filter_map(|(id, json, a, n)| parse_stored(id, &json, a, n))
+        .collect();
+    let mut stmt =
+        tx.prepare("SELECT name, COALESCE(reason, '') FROM webhook_state WHERE disabled = 1")?;
+    let disabled = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((pending, disabled))
+}
+
+/// The `switchhook deliveries` commands: direct access from another process while the
+/// service runs (SQLite's locking keeps both consistent). Each change bumps the generation
+/// counter, which the running service polls to pick it up.
+pub struct Admin {
+    conn: Connection,
+}
+
+/// What `deliveries list` selects.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this state.
+    pub state: Option<State>,
+    /// Only this webhook.
+    pub webhook: Option<String>,
+    /// Only this call.
+    pub call_id: Option<String>,
+    /// At most this many (newest first).
+    pub limit: usize,
+}
+
+impl Admin {
+    /// Opens the outbox at `path`.
+    pub fn open(path: &Path) -> Result<Admin, StoreError> {
+        Ok(Admin { conn: open(path)? })
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.conn.path().unwrap_or_default().to_owned(),
+            source: e,
+        }
+    }
+
+    fn bump(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute("UPDATE meta SET v = v + 1 WHERE k = 'generation'", [])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Deliveries, newest first.
+    pub fn list(&self, f: &ListFilter) -> Result<Vec<Row>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT rowid_, msg_id, webhook, trig, call_id, state, attempts, created_ms, next_ms,
+                 last_status, last_error, last_response FROM deliveries
+                 WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR webhook = ?2) AND (?3 IS NULL OR call_id = ?3)
+                 ORDER BY rowid_ DESC LIMIT ?4",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(
+                params![
+                    f.state.map(State::as_str),
+                    f.webhook,
+                    f.call_id,
+                    if f.limit == 0 { -1 } else { f.limit as i64 }
+                ],
+                row,
+            )
+            .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// One delivery, with its request.
+    pub fn show(&self, rowid: i64) -> Result<Option<Row>, StoreError> {
+        let found = self
+            .conn
+            .query_row(
+                "SELECT rowid_, msg_id, webhook, trig, call_id, state, attempts, created_ms, next_ms,
+                 last_status, last_error, last_response, request FROM deliveries WHERE rowid_ = ?1",
+                params![rowid],
+                |r| {
+                    let mut out = row(r)?;
+                    let json: String = r.get(12)?;
+                    out.request = serde_json::from_str(&json).ok();
+                    Ok(out)
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(found)
+    }
+
+    /// Sends deliveries again: one (any state but pending), or every dead one of a webhook
+    /// (or of all). Returns how many were queued.
+    pub fn retry(&self, rowid: Option<i64>, webhook: Option<&str>) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let n = match rowid {
+            Some(id) => self.conn.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_ms = ?2, done_ms = NULL
+                 WHERE rowid_ = ?1 AND state != 'pending'",
+                params![id, now],
+            ),
+            None => self.conn.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_ms = ?2, done_ms = NULL
+                 WHERE state = 'dead' AND (?1 IS NULL OR webhook = ?1)",
+                params![webhook, now],
+            ),
+        }
+        .map_err(|e| self.err(e))?;
+        self.bump()?;
+        Ok(n)
+    }
+
+    /// Enables a disabled webhook: its parked deliveries go back to pending, in order.
+    pub fn enable(&self, webhook: &str) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE webhook_state SET disabled = 0, reason = NULL, since_ms = NULL WHERE name = ?1",
+                params![webhook],
+            )
+            .map_err(|e| self.err(e))?;
+        let n = self
+            .conn
+            .execute(
+                "UPDATE deliveries SET state = 'pending', next_ms = ?2 WHERE webhook = ?1 AND state = 'parked'",
+                params![webhook, now_ms()],
+            )
+            .map_err(|e| self.err(e))?;
+        self.bump()?;
+        Ok(n)
+    }
+
+    /// Disabled webhooks and why.
+    pub fn disabled(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, COALESCE(reason, '') FROM webhook_state WHERE disabled = 1 ORDER BY name")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Deletes finished deliveries (delivered and/or dead) older than `older_than_ms`.
+    pub fn purge(&self, states: &[State], older_than_ms: i64) -> Result<usize, StoreError> {
+        let cutoff = now_ms() - older_than_ms;
+        let mut n = 0;
+        for s in states {
+            if matches!(s, State::Pending | State::Parked) {
+                continue;
+            }
+            n += self
+                .conn
+                .execute(
+                    "DELETE FROM deliveries WHERE state = ?1 AND COALESCE(done_ms, created_ms) <= ?2",
+                    params![s.as_str(), cutoff],
+                )
+                .map_err(|e| self.err(e))?;
+        }
+        self.bump()?;
+        Ok(n)
+    }
+
+    /// Counts by state.
+    pub fn counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        rowid: r.get(0)?,
+        id: r.get(1)?,
+        webhook: r.get(2)?,
+        trigger: r.get(3)?,
+        call_id: r.get(4)?,
+        state: r.get(5)?,
+        attempts: r.get(6)?,
+        created_ms: r.get(7)?,
+        next_ms: r.get(8)?,
+        last_status: r.get(9)?,
+        last_error: r.get(10)?,
+        last_response: r.get(11)?,
+        request: None,
+    })
+}

@@ -1,0 +1,641 @@
+//! `[[webhooks]]`: what users configure, compiled once, and the requests a moment produces.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::filter::{Filter, FilterConfig};
+use super::request::Request;
+use super::sign::Signer;
+use super::template::{encode_component, text_of, Escape, Template};
+use crate::session::cdr::{CallKind, FIELDS, FLAT_FIELDS};
+use crate::session::numbers::NumberReader;
+use crate::session::{Moment, Trigger};
+
+/// HTTP method.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    /// Data in the query string.
+    Get,
+    /// Data in the body.
+    #[default]
+    Post,
+    /// Data in the body.
+    Put,
+}
+
+impl Method {
+    /// `GET`, `POST`, `PUT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+        }
+    }
+}
+
+/// Body format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// `application/json`.
+    #[default]
+    Json,
+    /// `application/x-www-form-urlencoded`.
+    Form,
+}
+
+/// One `[[webhooks]]` entry (the configuration contract of issue 4).
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Unique name: the outbox and the logs know the webhook by it.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Trigger names (`call.hangup`…).
+    pub triggers: Vec<String>,
+    /// URL template.
+    pub url: String,
+    /// GET, POST or PUT.
+    #[serde(default)]
+    pub method: Method,
+    /// json or form.
+    #[serde(default)]
+    pub format: Format,
+    /// Retry attempts after the first, 0-10.
+    #[serde(default = "default_retries")]
+    pub retries: u8,
+    /// Per-attempt timeout.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// IANA zone for the times it renders (`[sessions] time_zone` when unset).
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// inbound, outbound, internal, click_to_call; empty: all.
+    #[serde(default)]
+    pub call_types: Vec<CallKind>,
+    /// "My numbers": the DIDs it fires for (any form; compared in E.164); empty: all.
+    #[serde(default)]
+    pub numbers: Vec<String>,
+    /// Conditions, all of which must hold.
+    #[serde(default)]
+    pub filters: Vec<FilterConfig>,
+    /// Extra headers (values are templates).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Static key/values sent as `customData`.
+    #[serde(default)]
+    pub custom_data: Map<String, Value>,
+    /// Standard Webhooks signing secret (`whsec_…`).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Body template (the seed-001 payload when unset).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Whether it fires at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `triggerId` in the payload (a stable id derived from the name when unset).
+    #[serde(default)]
+    pub trigger_id: Option<String>,
+    /// `tenantId` and `id` in the payload (the CDR's `pbxId` when unset).
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// A webhook failing without a single success for this long is disabled (a warning is
+    /// logged at half of it).
+    #[serde(default = "default_disable_after", with = "humantime_serde")]
+    pub disable_after: Duration,
+}
+
+fn default_retries() -> u8 {
+    1
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_disable_after() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn yes() -> bool {
+    true
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("name", &self.name)
+            .field("triggers", &self.triggers)
+            .field("url", &self.url)
+            .field("method", &self.method)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Names a moment offers to templates and filters besides the CDR's and seed 000's.
+pub const MOMENT_FIELDS: [&str; 14] = [
+    "trigger",
+    "sequence",
+    "callType",
+    "ended",
+    "webhook",
+    "triggerId",
+    "tenantId",
+    "digit",
+    "digits",
+    "menu",
+    "answeredBy",
+    "group",
+    "dialed",
+    "webhookId",
+];
+
+/// Whether templates and filters may name `field`.
+pub fn is_known_field(field: &str) -> bool {
+    FIELDS.contains(&field) || FLAT_FIELDS.contains(&field) || MOMENT_FIELDS.contains(&field)
+}
+
+/// A compiled webhook.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// Its configuration.
+    pub config: WebhookConfig,
+    triggers: Vec<Trigger>,
+    url: Template,
+    headers: Vec<(String, Template)>,
+    body: Option<Template>,
+    filters: Vec<Filter>,
+    numbers: HashSet<String>,
+    tz: Option<jiff::tz::TimeZone>,
+    /// Its signing key.
+    pub signer: Option<Signer>,
+    trigger_id: String,
+}
+
+/// All configured webhooks, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookSet {
+    hooks: Vec<Webhook>,
+}
+
+/// A configuration problem: key path and message.
+pub type Problem = (String, String);
+
+impl Webhook {
+    /// Compiles one webhook; `at` is its key path (`webhooks[0]`).
+    pub fn compile(
+        cfg: &WebhookConfig,
+        at: &str,
+        numbers: &NumberReader,
+    ) -> Result<Webhook, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut bad = |key: &str, msg: String| problems.push((format!("{at}.{key}"), msg));
+        if cfg.name.is_empty()
+            || !cfg
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            bad(
+                "name",
+                format!("{:?}: use letters, digits, _ - .", cfg.name),
+            );
+        }
+        let mut triggers = Vec::new();
+        if cfg.triggers.is_empty() {
+            bad("triggers", "name at least one trigger".into());
+        }
+        for (i, t) in cfg.triggers.iter().enumerate() {
+            match Trigger::parse(t) {
+                Some(t) => triggers.push(t),
+                None => bad(
+                    &format!("triggers[{i}]"),
+                    format!(
+                        "unknown trigger {t:?}; one of {}",
+                        Trigger::ALL.map(Trigger::name).join(", ")
+                    ),
+                ),
+            }
+        }
+        let url = Template::parse(&cfg.url);
+        let check_fields = |key: &str, t: &Template, bad: &mut dyn FnMut(&str, String)| {
+            for f in t.fields() {
+                if !is_known_field(f) {
+                    bad(key, format!("unknown placeholder {{{f}}}"));
+                }
+            }
+        };
+        check_fields("url", &url, &mut bad);
+        let sample: Map<String, Value> = Map::new();
+        match reqwest::Url::parse(&url.render(&sample, Escape::Url)) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            Ok(u) => bad("url", format!("{:?}: must be http(s)://host/…", u.scheme())),
+            Err(e) => bad("url", format!("{:?} is not a URL: {e}", cfg.url)),
+        }
+        if cfg.retries > 10 {
+            bad("retries", format!("{} is more than 10", cfg.retries));
+        }
+        if cfg.timeout.is_zero() || cfg.timeout > Duration::from_secs(300) {
+            bad("timeout", "must be between 1 ms and 5 min".into());
+        }
+        let tz = match &cfg.time_zone {
+            Some(z) => match jiff::tz::TimeZone::get(z) {
+                Ok(tz) => Some(tz),
+                Err(_) => {
+                    bad("time_zone", format!("{z:?} is not an IANA time zone"));
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut headers = Vec::new();
+        for (name, value) in &cfg.headers {
+            let reserved = name.to_ascii_lowercase().starts_with("webhook-")
+                || name.eq_ignore_ascii_case("content-length")
+                || name.eq_ignore_ascii_case("host");
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() || reserved {
+                bad(
+                    &format!("headers.{name}"),
+                    "not a header name switchhook may set".into(),
+                );
+            }
+            let t = Template::parse(value);
+            check_fields(&format!("headers.{name}"), &t, &mut bad);
+            headers.push((name.clone(), t));
+        }
+        let body = cfg.body.as_ref().map(|b| Template::parse(b));
+        if let Some(t) = &body {
+            check_fields("body", t, &mut bad);
+            if cfg.format == Format::Json && cfg.method != Method::Get {
+                let mut sample = Map::new();
+                for f in t.fields() {
+                    sample.insert(f.to_owned(), Value::String("x".into()));
+                }
+                if let Err(e) = serde_json::from_str::<Value>(&t.render(&sample, Escape::Json)) {
+                    bad("body", format!("not JSON once filled in: {e}"));
+                }
+            }
+        }
+        let mut filters = Vec::new();
+        for (i, f) in cfg.filters.iter().enumerate() {
+            match Filter::compile(f, is_known_field) {
+                Ok(f) => filters.push(f),
+                Err(e) => bad(&format!("filters[{i}]"), e),
+            }
+        }
+        let mut dids = HashSet::new();
+        for (i, n) in cfg.numbers.iter().enumerate() {
+            let info = numbers.read(n);
+            if info.e164.is_empty() {
+                bad(
+                    &format!("numbers[{i}]"),
+                    format!("{n:?} is not a phone number"),
+                );
+            }
+            dids.insert(info.e164);
+        }
+        let signer = match cfg.secret.as_deref().map(Signer::new) {
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                bad("secret", e);
+                None
+            }
+            None => None,
+        };
+        if cfg.disable_after < Duration::from_secs(60) {
+            bad("disable_after", "must be at least 1 minute".into());
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let trigger_id = cfg.trigger_id.clone().unwrap_or_else(|| {
+            uuid::Uuid::new_v5(
+                &uuid::Uuid::NAMESPACE_URL,
+                format!("switchhook:webhook:{}", cfg.name).as_bytes(),
+            )
+            .to_string()
+        });
+        Ok(Webhook {
+            config: cfg.clone(),
+            triggers,
+            url,
+            headers,
+            body,
+            filters,
+            numbers: dids,
+            tz,
+            signer,
+            trigger_id,
+        })
+    }
+
+    /// Whether the webhook fires for this moment.
+    fn wants(&self, m: &Moment, fields: &Map<String, Value>) -> bool {
+        let cdr = &m.record.cdr;
+        self.config.enabled
+            && self.triggers.contains(&m.trigger)
+            && (self.config.call_types.is_empty()
+                || self.config.call_types.contains(&m.record.kind))
+            && (self.numbers.is_empty()
+                || self.numbers.contains(&cdr.ddiNum)
+                || self.numbers.contains(&cdr.cliNum))
+            && self.filters.iter().all(|f| f.matches(fields))
+    }
+
+    /// The request this webhook sends for `m`, if it fires. `base` holds the moment's fields.
+    pub fn request(&self, m: &Moment, base: &Map<String, Value>) -> Option<Request> {
+        let mut fields = base.clone();
+        let tenant = self
+            .config
+            .tenant_id
+            .clone()
+            .unwrap_or_else(|| m.record.cdr.pbxId.clone());
+        let id = message_id(&self.config.name, &m.call_id, m.trigger);
+        fields.insert("webhook".into(), self.config.name.clone().into());
+        fields.insert("triggerId".into(), self.trigger_id.clone().into());
+        fields.insert("tenantId".into(), tenant.clone().into());
+        fields.insert("webhookId".into(), id.clone().into());
+        if let Some(tz) = &self.tz {
+            retime(
+                &mut fields,
+                m,
+                tz,
+                self.config.time_zone.as_deref().unwrap_or_default(),
+            );
+        }
+        if !self.wants(m, &fields) {
+            return None;
+        }
+        let method = self.config.method;
+        let mut url = self.url.render(&fields, Escape::Url);
+        let mut headers: Vec<(String, String)> = Vec::new();
+        let body = match (method, &self.body) {
+            (Method::Get, Some(t)) => {
+                append_query(&mut url, &t.render(&fields, Escape::Form));
+                String::new()
+            }
+            (Method::Get, None) => {
+                append_query(
+                    &mut url,
+                    &form_pairs(&self.payload_pairs(m, &fields, &tenant)),
+                );
+                String::new()
+            }
+            (_, Some(t)) => {
+                let escape = match self.config.format {
+                    Format::Json => Escape::Json,
+                    Format::Form => Escape::Form,
+                };
+                t.render(&fields, escape)
+            }
+            (_, None) => match self.config.format {
+                Format::Json => self.payload_json(m, &fields, &tenant).to_string(),
+                Format::Form => form_pairs(&self.payload_pairs(m, &fields, &tenant)),
+            },
+        };
+        if method != Method::Get {
+            let ct = match self.config.format {
+                Format::Json => "application/json",
+                Format::Form => "application/x-www-form-urlencoded",
+            };
+            headers.push(("content-type".into(), ct.into()));
+        }
+        headers.push((
+            "user-agent".into(),
+            concat!("switchhook/", env!("CARGO_PKG_VERSION")).into(),
+        ));
+        for (name, t) in &self.headers {
+            headers.push((name.clone(), t.render(&fields, Escape::Header)));
+        }
+        Some(Request {
+            id,
+            webhook: self.config.name.clone(),
+            trigger: m.trigger.name().into(),
+            call_id: m.call_id.clone(),
+            seq: m.seq,
+            method: method.as_str().into(),
+            url,
+            headers,
+            body,
+            signed: self.signer.is_some(),
+            max_attempts: 1 + u32::from(self.config.retries),
+            timeout_ms: self.config.timeout.as_millis().min(u64::MAX as u128) as u64,
+            at_us: m.at_us,
+        })
+    }
+
+    /// The seed-001 payload: `triggerId`, `id`, `tenantId`, `cdr`, `customData`, plus the
+    /// trigger, the per-call sequence number and what the trigger adds.
+    fn payload_json(&self, m: &Moment, fields: &Map<String, Value>, tenant: &str) -> Value {
+        let mut cdr = match serde_json::to_value(&m.record.cdr) {
+            Ok(Value::Object(o)) => o,
+            _ => Map::new(),
+        };
+        for k in ["tz", "start", "answer", "end"] {
+            if let Some(v) = fields.get(k) {
+                cdr.insert(k.into(), v.clone());
+            }
+        }
+        let mut p = Map::new();
+        p.insert("triggerId".into(), self.trigger_id.clone().into());
+        p.insert("id".into(), tenant.into());
+        p.insert("tenantId".into(), tenant.into());
+        p.insert("trigger".into(), m.trigger.name().into());
+        p.insert("sequence".into(), m.seq.into());
+        p.insert("callType".into(), m.record.kind.as_str().into());
+        p.insert("ended".into(), m.ended.into());
+        if !m.detail.is_empty() {
+            p.insert("detail".into(), Value::Object(m.detail.clone()));
+        }
+        p.insert("cdr".into(), Value::Object(cdr));
+        p.insert(
+            "customData".into(),
+            Value::Object(self.config.custom_data.clone()),
+        );
+        Value::Object(p)
+    }
+
+    /// The same payload flattened to key/value pairs (form bodies, GET query strings).
+    fn payload_pairs(
+        &self,
+        m: &Moment,
+        fields: &Map<String, Value>,
+        tenant: &str,
+    ) -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = vec![
+            ("triggerId".into(), self.trigger_id.clone()),
+            ("id".into(), tenant.into()),
+            ("tenantId".into(), tenant.into()),
+            ("trigger".into(), m.trigger.name().into()),
+            ("sequence".into(), m.seq.to_string()),
+            ("callType".into(), m.record.kind.as_str().into()),
+            ("ended".into(), if m.ended { "1" } else { "0" }.into()),
+        ];
+        for (k, v) in &m.detail {
+            pairs.push((k.clone(), text_of(v)));
+        }
+        for name in FIELDS.iter().chain(FLAT_FIELDS.iter()) {
+            if matches!(*name, "timeline" | "recordings") {
+                continue;
+            }
+            if let Some(v) = fields.get(*name).filter(|v| !v.is_null()) {
+                pairs.push(((*name).into(), text_of(v)));
+            }
+        }
+        for (k, v) in &self.config.custom_data {
+            pairs.push((k.clone(), text_of(v)));
+        }
+        pairs
+    }
+}
+
+fn form_pairs(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode_component(k), encode_component(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn append_query(url: &mut String, query: &str) {
+    if query.is_empty() {
+        return;
+    }
+    url.push(if url.contains('?') { '&' } else { '?' });
+    url.push_str(query);
+}
+
+/// Renders the moment's times in the webhook's own zone.
+fn retime(fields: &mut Map<String, Value>, m: &Moment, tz: &jiff::tz::TimeZone, name: &str) {
+    let fmt = |us: i64| match jiff::Timestamp::from_microsecond(us) {
+        Ok(ts) => ts
+            .to_zoned(tz.clone())
+            .strftime("%Y-%m-%dT%H:%M:%S%:z")
+            .to_string(),
+        Err(_) => String::new(),
+    };
+    let t = m.record.times;
+    fields.insert("tz".into(), name.into());
+    fields.insert("start".into(), fmt(t.start_us).into());
+    fields.insert("call-date".into(), fmt(t.start_us).into());
+    fields.insert("end".into(), fmt(t.end_us).into());
+    if let Some(a) = t.answer_us {
+        fields.insert("answer".into(), fmt(a).into());
+    }
+}
+
+/// The `webhook-id` of a webhook's request for one trigger of one call: the same on every
+/// attempt, after a restart and in replay, so receivers can de-duplicate.
+pub fn message_id(webhook: &str, call_id: &str, trigger: Trigger) -> String {
+    let name = format!("{webhook}\n{call_id}\n{}", trigger.name());
+    format!(
+        "msg_{}",
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).simple()
+    )
+}
+
+/// The fields every webhook sees for a moment: the CDR, seed 000's flat fields, the trigger
+/// and what it adds.
+pub fn moment_fields(m: &Moment) -> Map<String, Value> {
+    let mut fields = match serde_json::to_value(&m.record.cdr) {
+        Ok(Value::Object(o)) => o,
+        _ => Map::new(),
+    };
+    fields.extend(m.record.flat.clone());
+    fields.insert("trigger".into(), m.trigger.name().into());
+    fields.insert("sequence".into(), m.seq.into());
+    fields.insert("callType".into(), m.record.kind.as_str().into());
+    fields.insert("ended".into(), u8::from(m.ended).into());
+    fields.extend(m.detail.clone());
+    fields
+}
+
+/// Where the built-in example webhook posts (what `replay --emit webhooks` shows without a
+/// configuration, and what `demo` receives).
+pub const EXAMPLE_URL: &str = "http://127.0.0.1:8080/hooks/{trigger}";
+
+impl WebhookSet {
+    /// One webhook on every trigger, posting the default JSON payload to [`EXAMPLE_URL`].
+    pub fn example() -> WebhookSet {
+        let cfg = WebhookConfig {
+            name: "example".into(),
+            description: "every trigger, default payload".into(),
+            triggers: Trigger::ALL.iter().map(|t| t.name().to_owned()).collect(),
+            url: EXAMPLE_URL.into(),
+            method: Method::Post,
+            format: Format::Json,
+            retries: default_retries(),
+            timeout: default_timeout(),
+            time_zone: None,
+            call_types: Vec::new(),
+            numbers: Vec::new(),
+            filters: Vec::new(),
+            headers: BTreeMap::new(),
+            custom_data: Map::new(),
+            secret: None,
+            body: None,
+            enabled: true,
+            trigger_id: None,
+            tenant_id: None,
+            disable_after: default_disable_after(),
+        };
+        let numbers = NumberReader::new(&Default::default());
+        WebhookSet::compile(&[cfg], &numbers).unwrap_or_default()
+    }
+
+    /// Compiles every webhook; all problems are reported, each with its key path.
+    pub fn compile(
+        configs: &[WebhookConfig],
+        numbers: &NumberReader,
+    ) -> Result<WebhookSet, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut hooks = Vec::new();
+        let mut names = HashSet::new();
+        for (i, cfg) in configs.iter().enumerate() {
+            let at = format!("webhooks[{i}]");
+            if !names.insert(cfg.name.as_str()) {
+                problems.push((
+                    format!("{at}.name"),
+                    format!("{:?} is used twice", cfg.name),
+                ));
+            }
+            match Webhook::compile(cfg, &at, numbers) {
+                Ok(h) => hooks.push(h),
+                Err(p) => problems.extend(p),
+            }
+        }
+        if problems.is_empty() {
+            Ok(WebhookSet { hooks })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The webhooks.
+    pub fn hooks(&self) -> &[Webhook] {
+        &self.hooks
+    }
+
+    /// The webhook called `name`.
+    pub fn get(&self, name: &str) -> Option<&Webhook> {
+        self.hooks.iter().find(|h| h.config.name == name)
+    }
+
+    /// Every request the moment produces, in configuration order.
+    pub fn plan(&self, m: &Moment) -> Vec<Request> {
+        if !self.hooks.iter().any(|h| h.triggers.contains(&m.trigger)) {
+            return Vec::new();
+        }
+        let base = moment_fields(m);
+        self.hooks
+            .iter()
+            .filter_map(|h| h.request(m, &base))
+            .collect()
+    }
+}

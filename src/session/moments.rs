@@ -1,0 +1,328 @@
+//! Lifecycle moments: the triggers of seed 002, fired once per call at the event that
+//! revealed them.
+//!
+//! A moment carries a snapshot of the call's record as it stood then (the final record for
+//! the end-of-call triggers), so a webhook for "answered" describes the call up to its answer,
+//! live and in replay alike.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::call::{CallSession, Origin};
+use super::cdr::CallRecord;
+use super::leg::AppKind;
+use super::mapping::Attr;
+use super::timeline::SegmentKind;
+
+/// A lifecycle trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Trigger {
+    /// Call received on server: the call's first leg exists.
+    #[serde(rename = "call.received")]
+    Received,
+    /// The answered caller reached an IVR menu.
+    #[serde(rename = "call.answered.ivr")]
+    AnsweredIvr,
+    /// Answered by a member of a ring group.
+    #[serde(rename = "call.answered.ring_group")]
+    AnsweredRingGroup,
+    /// Answered by an agent of a call-center queue.
+    #[serde(rename = "call.answered.queue")]
+    AnsweredQueue,
+    /// Answered by an extension rung on its own.
+    #[serde(rename = "call.answered.extension")]
+    AnsweredExtension,
+    /// The call ended without anyone answering.
+    #[serde(rename = "call.missed")]
+    Missed,
+    /// The call ended.
+    #[serde(rename = "call.hangup")]
+    Hangup,
+    /// The first of: answered by a person, or ended unanswered.
+    #[serde(rename = "call.missed_or_answered")]
+    MissedOrAnswered,
+    /// The caller chose an option in an IVR menu.
+    #[serde(rename = "call.dtmf")]
+    Dtmf,
+    /// Extensions started ringing.
+    #[serde(rename = "call.dialed")]
+    Dialed,
+    /// Click-to-call: the customer answered after the extension.
+    #[serde(rename = "call.click_to_call.answered")]
+    ClickToCallAnswered,
+}
+
+impl Trigger {
+    /// Every trigger.
+    pub const ALL: [Trigger; 11] = [
+        Trigger::Received,
+        Trigger::AnsweredIvr,
+        Trigger::AnsweredRingGroup,
+        Trigger::AnsweredQueue,
+        Trigger::AnsweredExtension,
+        Trigger::Missed,
+        Trigger::Hangup,
+        Trigger::MissedOrAnswered,
+        Trigger::Dtmf,
+        Trigger::Dialed,
+        Trigger::ClickToCallAnswered,
+    ];
+
+    /// The configuration spelling (`call.answered.queue`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Trigger::Received => "call.received",
+            Trigger::AnsweredIvr => "call.answered.ivr",
+            Trigger::AnsweredRingGroup => "call.answered.ring_group",
+            Trigger::AnsweredQueue => "call.answered.queue",
+            Trigger::AnsweredExtension => "call.answered.extension",
+            Trigger::Missed => "call.missed",
+            Trigger::Hangup => "call.hangup",
+            Trigger::MissedOrAnswered => "call.missed_or_answered",
+            Trigger::Dtmf => "call.dtmf",
+            Trigger::Dialed => "call.dialed",
+            Trigger::ClickToCallAnswered => "call.click_to_call.answered",
+        }
+    }
+
+    /// The trigger spelled `name`.
+    pub fn parse(name: &str) -> Option<Trigger> {
+        Trigger::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The set of triggers a call has fired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fired {
+    bits: u16,
+    seq: u32,
+}
+
+impl Fired {
+    /// Marks `t` fired; false if it already was.
+    fn claim(&mut self, t: Trigger) -> bool {
+        let new = self.bits & t.bit() == 0;
+        self.bits |= t.bit();
+        new
+    }
+
+    /// Whether `t` has fired.
+    pub fn has(&self, t: Trigger) -> bool {
+        self.bits & t.bit() != 0
+    }
+
+    /// Takes in the triggers of a call merged into this one.
+    pub(crate) fn absorb(&mut self, other: Fired) {
+        self.bits |= other.bits;
+        self.seq = self.seq.max(other.seq);
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq += 1;
+        self.seq
+    }
+}
+
+/// One trigger fired for one call.
+#[derive(Debug, Clone)]
+pub struct Moment {
+    /// What happened.
+    pub trigger: Trigger,
+    /// The call's session id.
+    pub call_id: String,
+    /// 1, 2, 3… per call, in the order the call's moments fired.
+    pub seq: u32,
+    /// The event time that revealed it, µs.
+    pub at_us: i64,
+    /// The call's record at that moment (final for the end-of-call triggers).
+    pub record: Arc<CallRecord>,
+    /// Whether the call had ended (the record is final).
+    pub ended: bool,
+    /// What the trigger adds: `digit`, `digits` and `menu` for DTMF; `answeredBy` and `group`
+    /// for answers; `dialed` for ringing extensions.
+    pub detail: Map<String, Value>,
+}
+
+/// What a call revealed with its latest event, before a record is built for it.
+pub(crate) type Found = Vec<(Trigger, Map<String, Value>)>;
+
+fn detail(pairs: &[(&str, Option<String>)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| v.clone().map(|v| ((*k).to_owned(), Value::String(v))))
+        .collect()
+}
+
+impl CallSession {
+    /// The mid-call triggers the call's state now shows and that have not fired yet; `name`
+    /// is the event just applied.
+    pub(crate) fn find_moments(&mut self, name: &str) -> Found {
+        let mut found = Found::new();
+        if !self.fired.has(Trigger::Received) && self.is_received(name) {
+            self.fired.claim(Trigger::Received);
+            found.push((Trigger::Received, Map::new()));
+        }
+        if !self.fired.has(Trigger::Dialed) {
+            let dialed = self.legs.iter().enumerate().find(|(j, l)| {
+                l.outbound
+                    && !l.trunk
+                    && l.rang_us.is_some()
+                    && (*j > 0 || self.origin == Origin::Originated)
+            });
+            if let Some((_, l)) = dialed {
+                self.fired.claim(Trigger::Dialed);
+                found.push((
+                    Trigger::Dialed,
+                    detail(&[("dialed", Some(l.label())), ("group", l.group.clone())]),
+                ));
+            }
+        }
+        if !self.fired.has(Trigger::AnsweredIvr)
+            && self.legs[0].answered_us.is_some()
+            && self.legs[0].is_up()
+            && self.state_now().0 == SegmentKind::Ivr
+        {
+            self.fired.claim(Trigger::AnsweredIvr);
+            found.push((
+                Trigger::AnsweredIvr,
+                detail(&[("menu", self.ivr_menu.clone())]),
+            ));
+        }
+        if !self.fired.has(Trigger::Dtmf)
+            && !self.ivr_digits.is_empty()
+            && self.legs[0].app != Some(AppKind::Ivr)
+        {
+            found.extend(self.dtmf_moment());
+        }
+        for &j in &self.talked_with {
+            let l = &self.legs[j];
+            let trigger = if l.trunk {
+                // The far end of an outbound call answering is not a trigger of its own.
+                (self.origin == Origin::Originated).then_some(Trigger::ClickToCallAnswered)
+            } else if l.via_queue || l.attrs.get(Attr::AgentNumber).is_some() {
+                Some(Trigger::AnsweredQueue)
+            } else if l.group.is_some() {
+                Some(Trigger::AnsweredRingGroup)
+            } else {
+                Some(Trigger::AnsweredExtension)
+            };
+            let d = detail(&[("answeredBy", Some(l.label())), ("group", l.group.clone())]);
+            if let Some(t) = trigger.filter(|t| self.fired.claim(*t)) {
+                found.push((t, d.clone()));
+            }
+            if self.fired.claim(Trigger::MissedOrAnswered) {
+                found.push((Trigger::MissedOrAnswered, d));
+            }
+        }
+        found
+    }
+
+    /// Whether the server has the call in hand. A leg's first events
+    /// (CHANNEL_STATE CS_NEW, CHANNEL_OUTGOING) come before FreeSWITCH links it to a call, so
+    /// nothing fires before its CHANNEL_CREATE;
+    /// a call from a device is only known to be internal or outbound once it is routed (a
+    /// second leg, or an answer).
+    fn is_received(&self, name: &str) -> bool {
+        // CHANNEL_OUTGOING comes first for originated legs, and may lack the link
+        // (mod_callcenter's member uuid) that CHANNEL_CREATE carries.
+        let born = name == "CHANNEL_CREATE" || self.partial.is_some() || self.legs.len() > 1;
+        born && match self.origin {
+            Origin::Internal => self.legs.len() > 1 || self.legs[0].answered_us.is_some(),
+            Origin::Inbound | Origin::Originated => true,
+        }
+    }
+
+    fn dtmf_moment(&mut self) -> Option<(Trigger, Map<String, Value>)> {
+        if self.ivr_digits.is_empty() || !self.fired.claim(Trigger::Dtmf) {
+            return None;
+        }
+        let last = self.ivr_digits.chars().last().map(|c| c.to_string());
+        Some((
+            Trigger::Dtmf,
+            detail(&[
+                ("digit", last),
+                ("digits", Some(self.ivr_digits.clone())),
+                ("menu", self.ivr_menu.clone()),
+            ]),
+        ))
+    }
+
+    /// The end-of-call triggers, given the final record.
+    pub(crate) fn final_moments(&mut self, record: &CallRecord) -> Found {
+        let mut found = Found::new();
+        if self.fired.claim(Trigger::Received) {
+            found.push((Trigger::Received, Map::new()));
+        }
+        found.extend(self.dtmf_moment());
+        let missed = record.cdr.ans == 0;
+        if missed {
+            if self.fired.claim(Trigger::Missed) {
+                found.push((Trigger::Missed, Map::new()));
+            }
+            if self.fired.claim(Trigger::MissedOrAnswered) {
+                found.push((Trigger::MissedOrAnswered, Map::new()));
+            }
+        }
+        if self.fired.claim(Trigger::Hangup) {
+            found.push((Trigger::Hangup, Map::new()));
+        }
+        found
+    }
+
+    /// Turns found triggers into moments sharing one record.
+    pub(crate) fn stamp_moments(
+        &mut self,
+        found: Found,
+        record: Arc<CallRecord>,
+        at_us: i64,
+        ended: bool,
+    ) -> Vec<Moment> {
+        found
+            .into_iter()
+            .map(|(trigger, detail)| Moment {
+                trigger,
+                call_id: self.id.clone(),
+                seq: self.fired.next_seq(),
+                at_us,
+                record: Arc::clone(&record),
+                ended,
+                detail,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for t in Trigger::ALL {
+            assert_eq!(Trigger::parse(t.name()), Some(t));
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(json, format!("\"{}\"", t.name()));
+        }
+        assert_eq!(Trigger::parse("call.answer"), None);
+    }
+
+    #[test]
+    fn a_trigger_is_claimed_once() {
+        let mut f = Fired::default();
+        assert!(f.claim(Trigger::Hangup));
+        assert!(!f.claim(Trigger::Hangup));
+        assert!(f.has(Trigger::Hangup) && !f.has(Trigger::Missed));
+    }
+}
