@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod esl;
 pub mod hooks;
+pub mod live;
 pub mod playback;
 pub mod replay;
 pub mod session;

@@ -70,6 +70,10 @@ struct Inner {
     opts: DeliveryOptions,
     stats: DeliveryStats,
     idle: Notify,
+    /// Cancelled by [`DeliveryQueue::close`]: chains stop where they are.
+    stop: tokio_util::sync::CancellationToken,
+    /// Submitted and not yet committed.
+    intake_backlog: std::sync::atomic::AtomicUsize,
 }
 
 /// The sender: submit requests, and it delivers them.
@@ -111,6 +115,8 @@ impl DeliveryQueue {
             opts,
             stats: DeliveryStats::default(),
             idle: Notify::new(),
+            intake_backlog: std::sync::atomic::AtomicUsize::new(0),
+            stop: tokio_util::sync::CancellationToken::new(),
         });
         let resumed = rescan(&inner).await?;
         if resumed > 0 {
@@ -132,7 +138,13 @@ impl DeliveryQueue {
     /// Hands requests over; they are committed to the outbox (in submission order) and then
     /// sent. Never blocks.
     pub fn submit(&self, requests: Vec<Request>) {
-        if !requests.is_empty() && self.intake.send(requests).is_err() {
+        if requests.is_empty() {
+            return;
+        }
+        let n = requests.len();
+        self.inner.intake_backlog.fetch_add(n, Ordering::SeqCst);
+        if self.intake.send(requests).is_err() {
+            self.inner.intake_backlog.fetch_sub(n, Ordering::SeqCst);
             tracing::error!("webhook intake is closed: switchhook is stopping");
         }
     }
@@ -149,9 +161,11 @@ impl DeliveryQueue {
         &self.inner.stats
     }
 
-    /// Deliveries held in memory (pending, including waiting retries).
+    /// Deliveries held in memory (pending, including waiting retries, and submitted ones not
+    /// yet committed).
     pub fn in_memory(&self) -> usize {
         self.inner.known.lock().map(|k| k.len()).unwrap_or(0)
+            + self.inner.intake_backlog.load(Ordering::SeqCst)
     }
 
     /// Stops taking requests and waits until everything submitted is committed to the
@@ -215,6 +229,10 @@ async fn intake_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Vec<Requ
                 tracing::error!(error = %e, lost = n, "cannot commit webhook requests to the outbox")
             }
         }
+        let drained = inner.intake_backlog.fetch_sub(n, Ordering::SeqCst) == n;
+        if drained && inner.known.lock().map(|k| k.is_empty()).unwrap_or(false) {
+            inner.idle.notify_waiters();
+        }
     }
 }
 
@@ -228,6 +246,9 @@ async fn rescan_loop(inner: std::sync::Weak<Inner>) {
         };
         tokio::time::sleep(every).await;
         let Some(inner) = inner.upgrade() else { return };
+        if inner.stop.is_cancelled() {
+            return;
+        }
         let generation = match inner.outbox.generation().await {
             Ok(g) => g,
             Err(_) => return,
@@ -377,9 +398,10 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
             inner.stats.parked.fetch_add(1, Ordering::Relaxed);
             return Some(Stop);
         }
-        let wait = s.next_ms - now_ms();
-        if wait > 0 {
-            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        let wait = Duration::from_millis((s.next_ms - now_ms()).max(0) as u64);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = inner.stop.cancelled() => return Some(Stop),
         }
         let hooks = inner
             .hooks
@@ -397,7 +419,11 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
         } else {
             let permit = limit_for(inner, &webhook).acquire_owned().await.ok();
             inner.stats.attempts.fetch_add(1, Ordering::Relaxed);
-            let r = attempt(&inner.client, &s.request, signer.as_ref()).await;
+            let r = tokio::select! {
+                r = attempt(&inner.client, &s.request, signer.as_ref()) => r,
+                // Abandoned: still pending in the outbox, resumed on the next start.
+                _ = inner.stop.cancelled() => return Some(Stop),
+            };
             drop(permit);
             (Some(r.0), r.1)
         };

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use std::path::PathBuf;
 
 /// The path of a capture under `fixtures/`.

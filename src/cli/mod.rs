@@ -8,11 +8,13 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 
+mod deliveries;
+
 use crate::config::{self, Config, LogFormat};
-use crate::esl::{ClientConfig, EslClient, EslSignal, Limits, Message};
+use crate::esl::{Limits, Message};
 use crate::hooks::WebhookSet;
 use crate::replay;
-use crate::session::{CallRecord, SessionTracker, Settings};
+use crate::session::{CallRecord, Settings};
 
 /// switchhook: FreeSWITCH calls to webhooks, CDRs and routing decisions.
 #[derive(Debug, Parser)]
@@ -65,6 +67,18 @@ pub enum CliCommand {
         /// The file to check.
         file: PathBuf,
     },
+    /// Inspect and act on the webhook outbox (works while `run` is running).
+    Deliveries {
+        /// Configuration whose `[store] path` names the outbox.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The outbox file (instead of the configuration's).
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        action: deliveries::Action,
+    },
 }
 
 /// What `replay` prints.
@@ -90,7 +104,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 }
             };
             init_logging(&cfg.log.level, cli.log_format.unwrap_or(cfg.log.format));
-            run_live(cfg).await
+            crate::live::run(cfg, config).await
         }
         CliCommand::Replay {
             emit,
@@ -122,6 +136,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         }
         CliCommand::CheckConfig { file } => check_config(&file),
+        CliCommand::Deliveries { config, db, action } => {
+            deliveries::run(config.as_deref(), db.as_deref(), action)
+        }
     }
 }
 
@@ -168,7 +185,7 @@ fn load_settings(config: Option<&Path>) -> Result<Arc<Settings>, ExitCode> {
 }
 
 /// The configuration, compiled: settings for call assembly and the webhooks.
-fn load_pipeline(
+pub(crate) fn load_pipeline(
     config: Option<&Path>,
 ) -> Result<(Config, Arc<Settings>, Arc<WebhookSet>), ExitCode> {
     let cfg = Config::load(config).map_err(|e| {
@@ -368,63 +385,6 @@ pub fn render_explanation(rec: &CallRecord) -> String {
         }
     }
     s
-}
-
-fn log_record(rec: &CallRecord) {
-    let cdr = serde_json::to_string(&rec.cdr).unwrap_or_default();
-    tracing::info!(call_id = %rec.cdr.id, partial = rec.cdr.partial.is_some(), %cdr, "call finished");
-}
-
-async fn run_live(cfg: Config) -> ExitCode {
-    let settings = match Settings::from_config(&cfg) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut tracker = SessionTracker::new(settings);
-    let (client, mut signals, task) = EslClient::spawn(ClientConfig::from(&cfg.freeswitch));
-    let mut shutdown = std::pin::pin!(tokio::signal::ctrl_c());
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => {
-                tracing::info!("shutting down");
-                client.shutdown().await;
-                break;
-            }
-            sig = signals.recv() => match sig {
-                None => break,
-                Some(EslSignal::Event(ev)) => {
-                    tracing::debug!(
-                        event = %ev.name().unwrap_or_default(),
-                        uuid = %ev.unique_id().unwrap_or_default(),
-                        "event"
-                    );
-                    for rec in tracker.on_event(&ev) {
-                        log_record(&rec);
-                    }
-                }
-                Some(EslSignal::Connected { connection }) => tracing::info!(connection, "subscribed"),
-                Some(EslSignal::Resync { connection, channels }) => {
-                    tracing::info!(connection, channels = channels.len(), active = tracker.active(), "resynced channels in progress");
-                    for rec in tracker.on_resync(&channels) {
-                        log_record(&rec);
-                    }
-                }
-                Some(EslSignal::Gap(reason)) => {
-                    tracing::warn!(?reason, active = tracker.active(), "event gap: calls in progress become partial");
-                    tracker.on_gap(&format!("{reason:?}"));
-                }
-            }
-        }
-    }
-    drop(signals);
-    let _ = task.await;
-    for rec in tracker.flush("switchhook stopped while the call was up") {
-        log_record(&rec);
-    }
-    ExitCode::SUCCESS
 }
 
 async fn replay_events(files: &[PathBuf]) -> ExitCode {

@@ -1,0 +1,165 @@
+//! `switchhook deliveries`: the outbox from the command line.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Subcommand;
+
+use crate::config::Config;
+use crate::hooks::store::{Admin, ListFilter, State};
+
+/// What to do with the outbox.
+#[derive(Debug, Subcommand)]
+pub enum Action {
+    /// Deliveries, newest first, one JSON object per line.
+    List {
+        /// pending, delivered, dead or parked.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this webhook.
+        #[arg(long)]
+        webhook: Option<String>,
+        /// Only this call.
+        #[arg(long)]
+        call: Option<String>,
+        /// At most this many (0: all).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One delivery with its request and last response.
+    Show {
+        /// Its number (`rowid` in `list`).
+        id: i64,
+    },
+    /// Send again: one delivery, or every dead one (of a webhook).
+    Retry {
+        /// Its number; without it, every dead delivery.
+        id: Option<i64>,
+        /// Only dead deliveries of this webhook.
+        #[arg(long)]
+        webhook: Option<String>,
+    },
+    /// Delete finished deliveries.
+    Purge {
+        /// Delete delivered ones.
+        #[arg(long)]
+        delivered: bool,
+        /// Delete dead letters.
+        #[arg(long)]
+        dead: bool,
+        /// Only those finished at least this long ago.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+        older_than: Duration,
+    },
+    /// Enable a disabled webhook: its parked deliveries are sent, in order.
+    Enable {
+        /// The webhook's name.
+        webhook: String,
+    },
+    /// Counts by state and the disabled webhooks.
+    Status,
+}
+
+/// Runs one action.
+pub fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> ExitCode {
+    let path = match db {
+        Some(p) => p.to_owned(),
+        None => match Config::load(config) {
+            Ok(c) => c.store.path,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    if !path.exists() {
+        eprintln!(
+            "{}: no outbox here (set [store] path or --db)",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
+    let admin = match Admin::open(&path) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match action {
+        Action::List {
+            state,
+            webhook,
+            call,
+            limit,
+        } => {
+            let state = match state.as_deref().map(|s| State::parse(s).ok_or(s)) {
+                Some(Err(s)) => {
+                    eprintln!("--state {s:?}: one of pending, delivered, dead, parked");
+                    return ExitCode::from(2);
+                }
+                Some(Ok(s)) => Some(s),
+                None => None,
+            };
+            admin
+                .list(&ListFilter {
+                    state,
+                    webhook,
+                    call_id: call,
+                    limit,
+                })
+                .map(|rows| {
+                    for r in rows {
+                        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                    }
+                })
+        }
+        Action::Show { id } => admin.show(id).map(|r| match r {
+            Some(r) => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
+            None => eprintln!("no delivery {id}"),
+        }),
+        Action::Retry { id, webhook } => admin
+            .retry(id, webhook.as_deref())
+            .map(|n| println!("{n} delivery(ies) queued again")),
+        Action::Purge {
+            delivered,
+            dead,
+            older_than,
+        } => {
+            let mut states = Vec::new();
+            if delivered {
+                states.push(State::Delivered);
+            }
+            if dead {
+                states.push(State::Dead);
+            }
+            if states.is_empty() {
+                eprintln!("say what to purge: --delivered and/or --dead");
+                return ExitCode::from(2);
+            }
+            admin
+                .purge(&states, older_than.as_millis() as i64)
+                .map(|n| println!("{n} delivery(ies) deleted"))
+        }
+        Action::Enable { webhook } => admin
+            .enable(&webhook)
+            .map(|n| println!("{webhook} enabled; {n} parked delivery(ies) queued in order")),
+        Action::Status => admin.counts().and_then(|counts| {
+            for (state, n) in counts {
+                println!("{state}: {n}");
+            }
+            for (name, why) in admin.disabled()? {
+                println!("disabled: {name} ({why})");
+            }
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! `switchhook run`: the live pipeline. Events from the event socket are assembled into
+//! calls; every finished call's CDR is logged; every lifecycle moment becomes webhook
+//! requests, committed to the outbox and delivered. The configuration file is watched (and
+//! re-read on SIGHUP): a good edit applies at once, a bad one is logged and the running
+//! configuration stays.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::esl::{ClientConfig, EslClient, EslSignal};
+use crate::hooks::delivery::DeliveryOptions;
+use crate::hooks::store::{Admin, State};
+use crate::hooks::{DeliveryQueue, Outbox, WebhookSet};
+use crate::session::{CallRecord, SessionTracker, Settings};
+
+/// How often the configuration file is looked at.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+fn log_record(rec: &CallRecord) {
+    let cdr = serde_json::to_string(&rec.cdr).unwrap_or_default();
+    tracing::info!(call_id = %rec.cdr.id, partial = rec.cdr.partial.is_some(), %cdr, "call finished");
+}
+
+/// A reloaded configuration, compiled.
+struct Reloaded {
+    settings: Arc<Settings>,
+    hooks: Arc<WebhookSet>,
+    freeswitch_changed: bool,
+}
+
+/// Runs until SIGINT/SIGTERM.
+pub async fn run(cfg: Config, path: Option<PathBuf>) -> ExitCode {
+    let settings = match Settings::from_config(&cfg) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let hooks = match WebhookSet::compile(&cfg.webhooks, &settings.numbers) {
+        Ok(h) => Arc::new(h),
+        Err(problems) => {
+            for (p, m) in problems {
+                eprintln!("{p}: {m}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let outbox = match Outbox::open(&cfg.store.path) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let queue =
+        match DeliveryQueue::start(outbox, Arc::clone(&hooks), DeliveryOptions::default()).await {
+            Ok(q) => q,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+    tracing::info!(
+        webhooks = hooks.hooks().len(),
+        outbox = %cfg.store.path.display(),
+        freeswitch = %format!("{}:{}", cfg.freeswitch.host, cfg.freeswitch.port),
+        "switchhook running"
+    );
+    let prune = tokio::spawn(prune_delivered(
+        cfg.store.path.clone(),
+        cfg.store.keep_delivered,
+    ));
+    let mut reloads = watch(path, cfg.clone());
+    let mut hooks = hooks;
+    let mut tracker = SessionTracker::new(settings).with_moments();
+    let (client, mut signals, task) = EslClient::spawn(ClientConfig::from(&cfg.freeswitch));
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("shutting down");
+                client.shutdown().await;
+                break;
+            }
+            Some(new) = reloads.recv() => {
+                if new.freeswitch_changed {
+                    tracing::warn!("[freeswitch] changed: restart switchhook to apply it");
+                }
+                tracker.set_settings(new.settings);
+                queue.set_hooks(Arc::clone(&new.hooks));
+                hooks = new.hooks;
+                tracing::info!(webhooks = hooks.hooks().len(), "configuration reloaded");
+            }
+            sig = signals.recv() => match sig {
+                None => break,
+                Some(EslSignal::Event(ev)) => {
+                    for rec in tracker.on_event(&ev) {
+                        log_record(&rec);
+                    }
+                }
+                Some(EslSignal::Connected { connection }) => tracing::info!(connection, "subscribed"),
+                Some(EslSignal::Resync { connection, channels }) => {
+                    tracing::info!(connection, channels = channels.len(), active = tracker.active(), "resynced channels in progress");
+                    for rec in tracker.on_resync(&channels) {
+                        log_record(&rec);
+                    }
+                }
+                Some(EslSignal::Gap(reason)) => {
+                    tracing::warn!(?reason, active = tracker.active(), "event gap: calls in progress become partial");
+                    tracker.on_gap(&format!("{reason:?}"));
+                }
+            }
+        }
+        let moments = tracker.take_moments();
+        if !moments.is_empty() {
+            queue.submit(moments.iter().flat_map(|m| hooks.plan(m)).collect());
+        }
+    }
+    drop(signals);
+    let _ = task.await;
+    for rec in tracker.flush("switchhook stopped while the call was up") {
+        log_record(&rec);
+    }
+    prune.abort();
+    // Everything handed over is committed before the process exits.
+    queue.close().await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Deletes delivered requests past their keep time, hourly.
+async fn prune_delivered(path: PathBuf, keep: Duration) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let p = path.clone();
+        let keep_ms = keep.as_millis() as i64;
+        let done = tokio::task::spawn_blocking(move || {
+            Admin::open(&p)?.purge(&[State::Delivered], keep_ms)
+        })
+        .await;
+        match done {
+            Ok(Ok(n)) if n > 0 => tracing::info!(deleted = n, "pruned delivered webhook requests"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune the outbox"),
+            _ => {}
+        }
+    }
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Watches the configuration file (and SIGHUP); sends each good new configuration.
+fn watch(path: Option<PathBuf>, current: Config) -> mpsc::UnboundedReceiver<Reloaded> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let Some(path) = path else {
+        return rx;
+    };
+    tokio::spawn(async move {
+        let mut last = stamp(&path);
+        let mut running = serde_json::to_value(&current.freeswitch).ok();
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let forced = match hup.as_mut() {
+                Some(h) => tokio::select! {
+                    _ = tokio::time::sleep(WATCH_EVERY) => false,
+                    _ = h.recv() => true,
+                },
+                None => {
+                    tokio::time::sleep(WATCH_EVERY).await;
+                    false
+                }
+            };
+            #[cfg(not(unix))]
+            let forced = {
+                tokio::time::sleep(WATCH_EVERY).await;
+                false
+            };
+            let now = stamp(&path);
+            if !forced && now == last {
+                continue;
+            }
+            last = now;
+            match reload(&path) {
+                Ok((cfg, settings, hooks)) => {
+                    let fs = serde_json::to_value(&cfg.freeswitch).ok();
+                    let freeswitch_changed = fs != running;
+                    running = fs;
+                    if tx
+                        .send(Reloaded {
+                            settings,
+                            hooks,
+                            freeswitch_changed,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => tracing::error!(
+                    file = %path.display(),
+                    error = %e,
+                    "configuration change rejected; the running configuration stays"
+                ),
+            }
+        }
+    });
+    rx
+}
+
+fn reload(path: &Path) -> Result<(Config, Arc<Settings>, Arc<WebhookSet>), String> {
+    let cfg = Config::load(Some(path)).map_err(|e| e.to_string())?;
+    let settings = Settings::from_config(&cfg)?;
+    let hooks = WebhookSet::compile(&cfg.webhooks, &settings.numbers).map_err(|p| {
+        p.into_iter()
+            .map(|(k, m)| format!("{k}: {m}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    Ok((cfg, Arc::new(settings), Arc::new(hooks)))
+}

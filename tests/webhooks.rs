@@ -1,0 +1,736 @@
+//! Lifecycle webhooks end to end: triggers from real captures, rendering and signing, and
+//! delivery through the SQLite outbox to real HTTP receivers on 127.0.0.1.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::fixture;
+use common::receiver::{Receiver, Reply};
+use serde_json::Value;
+use switchhook::config::Config;
+use switchhook::hooks::delivery::DeliveryOptions;
+use switchhook::hooks::sign::Signer;
+use switchhook::hooks::store::{Admin, ListFilter, State};
+use switchhook::hooks::{DeliveryQueue, Outbox, Request, WebhookSet};
+use switchhook::replay;
+use switchhook::session::{Moment, Settings};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A configuration from TOML text.
+fn config(text: &str) -> Config {
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+    Config::load(Some(f.path())).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+fn compile(cfg: &Config) -> (Arc<Settings>, Arc<WebhookSet>) {
+    let settings = Settings::from_config(cfg).unwrap();
+    let hooks = WebhookSet::compile(&cfg.webhooks, &settings.numbers).unwrap();
+    (Arc::new(settings), Arc::new(hooks))
+}
+
+async fn moments(capture: &str, settings: &Arc<Settings>) -> Vec<Moment> {
+    let mut out = Vec::new();
+    replay::moments(&fixture(capture), Arc::clone(settings), |m| out.push(m))
+        .await
+        .unwrap();
+    out
+}
+
+async fn requests(capture: &str, settings: &Arc<Settings>, hooks: &WebhookSet) -> Vec<Request> {
+    moments(capture, settings)
+        .await
+        .iter()
+        .flat_map(|m| hooks.plan(m))
+        .collect()
+}
+
+#[test]
+fn every_trigger_fires_once_at_the_moment_the_session_learns_it() {
+    let rt = rt();
+    let settings = Arc::new(Settings::default());
+    let expect: &[(&str, &[&str])] = &[
+        (
+            "01-inbound-answered",
+            &[
+                "call.received",
+                "call.dialed",
+                "call.answered.extension",
+                "call.missed_or_answered",
+                "call.hangup",
+            ],
+        ),
+        (
+            "02-inbound-missed",
+            &[
+                "call.received",
+                "call.dialed",
+                "call.missed",
+                "call.missed_or_answered",
+                "call.hangup",
+            ],
+        ),
+        (
+            "06-ringgroup-simultaneous",
+            &[
+                "call.received",
+                "call.dialed",
+                "call.answered.ring_group",
+                "call.missed_or_answered",
+                "call.hangup",
+            ],
+        ),
+        (
+            "08-queue-answered",
+            &[
+                "call.received",
+                "call.dialed",
+                "call.answered.queue",
+                "call.missed_or_answered",
+                "call.hangup",
+            ],
+        ),
+        (
+            "09-ivr-dtmf-transfer",
+            &[
+                "call.received",
+                "call.answered.ivr",
+                "call.dtmf",
+                "call.dialed",
+                "call.answered.extension",
+                "call.missed_or_answered",
+                "call.hangup",
+            ],
+        ),
+        (
+            "11-outbound-carrier",
+            &["call.received", "call.missed_or_answered", "call.hangup"],
+        ),
+        (
+            "12-click-to-call",
+            &[
+                "call.received",
+                "call.dialed",
+                "call.click_to_call.answered",
+                "call.missed_or_answered",
+                "call.hangup",
+            ],
+        ),
+    ];
+    for (name, want) in expect {
+        for suffix in [".esl", ".json.esl"] {
+            let ms = rt.block_on(moments(
+                &format!("freeswitch-1.10/{name}{suffix}"),
+                &settings,
+            ));
+            let got: Vec<&str> = ms.iter().map(|m| m.trigger.name()).collect();
+            assert_eq!(&got, want, "{name}{suffix}");
+            let seqs: Vec<u32> = ms.iter().map(|m| m.seq).collect();
+            assert_eq!(seqs, (1..=ms.len() as u32).collect::<Vec<_>>(), "{name}");
+            // Mid-call moments carry the call as it stood; the end-of-call ones the final record.
+            for m in &ms {
+                let is_end = matches!(m.trigger.name(), "call.hangup" | "call.missed");
+                assert_eq!(
+                    m.ended,
+                    is_end || (m.ended && m.trigger.name() == "call.missed_or_answered"),
+                    "{name}: {}",
+                    m.trigger
+                );
+            }
+            let hangup = ms.last().unwrap();
+            let cdrs = rt
+                .block_on(replay::records(
+                    &fixture(&format!("freeswitch-1.10/{name}{suffix}")),
+                    Arc::clone(&settings),
+                ))
+                .unwrap();
+            assert_eq!(
+                hangup.record.cdr, cdrs[0].cdr,
+                "{name}: the hangup carries the final CDR"
+            );
+        }
+    }
+    // What each trigger adds.
+    let ms = rt.block_on(moments(
+        "freeswitch-1.10/09-ivr-dtmf-transfer.esl",
+        &settings,
+    ));
+    let dtmf = ms.iter().find(|m| m.trigger.name() == "call.dtmf").unwrap();
+    assert_eq!(dtmf.detail["digit"], "2");
+    assert_eq!(dtmf.detail["menu"], "acme_main");
+    let answered = ms
+        .iter()
+        .find(|m| m.trigger.name() == "call.answered.extension")
+        .unwrap();
+    assert_eq!(answered.detail["answeredBy"], "1003");
+    assert_eq!(answered.record.cdr.ans, 1);
+    assert!(!answered.ended);
+    let ms = rt.block_on(moments("freeswitch-1.10/08-queue-answered.esl", &settings));
+    let q = ms
+        .iter()
+        .find(|m| m.trigger.name() == "call.answered.queue")
+        .unwrap();
+    assert_eq!(q.detail["group"], "support@default");
+}
+
+#[test]
+fn no_trigger_fires_twice_for_a_call_in_any_capture() {
+    let rt = rt();
+    let settings = Arc::new(Settings::default());
+    let hooks = WebhookSet::example();
+    for (name, _) in common::SCENARIOS {
+        let reqs = rt.block_on(requests(
+            &format!("freeswitch-1.10/{name}.esl"),
+            &settings,
+            &hooks,
+        ));
+        let twin = format!("freeswitch-1.10/{name}.json.esl");
+        if fixture(&twin).exists() {
+            let json = rt.block_on(requests(&twin, &settings, &hooks));
+            assert_eq!(reqs, json, "{name}: plain and json give the same requests");
+        }
+        let mut seen = HashSet::new();
+        for r in &reqs {
+            assert!(
+                seen.insert(r.id.clone()),
+                "{name}: {} fired twice for {}",
+                r.trigger,
+                r.call_id
+            );
+        }
+        assert!(reqs.iter().any(|r| r.trigger == "call.hangup"), "{name}");
+    }
+    // The concurrent capture: each of its five calls gets its own received and hangup.
+    let reqs = rt.block_on(requests(
+        "freeswitch-1.10/16-concurrent-mix.esl",
+        &settings,
+        &hooks,
+    ));
+    for t in ["call.received", "call.hangup", "call.missed_or_answered"] {
+        assert_eq!(reqs.iter().filter(|r| r.trigger == t).count(), 5, "{t}");
+    }
+}
+
+const CONTRACT: &str = r#"
+[[webhooks]]
+name = "crm"
+triggers = ["call.hangup"]
+url = "http://127.0.0.1:9/hook/{ddiNum}?cli={cli}"
+method = "POST"
+format = "json"
+retries = 1
+timeout = "10s"
+time_zone = "America/New_York"
+call_types = ["inbound"]
+filters = [{ field = "dir", op = "eq", value = 2 }, { field = "talk", op = "gt", value = 0 }]
+headers = { "X-Api-Key" = "key-{cliNum}" }
+custom_data = { hook = "post call" }
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+body = '{"caller": "{cli}", "dur": {dur}, "trigger": "{trigger}", "start": "{start}", "tags": {tags}}'
+
+[[webhooks]]
+name = "query"
+triggers = ["call.missed", "call.answered.extension"]
+url = "http://127.0.0.1:9/get"
+method = "GET"
+
+[[webhooks]]
+name = "mine"
+triggers = ["call.received"]
+url = "http://127.0.0.1:9/mine"
+format = "form"
+numbers = ["01610002004", "+441610001001"]
+
+[[webhooks]]
+name = "off"
+triggers = ["call.hangup"]
+url = "http://127.0.0.1:9/off"
+enabled = false
+"#;
+
+#[test]
+fn filters_call_types_numbers_templates_and_signatures() {
+    let rt = rt();
+    let (settings, hooks) = compile(&config(CONTRACT));
+    let reqs = rt.block_on(requests(
+        "freeswitch-1.10/16-concurrent-mix.esl",
+        &settings,
+        &hooks,
+    ));
+    let by = |w: &str| reqs.iter().filter(|r| r.webhook == w).collect::<Vec<_>>();
+
+    // crm: inbound answered calls only (four inbound, one of them missed).
+    let crm = by("crm");
+    assert_eq!(crm.len(), 3, "{crm:#?}");
+    for r in &crm {
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert!(body["caller"].as_str().unwrap().starts_with("+4477009001"));
+        assert!(body["dur"].as_i64().unwrap() > 0);
+        assert_eq!(body["trigger"], "call.hangup");
+        assert!(
+            body["start"].as_str().unwrap().ends_with("-05:00"),
+            "the webhook's own time zone"
+        );
+        assert!(body["tags"].is_object());
+        assert!(
+            r.url.starts_with("http://127.0.0.1:9/hook/%2B44161000"),
+            "{}",
+            r.url
+        );
+        assert!(r.url.contains("?cli=%2B4477009001"), "{}", r.url);
+        let key = r.headers.iter().find(|(k, _)| k == "X-Api-Key").unwrap();
+        assert!(key.1.starts_with("key-+44"));
+        // Standard Webhooks: the signature verifies with the secret.
+        let signer = Signer::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let h = r.signature_headers(hooks.get("crm").unwrap().signer.as_ref(), 1_700_000_000);
+        let sig = &h.iter().find(|(k, _)| k == "webhook-signature").unwrap().1;
+        assert_eq!(*sig, signer.sign(&r.id, 1_700_000_000, r.body.as_bytes()));
+    }
+
+    // query: GET with the data in the query string, no body.
+    let q = by("query");
+    assert!(!q.is_empty());
+    for r in &q {
+        assert_eq!(r.method, "GET");
+        assert!(r.body.is_empty());
+        assert!(
+            r.url.starts_with("http://127.0.0.1:9/get?triggerId="),
+            "{}",
+            r.url
+        );
+        assert!(
+            r.url.contains("&cliNum=%2B44") || r.url.contains("&cliNum=1004"),
+            "{}",
+            r.url
+        );
+    }
+    assert!(q.iter().any(|r| r.trigger == "call.missed"));
+
+    // mine: only the two calls to my numbers (given in national and E.164 form), as a form.
+    let mine = by("mine");
+    let dids: HashSet<String> = mine
+        .iter()
+        .map(|r| {
+            let form: HashMap<String, String> = r
+                .body
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+                .collect();
+            form["ddiNum"].clone()
+        })
+        .collect();
+    assert_eq!(
+        dids,
+        HashSet::from(["+441610002004".to_owned(), "+441610001001".to_owned()])
+    );
+    assert!(mine[0]
+        .headers
+        .iter()
+        .any(|(k, v)| k == "content-type" && v == "application/x-www-form-urlencoded"));
+
+    // off: disabled.
+    assert!(by("off").is_empty());
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[test]
+fn mistakes_in_webhooks_are_reported_with_their_key_paths() {
+    let text = r#"
+[[webhooks]]
+name = "a"
+triggers = ["call.hungup"]
+url = "ftp://x/{nope}"
+retries = 11
+filters = [{ field = "dri", op = "eq", value = 2 }, { field = "cliNum", op = "regex", value = "(" }]
+headers = { "Bad Header" = "x" }
+secret = "whsec_!!"
+body = '{"a": "{cli}"'
+
+[[webhooks]]
+name = "a"
+triggers = ["call.hangup"]
+url = "http://x/"
+method = "PATCH"
+"#;
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+    let issues = switchhook::config::check(Some(f.path()));
+    let paths: Vec<String> = issues.iter().map(|i| i.path.clone()).collect();
+    // The second entry's type error is caught first; the first entry's meaning after.
+    assert_eq!(paths, vec!["webhooks[1].method"], "{issues:#?}");
+    let text = text.replace("method = \"PATCH\"", "");
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+    let issues = switchhook::config::check(Some(f.path()));
+    let paths: Vec<String> = issues.iter().map(|i| i.path.clone()).collect();
+    for want in [
+        "webhooks[1].name",
+        "webhooks[0].triggers[0]",
+        "webhooks[0].url",
+        "webhooks[0].retries",
+        "webhooks[0].filters[0]",
+        "webhooks[0].filters[1]",
+        "webhooks[0].headers.Bad Header",
+        "webhooks[0].secret",
+        "webhooks[0].body",
+    ] {
+        assert!(
+            paths.iter().any(|p| p == want),
+            "{want} missing from {issues:#?}"
+        );
+    }
+    let text = format!("{issues:?}");
+    assert!(text.contains("unknown placeholder {nope}"), "{text}");
+    assert!(
+        !text.contains("whsec_!!"),
+        "secrets never appear in messages"
+    );
+}
+
+/// Starts a queue over a fresh outbox in `dir`.
+async fn queue(dir: &Path, hooks: &Arc<WebhookSet>) -> DeliveryQueue {
+    let outbox = Outbox::open(&dir.join("outbox.db")).unwrap();
+    DeliveryQueue::start(
+        outbox,
+        Arc::clone(hooks),
+        DeliveryOptions {
+            rescan_every: Duration::from_millis(200),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn rows(dir: &Path, webhook: &str) -> Vec<switchhook::hooks::store::Row> {
+    Admin::open(&dir.join("outbox.db"))
+        .unwrap()
+        .list(&ListFilter {
+            webhook: Some(webhook.into()),
+            ..Default::default()
+        })
+        .unwrap()
+}
+
+#[test]
+fn retry_rules_against_a_real_receiver() {
+    let rt = rt();
+    rt.block_on(async {
+        let receiver = Receiver::start(|path, nth| match (path, nth) {
+            ("/ok", _) => Reply::status(204),
+            ("/flaky", 1) => Reply::status(500),
+            ("/flaky", _) => Reply::status(200),
+            ("/limited", 1) => Reply {
+                retry_after: Some("1".into()),
+                ..Reply::status(429)
+            },
+            ("/limited", _) => Reply::status(202),
+            ("/bad", _) => Reply::status(400),
+            ("/hang", 1) => Reply {
+                delay: Duration::from_secs(3),
+                ..Reply::status(200)
+            },
+            ("/hang", _) => Reply::status(200),
+            ("/gone", _) => Reply::status(410),
+            _ => Reply::status(404),
+        })
+        .await;
+        let mut text = String::new();
+        for (name, retries) in [("ok", 1), ("flaky", 1), ("limited", 1), ("bad", 5), ("hang", 1), ("gone", 3)] {
+            text.push_str(&format!(
+                "[[webhooks]]\nname = \"{name}\"\ntriggers = [\"call.hangup\"]\nurl = \"{}/{name}\"\nretries = {retries}\ntimeout = \"500ms\"\n",
+                receiver.base()
+            ));
+        }
+        let (settings, hooks) = compile(&config(&text));
+        let dir = tempfile::tempdir().unwrap();
+        let q = queue(dir.path(), &hooks).await;
+        q.submit(requests("freeswitch-1.10/01-inbound-answered.esl", &settings, &hooks).await);
+        if tokio::time::timeout(Duration::from_secs(30), q.idle()).await.is_err() {
+            let st = q.stats();
+            panic!("not settled: {} in memory; {:?}", q.in_memory(), (st.enqueued.load(std::sync::atomic::Ordering::Relaxed), st.attempts.load(std::sync::atomic::Ordering::Relaxed), st.delivered.load(std::sync::atomic::Ordering::Relaxed)));
+        }
+
+        let one = |w: &str| {
+            let r = rows(dir.path(), w);
+            assert_eq!(r.len(), 1, "{w}: {r:#?}");
+            r.into_iter().next().unwrap()
+        };
+        let ok = one("ok");
+        assert_eq!((ok.state.as_str(), ok.attempts, ok.last_status), ("delivered", 1, Some(204)));
+        let flaky = one("flaky");
+        assert_eq!((flaky.state.as_str(), flaky.attempts), ("delivered", 2));
+        let limited = one("limited");
+        assert_eq!((limited.state.as_str(), limited.attempts, limited.last_status), ("delivered", 2, Some(202)));
+        let bad = one("bad");
+        assert_eq!((bad.state.as_str(), bad.attempts, bad.last_status), ("dead", 1, Some(400)), "4xx is not retried");
+        let hang = one("hang");
+        assert_eq!((hang.state.as_str(), hang.attempts), ("delivered", 2), "a hang past the timeout is retried");
+        let gone = one("gone");
+        assert_eq!(gone.state, "parked", "410 parks the webhook's deliveries");
+        let admin = Admin::open(&dir.path().join("outbox.db")).unwrap();
+        let disabled = admin.disabled().unwrap();
+        assert_eq!(disabled.len(), 1);
+        assert_eq!(disabled[0].0, "gone");
+
+        // The receiver saw the same webhook-id on every attempt, and the 429 was honoured.
+        let seen = receiver.seen();
+        let limited_hits: Vec<_> = seen.iter().filter(|r| r.uri.starts_with("/limited")).collect();
+        assert_eq!(limited_hits.len(), 2);
+        assert_eq!(limited_hits[0].headers["webhook-id"], limited_hits[1].headers["webhook-id"]);
+        assert!(limited_hits[1].at - limited_hits[0].at >= Duration::from_millis(950));
+        let flaky_hits: Vec<_> = seen.iter().filter(|r| r.uri.starts_with("/flaky")).collect();
+        assert!(flaky_hits[1].at - flaky_hits[0].at >= Duration::from_millis(1900), "attempt 1 x 2 s");
+
+        // Enabling the webhook again replays its parked delivery.
+        receiver.set_script(|_, _| Reply::status(200));
+        assert_eq!(admin.enable("gone").unwrap(), 1);
+        let delivered = async {
+            loop {
+                if one("gone").state == "delivered" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), delivered).await.expect("replayed after enable");
+        // A dead letter can be sent again by hand.
+        assert_eq!(admin.retry(Some(bad.rowid), None).unwrap(), 1);
+        let resent = async {
+            loop {
+                if one("bad").state == "delivered" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), resent).await.expect("retried by hand");
+        q.close().await;
+    });
+}
+
+#[test]
+fn calls_stay_in_order_and_a_dead_endpoint_delays_nobody_else() {
+    let rt = rt();
+    rt.block_on(async {
+        let receiver = Receiver::start(|path, nth| match path {
+            // Jitter so that, were order not kept, it would show.
+            "/crm" => Reply {
+                delay: Duration::from_millis((nth as u64 * 7919) % 25),
+                ..Reply::status(200)
+            },
+            _ => Reply {
+                delay: Duration::from_secs(30),
+                ..Reply::status(200)
+            },
+        })
+        .await;
+        let all = switchhook::session::Trigger::ALL.map(|t| format!("\"{}\"", t.name())).join(", ");
+        let text = format!(
+            "[[webhooks]]\nname = \"crm\"\ntriggers = [{all}]\nurl = \"{0}/crm\"\n\n\
+             [[webhooks]]\nname = \"dead\"\ntriggers = [{all}]\nurl = \"{0}/dead\"\nretries = 3\ntimeout = \"300ms\"\n",
+            receiver.base()
+        );
+        let (settings, hooks) = compile(&config(&text));
+        let dir = tempfile::tempdir().unwrap();
+        let q = queue(dir.path(), &hooks).await;
+        let reqs = requests("freeswitch-1.10/16-concurrent-mix.esl", &settings, &hooks).await;
+        let crm_total = reqs.iter().filter(|r| r.webhook == "crm").count();
+        q.submit(reqs);
+        let started = std::time::Instant::now();
+        assert!(
+            receiver
+                .wait_for(Duration::from_secs(10), |seen| seen.iter().filter(|r| r.uri == "/crm").count() == crm_total)
+                .await
+        );
+        assert!(started.elapsed() < Duration::from_secs(3), "crm waited on the dead endpoint");
+        let crm_rows = rows(dir.path(), "crm");
+        assert!(crm_rows.iter().all(|r| r.state == "delivered"));
+        assert!(rows(dir.path(), "dead").iter().all(|r| r.state == "pending"));
+        // Per call, the receiver got the moments in sequence.
+        let mut last: HashMap<String, u64> = HashMap::new();
+        for r in receiver.seen().iter().filter(|r| r.uri == "/crm") {
+            let body: Value = serde_json::from_str(&r.body).unwrap();
+            let call = body["cdr"]["id"].as_str().unwrap().to_owned();
+            let seq = body["sequence"].as_u64().unwrap();
+            let prev = last.insert(call.clone(), seq).unwrap_or(0);
+            assert!(seq > prev, "call {call}: {seq} after {prev}");
+        }
+        assert_eq!(last.len(), 5);
+        q.close().await;
+    });
+}
+
+#[test]
+fn a_restart_resumes_pending_deliveries_and_never_enqueues_twice() {
+    let rt = rt();
+    rt.block_on(async {
+        let receiver = Receiver::start(|_, _| Reply::status(503)).await;
+        let text = format!(
+            "[[webhooks]]\nname = \"crm\"\ntriggers = [\"call.received\", \"call.hangup\"]\nurl = \"{}/crm\"\nretries = 10\n",
+            receiver.base()
+        );
+        let (settings, hooks) = compile(&config(&text));
+        let dir = tempfile::tempdir().unwrap();
+        let reqs = requests("freeswitch-1.10/16-concurrent-mix.esl", &settings, &hooks).await;
+        assert_eq!(reqs.len(), 10);
+        {
+            let q = queue(dir.path(), &hooks).await;
+            q.submit(reqs.clone());
+            assert!(receiver.wait_for(Duration::from_secs(10), |s| s.len() >= 5).await);
+            q.close().await;
+        }
+        assert_eq!(
+            Admin::open(&dir.path().join("outbox.db")).unwrap().list(&ListFilter { state: Some(State::Pending), ..Default::default() }).unwrap().len(),
+            10
+        );
+        receiver.set_script(|_, _| Reply::status(200));
+        let q = queue(dir.path(), &hooks).await;
+        // The same calls seen again (a replayed stream) add nothing.
+        q.submit(reqs);
+        tokio::time::timeout(Duration::from_secs(20), q.idle()).await.expect("settles");
+        let delivered: HashSet<String> = receiver
+            .seen()
+            .iter()
+            .filter(|r| r.status == 200)
+            .map(|r| r.headers["webhook-id"].clone())
+            .collect();
+        assert_eq!(delivered.len(), 10);
+        assert_eq!(rows(dir.path(), "crm").len(), 10);
+        q.close().await;
+    });
+}
+
+/// Runs `switchhook run` with `config`; its log goes to a file in the config's directory.
+fn spawn_run(config: &Path, password: &str) -> std::process::Child {
+    let log = std::fs::File::create(config.with_extension(format!("log.{}", std::process::id())))
+        .unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_switchhook"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("SWITCHHOOK__FREESWITCH__PASSWORD", password)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn sigkill_with_deliveries_pending_loses_nothing() {
+    let rt = rt();
+    rt.block_on(async {
+        let receiver = Receiver::start(|_, _| Reply {
+            retry_after: Some("1".into()),
+            ..Reply::status(503)
+        })
+        .await;
+        let server = switchhook::playback::PlaybackServer::start(
+            "127.0.0.1:0",
+            switchhook::playback::PlaybackConfig {
+                password: "kill-9-test".into(),
+                captures: vec![fixture("freeswitch-1.10/16-concurrent-mix.esl")],
+                pace: switchhook::playback::Pace::Fast,
+                faults: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("outbox.db");
+        let all = switchhook::session::Trigger::ALL.map(|t| format!("\"{}\"", t.name())).join(", ");
+        let text = format!(
+            "[freeswitch]\nhost = \"127.0.0.1\"\nport = {port}\n[log]\nformat = \"json\"\n[store]\npath = {db:?}\n\n\
+             [[webhooks]]\nname = \"crm\"\ntriggers = [{all}]\nurl = \"{base}/crm\"\nretries = 10\n\n\
+             [[webhooks]]\nname = \"signed\"\ntriggers = [\"call.hangup\"]\nurl = \"{base}/signed\"\nretries = 10\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+            port = server.addr().port(),
+            db = db.display().to_string(),
+            base = receiver.base(),
+        );
+        let cfg_path = dir.path().join("switchhook.toml");
+        std::fs::write(&cfg_path, &text).unwrap();
+        // What must arrive: every request replay computes for the capture.
+        let (settings, hooks) = compile(&config(&text));
+        let expected = requests("freeswitch-1.10/16-concurrent-mix.esl", &settings, &hooks).await;
+        let expected_ids: HashSet<String> = expected.iter().map(|r| r.id.clone()).collect();
+        assert_eq!(expected.len(), 23 + 5);
+
+        let mut first = spawn_run(&cfg_path, "kill-9-test");
+        // Wait until every request is committed (and being refused).
+        let committed = async {
+            loop {
+                if db.exists() {
+                    if let Ok(admin) = Admin::open(&db) {
+                        let n = admin.list(&ListFilter::default()).map(|r| r.len()).unwrap_or(0);
+                        if n == expected.len() && receiver.seen().len() >= 10 {
+                            break;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), committed).await.expect("all requests committed");
+        first.kill().unwrap(); // SIGKILL
+        first.wait().unwrap();
+        let refused = receiver.seen().len();
+        assert!(receiver.seen().iter().all(|r| r.status == 503));
+
+        receiver.set_script(|_, _| Reply::status(200));
+        let mut second = spawn_run(&cfg_path, "kill-9-test");
+        let arrived = receiver
+            .wait_for(Duration::from_secs(60), |seen| {
+                let ok: HashSet<&str> = seen
+                    .iter()
+                    .filter(|r| r.status == 200)
+                    .map(|r| r.headers["webhook-id"].as_str())
+                    .collect();
+                ok.len() == expected_ids.len()
+            })
+            .await;
+        second.kill().unwrap();
+        second.wait().unwrap();
+        let seen = receiver.seen();
+        assert!(arrived, "{} of {} arrived", seen.iter().filter(|r| r.status == 200).count(), expected_ids.len());
+        let delivered: Vec<_> = seen[refused..].iter().filter(|r| r.status == 200).collect();
+        let ids: HashSet<String> = delivered.iter().map(|r| r.headers["webhook-id"].clone()).collect();
+        assert_eq!(ids, expected_ids, "exactly the expected requests, de-duplicable by webhook-id");
+        // In order per call and webhook.
+        let mut last: HashMap<(String, String), u64> = HashMap::new();
+        let signer = Signer::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        for r in &delivered {
+            let body: Value = serde_json::from_str(&r.body).unwrap();
+            let key = (r.uri.clone(), body["cdr"]["id"].as_str().unwrap().to_owned());
+            let seq = body["sequence"].as_u64().unwrap();
+            let prev = last.insert(key.clone(), seq).unwrap_or(0);
+            assert!(seq > prev, "{key:?}: {seq} after {prev}");
+            if r.uri == "/signed" {
+                let ts: i64 = r.headers["webhook-timestamp"].parse().unwrap();
+                assert_eq!(
+                    r.headers["webhook-signature"],
+                    signer.sign(&r.headers["webhook-id"], ts, r.body.as_bytes())
+                );
+            }
+        }
+        let admin = Admin::open(&db).unwrap();
+        let counts = admin.counts().unwrap();
+        assert_eq!(counts, vec![("delivered".to_owned(), expected.len() as i64)]);
+    });
+}
