@@ -292,3 +292,128 @@ fn the_readme_configuration_is_valid() {
         .unwrap();
     assert_ok(&out);
 }
+
+#[test]
+fn replay_emit_webhooks_prints_the_requests_that_would_be_sent() {
+    let f = config_file(
+        "[[webhooks]]\nname = \"crm\"\ntriggers = [\"call.hangup\", \"call.answered.extension\"]\n\
+         url = \"https://crm.example/hook/{ddiNum}?cli={cli}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+         headers = { \"X-Api-Key\" = \"k\" }\ncustom_data = { hook = \"post call\" }\n",
+    );
+    let out = switchhook()
+        .args(["replay", "--emit", "webhooks", "--config"])
+        .arg(f.path())
+        .arg(fixture("freeswitch-1.10/01-inbound-answered.esl"))
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let triggers: Vec<&str> = lines
+        .iter()
+        .map(|l| l["trigger"].as_str().unwrap())
+        .collect();
+    assert_eq!(triggers, vec!["call.answered.extension", "call.hangup"]);
+    for l in &lines {
+        for key in [
+            "webhook", "trigger", "call_id", "method", "url", "headers", "body",
+        ] {
+            assert!(!l[key].is_null(), "{key} missing in {l}");
+        }
+        assert_eq!(l["method"], "POST");
+        assert!(l["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://crm.example/hook/%2B441610001001?cli=%2B447700900123"));
+        assert!(l["headers"]["webhook-signature"]
+            .as_str()
+            .unwrap()
+            .starts_with("v1,"));
+        assert_eq!(l["headers"]["X-Api-Key"], "k");
+        let body: serde_json::Value = serde_json::from_str(l["body"].as_str().unwrap()).unwrap();
+        for key in [
+            "triggerId",
+            "id",
+            "tenantId",
+            "cdr",
+            "customData",
+            "trigger",
+            "sequence",
+        ] {
+            assert!(!body[key].is_null(), "{key} missing in the body");
+        }
+        assert_eq!(body["customData"]["hook"], "post call");
+        assert_eq!(body["cdr"]["dType"], "CloudSessionCdr");
+    }
+    // Without a configuration: an example webhook on every trigger, said so on stderr.
+    let out = switchhook()
+        .args(["replay", "--emit", "webhooks"])
+        .arg(fixture("freeswitch-1.10/09-ivr-dtmf-transfer.esl"))
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no [[webhooks]] configured"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 7);
+}
+
+#[test]
+fn deliveries_commands_work_on_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outbox.db");
+    // Commit the requests replay computes, as `run` would, without sending them.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let settings = std::sync::Arc::new(switchhook::session::Settings::default());
+        let hooks = switchhook::hooks::WebhookSet::example();
+        let mut reqs = Vec::new();
+        switchhook::replay::moments(
+            &fixture("freeswitch-1.10/02-inbound-missed.esl"),
+            settings,
+            |m| reqs.extend(hooks.plan(&m).into_iter().map(|r| (r, false))),
+        )
+        .await
+        .unwrap();
+        let outbox = switchhook::hooks::Outbox::open(&db).unwrap();
+        assert_eq!(outbox.enqueue(reqs).await.unwrap().len(), 5);
+    });
+    let run = |args: &[&str]| {
+        let out = switchhook()
+            .arg("deliveries")
+            .arg("--db")
+            .arg(&db)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(run(&["status"]).trim(), "pending: 5");
+    let list = run(&["list", "--state", "pending", "--limit", "2"]);
+    let rows: Vec<serde_json::Value> = list
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["trigger"], "call.hangup", "newest first");
+    let show: serde_json::Value = serde_json::from_str(&run(&["show", "1"])).unwrap();
+    assert_eq!(show["trigger"], "call.received");
+    assert_eq!(show["request"]["method"], "POST");
+    assert!(run(&["purge", "--dead"]).contains("0 delivery(ies) deleted"));
+    assert!(run(&["retry"]).contains("0 delivery(ies) queued again"));
+    let bad = switchhook()
+        .arg("deliveries")
+        .arg("--db")
+        .arg(&db)
+        .args(["list", "--state", "lost"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let missing = switchhook()
+        .args(["deliveries", "--db", "/nonexistent/outbox.db", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+}

@@ -527,6 +527,47 @@ fn retry_rules_against_a_real_receiver() {
 }
 
 #[test]
+fn a_webhook_failing_for_its_whole_window_is_disabled_and_its_deliveries_parked() {
+    let rt = rt();
+    rt.block_on(async {
+        let receiver = Receiver::start(|_, _| Reply::status(500)).await;
+        let text = format!(
+            "[[webhooks]]\nname = \"flaky\"\ntriggers = [\"call.received\", \"call.hangup\"]\nurl = \"{}/x\"\nretries = 10\ndisable_after = \"3s\"\n",
+            receiver.base()
+        );
+        let (settings, hooks) = compile(&config(&text));
+        let dir = tempfile::tempdir().unwrap();
+        let q = queue(dir.path(), &hooks).await;
+        q.submit(requests("freeswitch-1.10/16-concurrent-mix.esl", &settings, &hooks).await);
+        tokio::time::timeout(Duration::from_secs(20), q.idle())
+            .await
+            .expect("parked");
+        let admin = Admin::open(&dir.path().join("outbox.db")).unwrap();
+        let disabled = admin.disabled().unwrap();
+        assert_eq!(disabled.len(), 1, "{disabled:?}");
+        assert!(disabled[0].1.starts_with("no successful delivery for"), "{disabled:?}");
+        let r = rows(dir.path(), "flaky");
+        assert_eq!(r.len(), 10);
+        assert!(r.iter().all(|r| r.state == "parked"), "{r:#?}");
+        // Re-enabled: replayed in commit order, so each call's received comes before its hangup.
+        receiver.set_script(|_, _| Reply::status(200));
+        assert_eq!(admin.enable("flaky").unwrap(), 10);
+        let ok = receiver
+            .wait_for(Duration::from_secs(10), |s| s.iter().filter(|r| r.status == 200).count() == 10)
+            .await;
+        assert!(ok);
+        let mut last: HashMap<String, u64> = HashMap::new();
+        for r in receiver.seen().iter().filter(|r| r.status == 200) {
+            let body: Value = serde_json::from_str(&r.body).unwrap();
+            let seq = body["sequence"].as_u64().unwrap();
+            let prev = last.insert(body["cdr"]["id"].as_str().unwrap().to_owned(), seq);
+            assert!(prev.is_none_or(|p| p < seq));
+        }
+        q.close().await;
+    });
+}
+
+#[test]
 fn calls_stay_in_order_and_a_dead_endpoint_delays_nobody_else() {
     let rt = rt();
     rt.block_on(async {
@@ -732,5 +773,71 @@ fn sigkill_with_deliveries_pending_loses_nothing() {
         let admin = Admin::open(&db).unwrap();
         let counts = admin.counts().unwrap();
         assert_eq!(counts, vec![("delivered".to_owned(), expected.len() as i64)]);
+    });
+}
+
+#[test]
+fn a_config_edit_applies_live_and_a_bad_edit_keeps_the_running_one() {
+    let rt = rt();
+    rt.block_on(async {
+        let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+        let server = switchhook::playback::PlaybackServer::start(
+            "127.0.0.1:0",
+            switchhook::playback::PlaybackConfig {
+                password: "reload-test".into(),
+                captures: vec![fixture("freeswitch-1.10/16-concurrent-mix.esl")],
+                pace: switchhook::playback::Pace::RealTime { speed: 1.5 },
+                faults: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let head = format!(
+            "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n[log]\nformat = \"json\"\n[store]\npath = {:?}\n",
+            server.addr().port(),
+            dir.path().join("outbox.db").display().to_string()
+        );
+        let cfg_path = dir.path().join("switchhook.toml");
+        let hook = |name: &str, trigger: &str| {
+            format!(
+                "[[webhooks]]\nname = \"{name}\"\ntriggers = [\"{trigger}\"]\nurl = \"{}/{name}\"\nsecret = \"whsec_c2VjcmV0LW5ldmVyLWxvZ2dlZA==\"\n",
+                receiver.base()
+            )
+        };
+        std::fs::write(&cfg_path, format!("{head}{}", hook("a", "call.received"))).unwrap();
+        let log_path = cfg_path.with_extension(format!("log.{}", std::process::id()));
+        let mut child = spawn_run(&cfg_path, "reload-test");
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let wait_log = |needle: &'static str| {
+            let log = &log;
+            async move {
+                for _ in 0..200 {
+                    if log().contains(needle) {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                false
+            }
+        };
+        assert!(receiver.wait_for(Duration::from_secs(10), |s| s.iter().any(|r| r.uri == "/a")).await);
+        // A bad edit: logged, and the running configuration stays.
+        std::fs::write(&cfg_path, format!("{head}[[webhooks]]\nname = 1\n")).unwrap();
+        assert!(wait_log("configuration change rejected").await, "{}", log());
+        // A good edit: a new webhook on hangups, live.
+        std::fs::write(&cfg_path, format!("{head}{}", hook("b", "call.hangup"))).unwrap();
+        assert!(wait_log("configuration reloaded").await, "{}", log());
+        let got_b = receiver
+            .wait_for(Duration::from_secs(20), |s| s.iter().any(|r| r.uri == "/b"))
+            .await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(got_b, "no hangup webhook after the reload\n{}", log());
+        let b: Vec<_> = receiver.seen().into_iter().filter(|r| r.uri == "/b").collect();
+        assert!(b.iter().all(|r| r.body.contains("\"trigger\":\"call.hangup\"")));
+        let log = log();
+        assert!(!log.contains("c2VjcmV0LW5ldmVyLWxvZ2dlZA"), "a secret reached the log");
+        assert!(!log.contains("reload-test"), "the ESL password reached the log");
     });
 }

@@ -308,8 +308,8 @@ impl Webhook {
             }
             None => None,
         };
-        if cfg.disable_after < Duration::from_secs(60) {
-            bad("disable_after", "must be at least 1 minute".into());
+        if cfg.disable_after < Duration::from_secs(1) {
+            bad("disable_after", "must be at least 1 s".into());
         }
         if !problems.is_empty() {
             return Err(problems);
