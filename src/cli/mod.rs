@@ -220,6 +220,22 @@ fn write_line<W: Write, T: serde::Serialize>(out: &mut W, value: &T) -> Result<(
     }
 }
 
+/// Prints a replayed file's protocol errors (or why it could not be read); true if clean.
+fn reported(file: &Path, result: std::io::Result<replay::AssembleReport>) -> bool {
+    match result {
+        Ok(report) => {
+            for e in &report.errors {
+                eprintln!("{}: {e}", file.display());
+            }
+            report.errors.is_empty()
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            false
+        }
+    }
+}
+
 async fn replay_cdrs(settings: Arc<Settings>, files: &[PathBuf]) -> ExitCode {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -237,18 +253,7 @@ async fn replay_cdrs(settings: Arc<Settings>, files: &[PathBuf]) -> ExitCode {
         if let Some(code) = stop {
             return code;
         }
-        match result {
-            Ok(report) => {
-                for e in &report.errors {
-                    eprintln!("{}: {e}", file.display());
-                }
-                failed |= !report.errors.is_empty();
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", file.display());
-                failed = true;
-            }
-        }
+        failed |= !reported(file, result);
     }
     let _ = out.flush();
     if failed {
@@ -294,18 +299,7 @@ async fn replay_webhooks(
         if let Some(code) = stop {
             return code;
         }
-        match result {
-            Ok(report) => {
-                for e in &report.errors {
-                    eprintln!("{}: {e}", file.display());
-                }
-                failed |= !report.errors.is_empty();
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", file.display());
-                failed = true;
-            }
-        }
+        failed |= !reported(file, result);
     }
     let _ = out.flush();
     if failed {

@@ -662,10 +662,17 @@ impl Admin {
 
     /// Disabled webhooks and why.
     pub fn disabled(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, COALESCE(reason, '') FROM webhook_state WHERE disabled = 1 ORDER BY name")
-            .map_err(|e| self.err(e))?;
+        self.pairs(
+            "SELECT name, COALESCE(reason, '') FROM webhook_state WHERE disabled = 1 ORDER BY name",
+        )
+    }
+
+    /// The two-column rows of `sql`.
+    fn pairs<B: rusqlite::types::FromSql>(
+        &self,
+        sql: &str,
+    ) -> Result<Vec<(String, B)>, StoreError> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
@@ -695,15 +702,7 @@ impl Admin {
 
     /// Counts by state.
     pub fn counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| self.err(e))?;
-        Ok(rows)
+        self.pairs("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state")
     }
 }
 
