@@ -746,8 +746,17 @@ fn sigkill_with_deliveries_pending_loses_nothing() {
                 ok.len() == expected_ids.len()
             })
             .await;
+        // The receiver has them; the outbox records each answer just after.
+        let all_done = async {
+            let want = vec![("delivered".to_owned(), expected.len() as i64)];
+            while Admin::open(&db).and_then(|a| a.counts()).ok() != Some(want.clone()) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let recorded = tokio::time::timeout(Duration::from_secs(10), all_done).await.is_ok();
         second.kill().unwrap();
         second.wait().unwrap();
+        assert!(recorded, "{:?}", Admin::open(&db).unwrap().counts());
         let seen = receiver.seen();
         assert!(arrived, "{} of {} arrived", seen.iter().filter(|r| r.status == 200).count(), expected_ids.len());
         let delivered: Vec<_> = seen[refused..].iter().filter(|r| r.status == 200).collect();
@@ -770,9 +779,6 @@ fn sigkill_with_deliveries_pending_loses_nothing() {
                 );
             }
         }
-        let admin = Admin::open(&db).unwrap();
-        let counts = admin.counts().unwrap();
-        assert_eq!(counts, vec![("delivered".to_owned(), expected.len() as i64)]);
     });
 }
 
@@ -786,7 +792,7 @@ fn a_config_edit_applies_live_and_a_bad_edit_keeps_the_running_one() {
             switchhook::playback::PlaybackConfig {
                 password: "reload-test".into(),
                 captures: vec![fixture("freeswitch-1.10/16-concurrent-mix.esl")],
-                pace: switchhook::playback::Pace::RealTime { speed: 1.5 },
+                pace: switchhook::playback::Pace::RealTime { speed: 1.0 },
                 faults: Default::default(),
             },
         )

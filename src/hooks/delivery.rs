@@ -118,6 +118,8 @@ impl DeliveryQueue {
             intake_backlog: std::sync::atomic::AtomicUsize::new(0),
             stop: tokio_util::sync::CancellationToken::new(),
         });
+        // Read before the first scan, so a change made in between is picked up by the poll.
+        let generation = inner.outbox.generation().await?;
         let resumed = rescan(&inner).await?;
         if resumed > 0 {
             tracing::info!(
@@ -127,7 +129,7 @@ impl DeliveryQueue {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let intake = tokio::spawn(intake_loop(Arc::clone(&inner), rx));
-        tokio::spawn(rescan_loop(Arc::downgrade(&inner)));
+        tokio::spawn(rescan_loop(Arc::downgrade(&inner), generation));
         Ok(DeliveryQueue {
             inner,
             intake: tx,
@@ -237,8 +239,8 @@ async fn intake_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Vec<Requ
 }
 
 /// Picks up changes other processes made (retry, enable) when the generation moves.
-async fn rescan_loop(inner: std::sync::Weak<Inner>) {
-    let mut seen = None;
+async fn rescan_loop(inner: std::sync::Weak<Inner>, generation: i64) {
+    let mut seen = generation;
     loop {
         let every = match inner.upgrade() {
             Some(i) => i.opts.rescan_every,
@@ -253,7 +255,7 @@ async fn rescan_loop(inner: std::sync::Weak<Inner>) {
             Ok(g) => g,
             Err(_) => return,
         };
-        if seen.is_some() && seen != Some(generation) {
+        if seen != generation {
             match rescan(&inner).await {
                 Ok(n) if n > 0 => {
                     tracing::info!(picked_up = n, "outbox changed: deliveries queued")
@@ -262,7 +264,7 @@ async fn rescan_loop(inner: std::sync::Weak<Inner>) {
                 Err(e) => tracing::warn!(error = %e, "outbox rescan failed"),
             }
         }
-        seen = Some(generation);
+        seen = generation;
     }
 }
 
