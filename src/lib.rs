@@ -12,4 +12,5 @@ pub mod hooks;
 pub mod live;
 pub mod playback;
 pub mod replay;
+pub mod routing;
 pub mod session;
