@@ -139,9 +139,11 @@ fn run_assembles_calls_from_a_live_socket_and_logs_their_cdrs() {
             },
         ))
         .unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let f = config_file(&format!(
-        "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n[log]\nformat = \"json\"",
-        server.addr().port()
+        "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n[log]\nformat = \"json\"\n[store]\npath = {:?}",
+        server.addr().port(),
+        dir.path().join("outbox.db").display().to_string()
     ));
     let mut child = switchhook()
         .args(["run", "--config"])
