@@ -34,6 +34,10 @@ pub struct Config {
     pub store: crate::hooks::store::StoreConfig,
     /// Lifecycle webhooks (`[[webhooks]]`).
     pub webhooks: Vec<crate::hooks::WebhookConfig>,
+    /// The routing server (outbound socket).
+    pub routing: crate::routing::RoutingConfig,
+    /// Routing steps (`[[routes]]`).
+    pub routes: Vec<crate::routing::RouteConfig>,
 }
 
 /// `[freeswitch]`: where the event socket is and what to subscribe to.
@@ -230,7 +234,7 @@ fn one(path: Option<&Path>, e: config::ConfigError) -> ConfigErrors {
 }
 
 /// The sections a configuration file may have.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 11] = [
     "freeswitch",
     "log",
     "sessions",
@@ -240,6 +244,8 @@ const SECTIONS: [&str; 9] = [
     "rates",
     "store",
     "webhooks",
+    "routing",
+    "routes",
 ];
 
 /// Every problem in the configuration, each with its key path; empty when it is valid.
@@ -272,7 +278,9 @@ pub fn check(path: Option<&Path>) -> Vec<ConfigIssue> {
     check_section::<crate::session::directory::DirectoryConfig>(&built, "directory", &mut issues);
     check_section::<crate::session::rates::RatesConfig>(&built, "rates", &mut issues);
     check_section::<crate::hooks::store::StoreConfig>(&built, "store", &mut issues);
-    check_webhooks(&built, &mut issues);
+    check_list::<crate::hooks::WebhookConfig>(&built, "webhooks", &mut issues);
+    check_section::<crate::routing::RoutingConfig>(&built, "routing", &mut issues);
+    check_list::<crate::routing::RouteConfig>(&built, "routes", &mut issues);
     if issues.is_empty() {
         if let Ok(cfg) = built.try_deserialize::<Config>() {
             validate(&cfg, &mut issues);
@@ -311,27 +319,31 @@ fn check_section<T: DeserializeOwned + Serialize + Default>(
     }
 }
 
-/// `[[webhooks]]` is a list of tables: each entry is checked on its own, with serde's path
-/// to the bad key (`webhooks[1].filters[0].op`).
-fn check_webhooks(built: &config::Config, issues: &mut Vec<ConfigIssue>) {
-    let Ok(value) = built.get::<serde_json::Value>("webhooks") else {
+/// A list of tables (`[[webhooks]]`, `[[routes]]`): each entry is checked on its own, with
+/// serde's path to the bad key (`webhooks[1].filters[0].op`).
+fn check_list<T: DeserializeOwned>(
+    built: &config::Config,
+    key: &str,
+    issues: &mut Vec<ConfigIssue>,
+) {
+    let Ok(value) = built.get::<serde_json::Value>(key) else {
         return;
     };
     let serde_json::Value::Array(entries) = value else {
         issues.push(ConfigIssue {
-            path: "webhooks".into(),
-            message: "must be a list of tables: [[webhooks]]".into(),
+            path: key.into(),
+            message: format!("must be a list of tables: [[{key}]]"),
         });
         return;
     };
     for (i, entry) in entries.into_iter().enumerate() {
-        if let Err(e) = serde_path_to_error::deserialize::<_, crate::hooks::WebhookConfig>(entry) {
+        if let Err(e) = serde_path_to_error::deserialize::<_, T>(entry) {
             let inner = e.path().to_string();
             issues.push(ConfigIssue {
                 path: if inner == "." {
-                    format!("webhooks[{i}]")
+                    format!("{key}[{i}]")
                 } else {
-                    format!("webhooks[{i}].{inner}")
+                    format!("{key}[{i}].{inner}")
                 },
                 message: e.into_inner().to_string(),
             });
@@ -458,6 +470,9 @@ fn validate(cfg: &Config, issues: &mut Vec<ConfigIssue>) {
         for (path, message) in problems {
             bad(&path, message);
         }
+    }
+    for (path, message) in crate::routing::config::check(&cfg.routing, &cfg.routes) {
+        bad(&path, message);
     }
     if cfg.store.path.as_os_str().is_empty() {
         bad("store.path", "must name a file".into());

@@ -419,3 +419,51 @@ fn deliveries_commands_work_on_the_outbox() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
 }
+
+#[test]
+fn the_routing_contract_configuration_loads_and_mistakes_are_named() {
+    let contract = r#"
+[routing]
+listen = "127.0.0.1:8084"
+[[routes]]
+name = "crm-lookup"
+url = "https://crm.example/route?code={code}&did={did}&callerid={callerid}&callername={callername}"
+method = "GET"
+caller_id_forwarding = "caller"
+caller_name = "webhook"
+caller_name_text = ""
+deadline = "2s"
+on_success = ""
+on_failure = ""
+[routes.menu]
+enabled = false
+timeout = "5s"
+attempts = 3
+start_message = "ivr/ivr-please_enter_extension_followed_by_pound.wav"
+error_message = "ivr/ivr-that_was_an_invalid_entry.wav"
+timeout_message = "ivr/ivr-no_valid_entry.wav"
+"#;
+    let f = config_file(contract);
+    let out = switchhook()
+        .arg("check-config")
+        .arg(f.path())
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let f = config_file(
+        &contract
+            .replace(
+                "caller_id_forwarding = \"caller\"",
+                "caller_id_forwarding = \"both\"",
+            )
+            .replace("deadline = \"2s\"", "deadline = \"5m\""),
+    );
+    let out = switchhook()
+        .arg("check-config")
+        .arg(f.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("routes[0].caller_id_forwarding"), "{err}");
+}

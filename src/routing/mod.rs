@@ -5,6 +5,8 @@
 //! reach a channel variable or a FreeSWITCH command. (The outbound-socket server, the digit
 //! menu and the resilience pieces build on it.)
 
+pub mod config;
 pub mod reply;
 
+pub use config::{RouteConfig, RoutingConfig};
 pub use reply::{Decision, ReplyRules, RoutingStatus};
