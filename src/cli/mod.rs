@@ -115,11 +115,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             match emit {
                 Emit::Events => replay_events(&files).await,
                 Emit::Cdr => match load_settings(config.as_deref()) {
-                    Ok(settings) => replay_cdrs(settings, &files).await,
+                    Ok(settings) => replay_lines(settings, None, &files).await,
                     Err(code) => code,
                 },
                 Emit::Webhooks => match load_pipeline(config.as_deref()) {
-                    Ok((_, settings, hooks)) => replay_webhooks(settings, hooks, &files).await,
+                    Ok((_, settings, hooks)) => replay_lines(settings, Some(hooks), &files).await,
                     Err(code) => code,
                 },
             }
@@ -205,17 +205,52 @@ pub(crate) fn load_pipeline(
     Ok((cfg, Arc::new(settings), Arc::new(hooks)))
 }
 
-/// Writes one JSON line; a closed pipe (`| head`) ends output quietly.
-fn write_line<W: Write, T: serde::Serialize>(out: &mut W, value: &T) -> Result<(), ExitCode> {
-    let written = serde_json::to_writer(&mut *out, value)
-        .map_err(std::io::Error::from)
-        .and_then(|_| out.write_all(b"\n"));
-    match written {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ExitCode::SUCCESS),
-        Err(e) => {
+/// NDJSON on stdout. A closed pipe (`| head`) stops output quietly; another write error
+/// stops it with a failure.
+struct JsonLines<W: Write> {
+    out: W,
+    stopped: Option<ExitCode>,
+}
+
+impl<W: Write> JsonLines<W> {
+    fn new(out: W) -> Self {
+        JsonLines { out, stopped: None }
+    }
+
+    /// Writes one line, unless output has stopped.
+    fn put<T: serde::Serialize>(&mut self, value: &T) {
+        if self.stopped.is_some() {
+            return;
+        }
+        let written = serde_json::to_writer(&mut self.out, value)
+            .map_err(std::io::Error::from)
+            .and_then(|_| self.out.write_all(b"\n"));
+        if let Err(e) = written {
+            self.stopped = Some(Self::code(e));
+        }
+    }
+
+    fn code(e: std::io::Error) -> ExitCode {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            ExitCode::SUCCESS
+        } else {
             eprintln!("stdout: {e}");
-            Err(ExitCode::from(1))
+            ExitCode::from(1)
+        }
+    }
+
+    /// Flushes; the exit code (1 when `failed`).
+    fn finish(mut self, failed: bool) -> ExitCode {
+        if let Some(code) = self.stopped {
+            return code;
+        }
+        if let Err(e) = self.out.flush() {
+            return Self::code(e);
+        }
+        if failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
         }
     }
 }
@@ -236,77 +271,47 @@ fn reported(file: &Path, result: std::io::Result<replay::AssembleReport>) -> boo
     }
 }
 
-async fn replay_cdrs(settings: Arc<Settings>, files: &[PathBuf]) -> ExitCode {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut failed = false;
-    for file in files {
-        let mut stop = None;
-        let result = replay::assemble(file, Arc::clone(&settings), |rec| {
-            if stop.is_none() {
-                if let Err(code) = write_line(&mut out, &rec.cdr) {
-                    stop = Some(code);
-                }
-            }
-        })
-        .await;
-        if let Some(code) = stop {
-            return code;
-        }
-        failed |= !reported(file, result);
-    }
-    let _ = out.flush();
-    if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-async fn replay_webhooks(
+/// `replay --emit cdr` (no `hooks`) and `--emit webhooks`: one JSON line per CDR or per
+/// request, file after file.
+async fn replay_lines(
     settings: Arc<Settings>,
-    hooks: Arc<WebhookSet>,
+    hooks: Option<Arc<WebhookSet>>,
     files: &[PathBuf],
 ) -> ExitCode {
-    let hooks = if hooks.hooks().is_empty() {
-        eprintln!(
-            "no [[webhooks]] configured: showing what a webhook on every trigger, posting to {}, would send",
-            crate::hooks::webhook::EXAMPLE_URL
-        );
-        Arc::new(WebhookSet::example())
-    } else {
-        hooks
-    };
+    let hooks = hooks.map(|h| {
+        if h.hooks().is_empty() {
+            eprintln!(
+                "no [[webhooks]] configured: showing what a webhook on every trigger, posting to {}, would send",
+                crate::hooks::webhook::EXAMPLE_URL
+            );
+            Arc::new(WebhookSet::example())
+        } else {
+            h
+        }
+    });
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = JsonLines::new(std::io::BufWriter::new(stdout.lock()));
     let mut failed = false;
     for file in files {
-        let mut stop = None;
-        let result = replay::moments(file, Arc::clone(&settings), |m| {
-            for req in hooks.plan(&m) {
-                if stop.is_some() {
-                    return;
-                }
-                let signer = hooks.get(&req.webhook).and_then(|h| h.signer.as_ref());
-                if let Err(code) =
-                    write_line(&mut out, &req.to_printable(signer, m.at_us / 1_000_000))
-                {
-                    stop = Some(code);
-                }
+        let settings = Arc::clone(&settings);
+        let result = match &hooks {
+            None => replay::assemble(file, settings, |rec| out.put(&rec.cdr)).await,
+            Some(hooks) => {
+                replay::moments(file, settings, |m| {
+                    for req in hooks.plan(&m) {
+                        let signer = hooks.get(&req.webhook).and_then(|h| h.signer.as_ref());
+                        out.put(&req.to_printable(signer, m.at_us / 1_000_000));
+                    }
+                })
+                .await
             }
-        })
-        .await;
-        if let Some(code) = stop {
-            return code;
+        };
+        if out.stopped.is_some() {
+            break;
         }
         failed |= !reported(file, result);
     }
-    let _ = out.flush();
-    if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
+    out.finish(failed)
 }
 
 async fn explain(settings: Arc<Settings>, call_id: &str, files: &[PathBuf]) -> ExitCode {
@@ -383,7 +388,7 @@ pub fn render_explanation(rec: &CallRecord) -> String {
 
 async fn replay_events(files: &[PathBuf]) -> ExitCode {
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut out = JsonLines::new(std::io::BufWriter::with_capacity(1 << 16, stdout.lock()));
     let mut failed = false;
     for file in files {
         let mut stream = match replay::open(file, Limits::default()).await {
@@ -395,37 +400,23 @@ async fn replay_events(files: &[PathBuf]) -> ExitCode {
             }
         };
         while let Some(item) = stream.next().await {
-            let item = match item {
-                Ok(i) => i,
+            match item {
                 Err(e) => {
                     eprintln!("{}: read error: {e}", file.display());
                     failed = true;
                     break;
                 }
-            };
-            match item {
-                Ok(Message::Event(ev)) => {
-                    if let Err(code) = write_line(&mut out, &ev) {
-                        return code;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
+                Ok(Ok(Message::Event(ev))) => out.put(&ev),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
                     eprintln!("{}: {e}", file.display());
                     failed = true;
                 }
             }
+            if out.stopped.is_some() {
+                return out.finish(failed);
+            }
         }
     }
-    if let Err(e) = out.flush() {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("stdout: {e}");
-            return ExitCode::from(1);
-        }
-    }
-    if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
+    out.finish(failed)
 }

@@ -175,12 +175,13 @@ impl DeliveryQueue {
     /// on the next start.
     pub async fn close(self) {
         let DeliveryQueue {
+            inner,
             intake,
             intake_done,
-            ..
         } = self;
         drop(intake);
         let _ = intake_done.await;
+        inner.stop.cancel();
     }
 
     /// Waits until no delivery is pending in memory (tests, benchmarks, `demo`).
@@ -268,11 +269,21 @@ async fn rescan_loop(inner: std::sync::Weak<Inner>, generation: i64) {
     }
 }
 
-/// Loads pending deliveries not already in memory, and the disabled webhooks.
+/// Loads pending deliveries not already in memory, the disabled webhooks, and since when
+/// webhooks have been failing (as noted before a restart).
 async fn rescan(inner: &Arc<Inner>) -> Result<usize, super::store::StoreError> {
-    let (pending, disabled) = inner.outbox.load_pending().await?;
+    let super::store::PendingSet {
+        pending,
+        disabled,
+        failing_since,
+    } = inner.outbox.load_pending().await?;
     if let Ok(mut d) = inner.disabled.lock() {
         *d = disabled.into_iter().collect();
+    }
+    if let Ok(mut f) = inner.failing.lock() {
+        for (name, since) in failing_since {
+            f.entry(name).or_insert((since, false));
+        }
     }
     let fresh: Vec<Stored> = {
         let known = inner.known.lock().map(|k| k.clone()).unwrap_or_default();

@@ -150,6 +150,14 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The transaction this operation was batched into could not begin or commit.
+    #[error("outbox {path}: the transaction failed: {message}")]
+    Batch {
+        /// The database file.
+        path: String,
+        /// SQLite's message.
+        message: String,
+    },
     /// The writer thread is gone (the process is shutting down).
     #[error("the outbox writer has stopped")]
     Closed,
@@ -223,11 +231,19 @@ pub fn now_ms() -> i64 {
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
-/// What a rescan finds: pending deliveries in order, and disabled webhooks with reasons.
-pub type PendingSet = (Vec<Stored>, Vec<(String, String)>);
+/// What a rescan finds.
+#[derive(Debug, Default)]
+pub struct PendingSet {
+    /// Pending deliveries in commit order.
+    pub pending: Vec<Stored>,
+    /// Disabled webhooks and why.
+    pub disabled: Vec<(String, String)>,
+    /// Enabled webhooks failing since (unix ms): the disable window survives a restart.
+    pub failing_since: Vec<(String, i64)>,
+}
 
-/// A reply that waits for its batch's commit.
-type Deferred = Box<dyn FnOnce(Result<(), rusqlite::Error>)>;
+/// A reply that waits for its batch's commit; it is told the commit's failure, if any.
+type Deferred = Box<dyn FnOnce(Option<&StoreError>)>;
 
 enum Op {
     Enqueue(Vec<(Request, bool)>, Reply<Vec<Stored>>),
@@ -322,11 +338,18 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, path: String) {
                 Err(_) => break,
             }
         }
+        let batch_error = |e: rusqlite::Error| StoreError::Batch {
+            path: path.clone(),
+            message: e.to_string(),
+        };
         let tx = match conn.transaction() {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, path, "outbox: cannot begin a transaction");
-                fail_all(batch, &path, e);
+                let failure = batch_error(e);
+                for op in batch {
+                    op.fail(&failure);
+                }
                 continue;
             }
         };
@@ -334,32 +357,42 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, path: String) {
         for op in batch {
             apply(&tx, op, &mut replies, &path);
         }
-        let committed = tx.commit();
-        let failure = committed.as_ref().err().map(|e| e.to_string());
+        let failure = tx.commit().err().map(batch_error);
         if let Some(e) = &failure {
-            tracing::error!(error = %e, path, "outbox: commit failed");
+            tracing::error!(error = %e, "outbox: commit failed");
         }
         for reply in replies {
-            reply(match &failure {
-                None => Ok(()),
-                Some(e) => Err(rusqlite::Error::InvalidParameterName(e.clone())),
-            });
+            reply(failure.as_ref());
         }
     }
 }
 
-fn fail_all(batch: Vec<Op>, path: &str, e: rusqlite::Error) {
-    let err = || StoreError::Sqlite {
-        path: path.to_owned(),
-        source: rusqlite::Error::InvalidParameterName(e.to_string()),
-    };
-    for op in batch {
-        match op {
-            Op::Enqueue(_, r) => drop(r.send(Err(err()))),
-            Op::Record(.., r) => drop(r.send(Err(err()))),
-            Op::Disable(_, _, r) => drop(r.send(Err(err()))),
-            Op::LoadPending(r) => drop(r.send(Err(err()))),
-            Op::Generation(r) => drop(r.send(Err(err()))),
+impl StoreError {
+    /// A copy for another waiter (rusqlite's errors are not `Clone`).
+    fn copy(&self) -> StoreError {
+        match self {
+            StoreError::Sqlite { path, source } => StoreError::Batch {
+                path: path.clone(),
+                message: source.to_string(),
+            },
+            StoreError::Batch { path, message } => StoreError::Batch {
+                path: path.clone(),
+                message: message.clone(),
+            },
+            StoreError::Closed => StoreError::Closed,
+        }
+    }
+}
+
+impl Op {
+    /// Answers the op with `e` without running it.
+    fn fail(self, e: &StoreError) {
+        match self {
+            Op::Enqueue(_, r) => drop(r.send(Err(e.copy()))),
+            Op::Record(.., r) => drop(r.send(Err(e.copy()))),
+            Op::Disable(_, _, r) => drop(r.send(Err(e.copy()))),
+            Op::LoadPending(r) => drop(r.send(Err(e.copy()))),
+            Op::Generation(r) => drop(r.send(Err(e.copy()))),
             Op::Failing(..) => {}
         }
     }
@@ -375,9 +408,11 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op, replies: &mut Vec<Deferred>, pa
     macro_rules! later {
         ($reply:expr, $value:expr) => {{
             let value = $value.map_err(&wrap);
-            let wrap = wrap.clone();
-            replies.push(Box::new(move |committed: Result<(), rusqlite::Error>| {
-                let _ = $reply.send(committed.map_err(wrap).and(value));
+            replies.push(Box::new(move |failed: Option<&StoreError>| {
+                let _ = $reply.send(match failed {
+                    Some(e) => Err(e.copy()),
+                    None => value,
+                });
             }));
         }};
     }
@@ -531,7 +566,17 @@ fn load_pending(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<PendingSet> 
     let disabled = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok((pending, disabled))
+    let mut stmt = tx.prepare(
+        "SELECT name, since_ms FROM webhook_state WHERE disabled = 0 AND since_ms IS NOT NULL",
+    )?;
+    let failing_since = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(PendingSet {
+        pending,
+        disabled,
+        failing_since,
+    })
 }
 
 /// The `switchhook deliveries` commands: direct access from another process while the

@@ -6,7 +6,7 @@
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{Map, Value};
 
-/// Characters left as they are in a URL component or form value (RFC 3986 unreserved).
+/// Characters left as they are in a URL component (RFC 3986 unreserved).
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
@@ -18,7 +18,7 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
 pub enum Escape {
     /// Part of a URL (path segment or query value): percent-encoded.
     Url,
-    /// A form value: percent-encoded.
+    /// A form value: `application/x-www-form-urlencoded`.
     Form,
     /// A JSON document: string content escaped inside quotes; a JSON value outside them.
     Json,
@@ -121,9 +121,8 @@ pub fn text_of(v: &Value) -> String {
 
 fn push_escaped(out: &mut String, v: &Value, escape: Escape, in_string: bool) {
     match escape {
-        Escape::Url | Escape::Form => {
-            out.extend(utf8_percent_encode(&text_of(v), COMPONENT));
-        }
+        Escape::Url => out.extend(utf8_percent_encode(&text_of(v), COMPONENT)),
+        Escape::Form => out.extend(form_urlencoded::byte_serialize(text_of(v).as_bytes())),
         Escape::Header => out.extend(text_of(v).chars().filter(|c| !c.is_control())),
         Escape::Json if in_string => {
             let quoted = Value::String(text_of(v)).to_string();
@@ -131,11 +130,6 @@ fn push_escaped(out: &mut String, v: &Value, escape: Escape, in_string: bool) {
         }
         Escape::Json => out.push_str(&v.to_string()),
     }
-}
-
-/// Percent-encodes `s` as a URL component or form value.
-pub fn encode_component(s: &str) -> String {
-    utf8_percent_encode(s, COMPONENT).to_string()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::filter::{Filter, FilterConfig};
 use super::request::Request;
 use super::sign::Signer;
-use super::template::{encode_component, text_of, Escape, Template};
+use super::template::{text_of, Escape, Template};
 use crate::session::cdr::{CallKind, FIELDS, FLAT_FIELDS};
 use crate::session::numbers::NumberReader;
 use crate::session::{Moment, Trigger};
@@ -335,8 +335,9 @@ impl Webhook {
         })
     }
 
-    /// Whether the webhook fires for this moment.
-    fn wants(&self, m: &Moment, fields: &Map<String, Value>) -> bool {
+    /// Whether the webhook is interested in this moment before its filters are looked at
+    /// (checked first: most webhooks skip most moments, and building fields costs).
+    fn fires_for(&self, m: &Moment) -> bool {
         let cdr = &m.record.cdr;
         self.config.enabled
             && self.triggers.contains(&m.trigger)
@@ -345,11 +346,13 @@ impl Webhook {
             && (self.numbers.is_empty()
                 || self.numbers.contains(&cdr.ddiNum)
                 || self.numbers.contains(&cdr.cliNum))
-            && self.filters.iter().all(|f| f.matches(fields))
     }
 
     /// The request this webhook sends for `m`, if it fires. `base` holds the moment's fields.
     pub fn request(&self, m: &Moment, base: &Map<String, Value>) -> Option<Request> {
+        if !self.fires_for(m) {
+            return None;
+        }
         let mut fields = base.clone();
         let tenant = self
             .config
@@ -369,7 +372,7 @@ impl Webhook {
                 self.config.time_zone.as_deref().unwrap_or_default(),
             );
         }
-        if !self.wants(m, &fields) {
+        if !self.filters.iter().all(|f| f.matches(&fields)) {
             return None;
         }
         let method = self.config.method;
@@ -433,15 +436,11 @@ impl Webhook {
     /// The seed-001 payload: `triggerId`, `id`, `tenantId`, `cdr`, `customData`, plus the
     /// trigger, the per-call sequence number and what the trigger adds.
     fn payload_json(&self, m: &Moment, fields: &Map<String, Value>, tenant: &str) -> Value {
-        let mut cdr = match serde_json::to_value(&m.record.cdr) {
-            Ok(Value::Object(o)) => o,
-            _ => Map::new(),
-        };
-        for k in ["tz", "start", "answer", "end"] {
-            if let Some(v) = fields.get(k) {
-                cdr.insert(k.into(), v.clone());
-            }
-        }
+        // The CDR as the fields hold it (serialized once per moment, retimed for this webhook).
+        let cdr: Map<String, Value> = FIELDS
+            .iter()
+            .filter_map(|k| fields.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+            .collect();
         let mut p = Map::new();
         p.insert("triggerId".into(), self.trigger_id.clone().into());
         p.insert("id".into(), tenant.into());
@@ -496,11 +495,9 @@ impl Webhook {
 }
 
 fn form_pairs(pairs: &[(String, String)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode_component(k), encode_component(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
 }
 
 fn append_query(url: &mut String, query: &str) {
@@ -629,7 +626,7 @@ impl WebhookSet {
 
     /// Every request the moment produces, in configuration order.
     pub fn plan(&self, m: &Moment) -> Vec<Request> {
-        if !self.hooks.iter().any(|h| h.triggers.contains(&m.trigger)) {
+        if !self.hooks.iter().any(|h| h.fires_for(m)) {
             return Vec::new();
         }
         let base = moment_fields(m);

@@ -189,7 +189,9 @@ impl CallSession {
                 ));
             }
         }
+        // The app check first: state_now() only runs while the caller is in an IVR app.
         if !self.fired.has(Trigger::AnsweredIvr)
+            && self.legs[0].app == Some(AppKind::Ivr)
             && self.legs[0].answered_us.is_some()
             && self.legs[0].is_up()
             && self.state_now().0 == SegmentKind::Ivr
