@@ -16,7 +16,9 @@ use crate::esl::{ClientConfig, EslClient, EslSignal};
 use crate::hooks::delivery::DeliveryOptions;
 use crate::hooks::store::{Admin, State};
 use crate::hooks::{DeliveryQueue, Outbox, WebhookSet};
+use crate::routing::{Router, RoutingServer};
 use crate::session::{CallRecord, SessionTracker, Settings};
+use tokio_util::sync::CancellationToken;
 
 /// How often the configuration file is looked at.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
@@ -31,6 +33,7 @@ struct Reloaded {
     settings: Arc<Settings>,
     hooks: Arc<WebhookSet>,
     freeswitch_changed: bool,
+    cfg: Config,
 }
 
 /// Runs until SIGINT/SIGTERM.
@@ -66,8 +69,19 @@ pub async fn run(cfg: Config, path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+    let stop_routing = CancellationToken::new();
+    let (router, routing_task) = match start_routing(&cfg, stop_routing.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            queue.close().await;
+            return ExitCode::from(2);
+        }
+    };
     tracing::info!(
         webhooks = hooks.hooks().len(),
+        routes = cfg.routes.len(),
+        routing = %cfg.routing.listen,
         outbox = %cfg.store.path.display(),
         freeswitch = %format!("{}:{}", cfg.freeswitch.host, cfg.freeswitch.port),
         "switchhook running"
@@ -91,6 +105,17 @@ pub async fn run(cfg: Config, path: Option<PathBuf>) -> ExitCode {
             Some(new) = reloads.recv() => {
                 if new.freeswitch_changed {
                     tracing::warn!("[freeswitch] changed: restart switchhook to apply it");
+                }
+                if let Some(router) = &router {
+                    if new.cfg.routing.listen != cfg.routing.listen {
+                        tracing::warn!("[routing] listen changed: restart switchhook to apply it");
+                    }
+                    // Checked by the reload already; a failure here keeps the running routes.
+                    if let Err(p) = router.set_routes(&new.cfg.routing, &new.cfg.routes) {
+                        tracing::error!(problems = ?p, "routes not reloaded");
+                    }
+                } else if !new.cfg.routing.listen.is_empty() {
+                    tracing::warn!("[routing] listen set: restart switchhook to start the routing server");
                 }
                 tracker.set_settings(new.settings);
                 queue.set_hooks(Arc::clone(&new.hooks));
@@ -124,6 +149,11 @@ pub async fn run(cfg: Config, path: Option<PathBuf>) -> ExitCode {
     }
     drop(signals);
     let _ = task.await;
+    stop_routing.cancel();
+    if let Some(t) = routing_task {
+        // Steps under way finish (each is bounded by its deadline).
+        let _ = tokio::time::timeout(Duration::from_secs(35), t).await;
+    }
     for rec in tracker.flush("switchhook stopped while the call was up") {
         log_record(&rec);
     }
@@ -131,6 +161,29 @@ pub async fn run(cfg: Config, path: Option<PathBuf>) -> ExitCode {
     // Everything handed over is committed before the process exits.
     queue.close().await;
     ExitCode::SUCCESS
+}
+
+type RoutingParts = (Option<Arc<Router>>, Option<tokio::task::JoinHandle<()>>);
+
+/// Starts the routing server when `[routing] listen` is set.
+async fn start_routing(cfg: &Config, stop: CancellationToken) -> Result<RoutingParts, String> {
+    if cfg.routing.listen.is_empty() {
+        return Ok((None, None));
+    }
+    let router = Router::new(&cfg.routing, &cfg.routes)
+        .map(Arc::new)
+        .map_err(|p| {
+            p.into_iter()
+                .map(|(k, m)| format!("{k}: {m}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
+    let server = RoutingServer::bind(&cfg.routing.listen, Arc::clone(&router))
+        .await
+        .map_err(|e| format!("routing.listen {}: {e}", cfg.routing.listen))?;
+    tracing::info!(listen = %cfg.routing.listen, routes = cfg.routes.len(), "routing server listening");
+    let task = tokio::spawn(server.serve(stop));
+    Ok((Some(router), Some(task)))
 }
 
 async fn shutdown_signal() {
@@ -222,6 +275,7 @@ fn watch(path: Option<PathBuf>, current: Config) -> mpsc::UnboundedReceiver<Relo
                             settings,
                             hooks,
                             freeswitch_changed,
+                            cfg,
                         })
                         .is_err()
                     {

@@ -227,6 +227,15 @@ impl Command {
         })
     }
 
+    /// A `sendmsg` that holds FreeSWITCH's message queue until the application has run
+    /// (`event-lock: true`), so messages sent back to back execute one after the other.
+    pub fn with_event_lock(mut self) -> Self {
+        if let Command::SendMsg { headers, .. } = &mut self {
+            headers.push(("event-lock".to_owned(), "true".to_owned()));
+        }
+        self
+    }
+
     /// Outbound `getvar <name>`.
     pub fn getvar(name: &str) -> Result<Self, CommandError> {
         token("variable name", name)?;

@@ -17,6 +17,14 @@ pub struct RoutingConfig {
     pub destination_pattern: String,
     /// Longest caller name taken from a reply, in characters.
     pub callername_max: usize,
+    /// Consecutive failures (timeouts, connection errors, HTTP 5xx) of one routing URL that
+    /// open its circuit breaker; 0 turns breakers off.
+    pub breaker_failures: u32,
+    /// How long an open breaker sends calls straight to the failure branch before one probe.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+    /// Most entries per route in the last-known-good cache.
+    pub cache_max: usize,
 }
 
 impl Default for RoutingConfig {
@@ -25,6 +33,9 @@ impl Default for RoutingConfig {
             listen: String::new(),
             destination_pattern: DEFAULT_DESTINATION.into(),
             callername_max: 64,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(30),
+            cache_max: 10_000,
         }
     }
 }
@@ -122,6 +133,13 @@ pub struct RouteConfig {
     /// The whole step's deadline, retries included.
     #[serde(default = "two_s", with = "humantime_serde")]
     pub deadline: Duration,
+    /// Further tries after a connection error or HTTP 5xx/429, within the deadline.
+    #[serde(default = "one")]
+    pub retries: u32,
+    /// Keep ACK answers per (did, callerid, code) this long and use them when the routing
+    /// server fails; 0 (the default) turns the last-known-good cache off.
+    #[serde(default, with = "humantime_serde")]
+    pub cache_ttl: Duration,
     /// Transfer target on success (else the dial plan continues).
     #[serde(default)]
     pub on_success: String,
@@ -136,12 +154,25 @@ pub struct RouteConfig {
 fn get() -> String {
     "GET".into()
 }
+fn one() -> u32 {
+    1
+}
 fn two_s() -> Duration {
     Duration::from_secs(2)
 }
 
-/// The placeholders a route URL may use.
+/// The placeholders a route URL may use. Any channel-data header may be named too:
+/// `{variable_sip_h_X-Account}`, `{Caller-ANI}`, `{Channel-Destination-Number}`.
 pub const ROUTE_FIELDS: [&str; 4] = ["code", "did", "callerid", "callername"];
+
+/// Whether a URL placeholder names a channel-data header (see [`ROUTE_FIELDS`]).
+pub fn is_channel_field(f: &str) -> bool {
+    ["variable_", "Caller-", "Channel-"]
+        .iter()
+        .any(|p| f.len() > p.len() && f.starts_with(p))
+        && f.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
 
 /// A sound path or transfer target safe as an application argument: no whitespace, quotes,
 /// variable expansion or separators.
@@ -188,8 +219,8 @@ pub fn check(routing: &RoutingConfig, routes: &[RouteConfig]) -> Vec<(String, St
         }
         let t = Template::parse(&r.url);
         for f in t.fields() {
-            if !ROUTE_FIELDS.contains(&f) {
-                bad.push((at("url"), format!("unknown placeholder {{{f}}}; use {{code}}, {{did}}, {{callerid}}, {{callername}}")));
+            if !ROUTE_FIELDS.contains(&f) && !is_channel_field(f) {
+                bad.push((at("url"), format!("unknown placeholder {{{f}}}; use {{code}}, {{did}}, {{callerid}}, {{callername}} or a channel-data header such as {{variable_inbound_did}}")));
             }
         }
         let sample = serde_json::Map::new();
@@ -205,6 +236,21 @@ pub fn check(routing: &RoutingConfig, routes: &[RouteConfig]) -> Vec<(String, St
                 at("deadline"),
                 "between 50 ms and 30 s: a caller is waiting".into(),
             ));
+        }
+        if super::reply::clean_name(&r.caller_name_text, 256) != r.caller_name_text.trim() {
+            bad.push((
+                at("caller_name_text"),
+                "no control characters, quotes, $ { } \\ | ^ (FreeSWITCH would expand them)".into(),
+            ));
+        }
+        if r.retries > 5 {
+            bad.push((
+                at("retries"),
+                "0-5 (the deadline bounds them anyway)".into(),
+            ));
+        }
+        if r.cache_ttl > Duration::from_secs(7 * 24 * 3600) {
+            bad.push((at("cache_ttl"), "at most 7 days".into()));
         }
         if r.caller_name != CallerNameMode::Webhook && r.caller_name_text.is_empty() {
             bad.push((

@@ -1,12 +1,21 @@
 //! Routing control: the dial-plan routing step of seeds 003/004, answered over FreeSWITCH's
 //! outbound socket.
 //!
-//! [`reply`] reads what the routing server answered and validates every value before it can
-//! reach a channel variable or a FreeSWITCH command. (The outbound-socket server, the digit
-//! menu and the resilience pieces build on it.)
+//! Data flows: [`server`] accepts FreeSWITCH's `socket` connection → [`socket`] speaks the
+//! outbound protocol → [`step`] runs the step (menu, ask, hand back) → [`lookup`] asks the
+//! routing server under a deadline, [`breaker`] and a last-known-good cache → [`reply`] judges
+//! what it answered, so every value is validated before it reaches a channel variable.
 
+pub mod breaker;
 pub mod config;
+pub mod lookup;
 pub mod reply;
+pub mod server;
+pub mod socket;
+pub mod step;
 
 pub use config::{RouteConfig, RoutingConfig};
 pub use reply::{Decision, ReplyRules, RoutingStatus};
+pub use server::{Router, RoutingServer};
+pub use socket::{OutboundSocket, SocketError};
+pub use step::StepReport;

@@ -76,6 +76,18 @@ impl ReplyRules {
     }
 }
 
+impl ReplyRules {
+    /// The largest reply body read.
+    pub fn body_max(&self) -> usize {
+        self.body_max
+    }
+
+    /// The longest caller name kept, in characters.
+    pub fn callername_max(&self) -> usize {
+        self.callername_max
+    }
+}
+
 /// What a routing step decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod fake_fs;
 pub mod receiver;
 
 use std::path::PathBuf;

@@ -20,6 +20,10 @@ pub struct Reply {
     pub retry_after: Option<String>,
     /// Wait this long before answering.
     pub delay: Duration,
+    /// The body (`ok` unless set).
+    pub body: String,
+    /// Its `Content-Type`, if any.
+    pub content_type: Option<String>,
 }
 
 impl Reply {
@@ -29,6 +33,17 @@ impl Reply {
             status,
             retry_after: None,
             delay: Duration::ZERO,
+            body: "ok".into(),
+            content_type: None,
+        }
+    }
+
+    /// A 200 with a body of that content type.
+    pub fn body(content_type: &str, body: impl Into<String>) -> Reply {
+        Reply {
+            body: body.into(),
+            content_type: Some(content_type.into()),
+            ..Reply::status(200)
         }
     }
 }
@@ -102,7 +117,11 @@ async fn handle(
         at: Instant::now(),
         status: reply.status,
     });
-    let mut resp = (StatusCode::from_u16(reply.status).unwrap(), "ok").into_response();
+    let mut resp = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
+    if let Some(ct) = reply.content_type {
+        resp.headers_mut()
+            .insert("content-type", ct.parse().unwrap());
+    }
     if let Some(ra) = reply.retry_after {
         resp.headers_mut()
             .insert("retry-after", ra.parse().unwrap());

@@ -1,0 +1,268 @@
+//! One routing step, from FreeSWITCH's `connect` to switchhook's `exit`:
+//! channel data → route → (digit menu) → routing server → channel variables → dial plan.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::config::{CallerIdForwarding, CallerNameMode, MenuConfig};
+use super::lookup::{Answer, Question, Route, Source};
+use super::reply::{clean_name, Decision, RoutingStatus};
+use super::server::Router;
+use super::socket::{App, OutboundSocket, SocketError};
+use crate::esl::{Command, Event};
+
+/// The variable `play_and_get_digits` stores the code in.
+pub const CODE_VARIABLE: &str = "switchhook_code";
+
+/// What became of one step (logged, counted, returned to tests).
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    /// The channel's `Unique-ID`.
+    pub call_id: String,
+    /// The route named by `switchhook_route`.
+    pub route: Option<String>,
+    /// The decision and how it was reached, if the step got that far.
+    pub answer: Option<Answer>,
+    /// The code from the menu.
+    pub code: Option<String>,
+    /// Why the step ended early (the caller hung up, the socket failed).
+    pub aborted: Option<SocketError>,
+}
+
+/// Runs the whole step on an accepted connection.
+pub async fn run(mut sock: OutboundSocket, data: Event, router: &Router) -> StepReport {
+    let mut report = StepReport {
+        call_id: sock.uuid().to_owned(),
+        route: None,
+        answer: None,
+        code: None,
+        aborted: None,
+    };
+    if let Err(e) = converse(&mut sock, &data, router, &mut report).await {
+        report.aborted = Some(e);
+    }
+    report
+}
+
+async fn converse(
+    sock: &mut OutboundSocket,
+    data: &Event,
+    router: &Router,
+    report: &mut StepReport,
+) -> Result<(), SocketError> {
+    // Events first, so a hangup during any later wait is seen at once.
+    sock.command(&Command::MyEvents(None), "myevents").await?;
+    let table = router.table();
+    let named = data.var("switchhook_route").map(|r| r.into_owned());
+    let route = named.as_deref().and_then(|n| table.route(n));
+    let Some(route) = route else {
+        let why = match named.as_deref() {
+            None => "the channel has no switchhook_route variable".to_owned(),
+            Some(n) if is_plain_name(n) => format!("no route named {n:?} is configured"),
+            Some(_) => "switchhook_route is not a valid route name".to_owned(),
+        };
+        let answer = Answer {
+            decision: Decision::bare(RoutingStatus::Err, why),
+            source: Source::Switchhook,
+            latency: Duration::ZERO,
+            attempts: 0,
+        };
+        apply(sock, data, None, &answer).await?;
+        report.answer = Some(answer);
+        return sock.exit().await;
+    };
+    report.route = Some(route.config.name.clone());
+
+    let mut q = question(data, route);
+    if route.config.menu.enabled {
+        match collect_code(sock, data, &route.config.menu).await? {
+            Some(code) => {
+                q.code = code.clone();
+                report.code = Some(code);
+            }
+            None => {
+                let answer = Answer {
+                    decision: Decision::bare(RoutingStatus::Timeout, "no digits"),
+                    source: Source::Menu,
+                    latency: Duration::ZERO,
+                    attempts: 0,
+                };
+                apply(sock, data, Some(route), &answer).await?;
+                report.answer = Some(answer);
+                return sock.exit().await;
+            }
+        }
+    }
+
+    let answer = sock
+        .while_connected(router.asker().ask(route, &q, table.rules()))
+        .await?;
+    apply(sock, data, Some(route), &answer).await?;
+    report.answer = Some(answer);
+    sock.exit().await
+}
+
+fn is_plain_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// The values the routing server is asked with, from the channel data.
+fn question(data: &Event, route: &Route) -> Question {
+    let get = |h: &str| data.get(h).map(|v| v.into_owned()).unwrap_or_default();
+    let did = data
+        .var("inbound_did")
+        .map(|v| v.into_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| get("Caller-Destination-Number"));
+    let mut extra = serde_json::Map::new();
+    for f in route.channel_fields() {
+        extra.insert(f.to_owned(), Value::String(get(f)));
+    }
+    Question {
+        code: String::new(),
+        did,
+        callerid: get("Caller-Caller-ID-Number"),
+        callername: get("Caller-Caller-ID-Name"),
+        extra,
+    }
+}
+
+/// Plays the menu and returns the code, or None when every try failed (the timeout message
+/// has then been played).
+async fn collect_code(
+    sock: &mut OutboundSocket,
+    data: &Event,
+    menu: &MenuConfig,
+) -> Result<Option<String>, SocketError> {
+    let short = Duration::from_secs(10);
+    if data.get("Answer-State").as_deref() != Some("answered") {
+        sock.execute("answer", String::new(), short).await?;
+    }
+    // min max tries timeout terminators file invalid_file var_name regexp: every piece is
+    // from the checked configuration; none comes from the call.
+    let arg = format!(
+        "{} {} {} {} {} {} {} {} ^\\d{{{},{}}}$",
+        menu.min_digits,
+        menu.max_digits,
+        menu.attempts,
+        menu.timeout.as_millis(),
+        if menu.terminators.is_empty() {
+            "none"
+        } else {
+            &menu.terminators
+        },
+        menu.start_message,
+        menu.error_message,
+        CODE_VARIABLE,
+        menu.min_digits,
+        menu.max_digits,
+    );
+    // Each try is the prompt, the wait and the error message: bound the whole menu generously.
+    let limit = (menu.timeout + Duration::from_secs(60)) * menu.attempts;
+    let done = sock.execute("play_and_get_digits", arg, limit).await?;
+    // The result comes only as variables on the completion (capture 20); after failed tries
+    // `read_result` is `failure` and the code variable is absent (capture 21).
+    let ok = done.var("read_result").as_deref() == Some("success");
+    let code = done.var(CODE_VARIABLE).map(|c| c.into_owned()).filter(|c| {
+        ok && (menu.min_digits as usize..=menu.max_digits as usize).contains(&c.len())
+            && c.bytes().all(|b| b.is_ascii_digit())
+    });
+    if code.is_none() {
+        sock.execute("playback", menu.timeout_message.clone(), limit)
+            .await?;
+    }
+    Ok(code)
+}
+
+/// A value safe inside a `set` argument: FreeSWITCH expands `${…}` in application arguments,
+/// so those characters (and control characters) never get through.
+fn safe(v: &str) -> String {
+    clean_name(v, 256)
+}
+
+/// The applications that hand the decision to the dial plan, in order.
+pub fn decision_apps(data: &Event, route: Option<&Route>, answer: &Answer) -> Vec<App> {
+    let d = &answer.decision;
+    let mut apps: Vec<App> = vec![("set", format!("switchhook_status={}", d.status.as_str()))];
+    if let Some(dest) = &d.destination {
+        apps.push(("set", format!("switchhook_destination={dest}")));
+    }
+    let callername = route.and_then(|r| final_name(data, r, d));
+    if let Some(name) = &callername {
+        apps.push(("set", format!("switchhook_callername={name}")));
+    }
+    apps.push(("set", format!("switchhook_reason={}", safe(&d.reason))));
+    apps.push((
+        "set",
+        format!("switchhook_source={}", answer.source.as_str()),
+    ));
+    apps.push((
+        "set",
+        format!("switchhook_latency_ms={}", answer.latency.as_millis()),
+    ));
+    let Some(route) = route else {
+        return apps;
+    };
+    if d.status.is_success() {
+        if let Some(name) = &callername {
+            apps.push(("set", format!("effective_caller_id_name={name}")));
+        }
+        match route.config.caller_id_forwarding {
+            CallerIdForwarding::Caller => {}
+            CallerIdForwarding::Called => {
+                let did = data
+                    .var("inbound_did")
+                    .or_else(|| data.get("Caller-Destination-Number"))
+                    .map(|v| v.into_owned())
+                    .unwrap_or_default();
+                let did = safe(&did);
+                if !did.is_empty() && !did.contains(' ') {
+                    apps.push(("set", format!("effective_caller_id_number={did}")));
+                }
+            }
+            CallerIdForwarding::Suppressed => apps.push(("privacy", "number".into())),
+        }
+    }
+    let target = if d.status.is_success() {
+        &route.config.on_success
+    } else {
+        &route.config.on_failure
+    };
+    if !target.is_empty() {
+        apps.push(("transfer", target.clone()));
+    }
+    apps
+}
+
+/// The caller name the callee is offered, per the route's mode; None on failure.
+fn final_name(data: &Event, route: &Route, d: &Decision) -> Option<String> {
+    if !d.status.is_success() {
+        return None;
+    }
+    let text = route.config.caller_name_text.trim();
+    let caller = data
+        .get("Caller-Caller-ID-Name")
+        .map(|v| v.into_owned())
+        .unwrap_or_default();
+    let name = match route.config.caller_name {
+        CallerNameMode::Webhook => d.callername.clone().unwrap_or_default(),
+        CallerNameMode::Prepend => format!("{text} {caller}"),
+        CallerNameMode::Replace => text.to_owned(),
+    };
+    Some(safe(&name)).filter(|n| !n.is_empty())
+}
+
+async fn apply(
+    sock: &mut OutboundSocket,
+    data: &Event,
+    route: Option<&Route>,
+    answer: &Answer,
+) -> Result<(), SocketError> {
+    let apps = decision_apps(data, route, answer);
+    sock.execute_all(&apps, Duration::from_secs(10)).await?;
+    Ok(())
+}

@@ -1,0 +1,404 @@
+//! A FreeSWITCH outbound-socket client for tests, made of the captured conversations (19-23).
+//!
+//! It connects to switchhook as `socket <addr> async full` does and answers each command with
+//! the frames FreeSWITCH sent for the same command in a capture, at the capture's pace (scaled
+//! by `speed`): the connect reply byte for byte, `+OK` at once for a `sendmsg`, then its
+//! CHANNEL_EXECUTE / CHANNEL_EXECUTE_COMPLETE with switchhook's `Event-UUID` as
+//! `Application-UUID`, applications running one after the other like a channel's queue; the
+//! captured DTMF and `play_and_get_digits` result; `+OK bye` and the disconnect notice on
+//! `exit`. With a hangup scheduled it sends capture 22's hangup events and disconnect notice,
+//! closes, and answers nothing more (quirks 15 and 16).
+
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::fixture;
+
+/// One record of a `.log`: seconds since accept, direction, the exact bytes.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Seconds since the connection was accepted.
+    pub at: f64,
+    /// FreeSWITCH → app.
+    pub from_fs: bool,
+    /// The frame's bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Parses a capture's `.log` (`=== <utc> +<s> <DIR> <N> bytes ===`, N bytes, newline).
+pub fn load_log(name: &str) -> Vec<Record> {
+    let raw = std::fs::read(fixture(&format!("freeswitch-1.10/{name}.log"))).unwrap();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < raw.len() {
+        let end = raw[i..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(raw.len(), |p| i + p);
+        let line = String::from_utf8_lossy(&raw[i..end]).into_owned();
+        i = end + 1;
+        let Some(head) = line.strip_prefix("=== ") else {
+            continue;
+        };
+        let parts: Vec<&str> = head.split_whitespace().collect();
+        // [utc, +secs, DIR, N, bytes, ===]
+        let at: f64 = parts[1].trim_start_matches('+').parse().unwrap();
+        let n: usize = parts[3].parse().unwrap();
+        out.push(Record {
+            at,
+            from_fs: parts[2] == "FS->APP",
+            bytes: raw[i..i + n].to_vec(),
+        });
+        i += n + 1;
+    }
+    out
+}
+
+/// A command as sent: its key (`connect`, `sendmsg:set`…) and headers.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// Seconds since the fake connected.
+    pub at: f64,
+    /// The exact text.
+    pub text: String,
+}
+
+impl Sent {
+    fn key(&self) -> String {
+        key_of(&self.text)
+    }
+}
+
+fn key_of(text: &str) -> String {
+    let first = text.lines().next().unwrap_or("").trim();
+    if first.starts_with("sendmsg") {
+        let app = header(text, "execute-app-name").unwrap_or_default();
+        format!("sendmsg:{app}")
+    } else {
+        first.split_whitespace().next().unwrap_or("").to_owned()
+    }
+}
+
+fn header(text: &str, name: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|r| r.strip_prefix(": "))
+            .map(str::to_owned)
+    })
+}
+
+/// One captured command and what FreeSWITCH answered: (delay after the command, frame).
+#[derive(Debug, Clone)]
+struct Response {
+    command: String,
+    frames: Vec<(f64, Vec<u8>)>,
+}
+
+/// What the fake knows from a capture.
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    responses: HashMap<String, Response>,
+    hangup: Vec<(f64, Vec<u8>)>,
+}
+
+impl Conversation {
+    /// Reads a capture's log; later captures only add commands the earlier ones lack.
+    pub fn from_captures(names: &[&str]) -> Conversation {
+        let mut responses: HashMap<String, Response> = HashMap::new();
+        let mut hangup = Vec::new();
+        for name in names {
+            let recs = load_log(name);
+            let mut current: Option<(f64, Response)> = None;
+            let mut done = Vec::new();
+            for r in &recs {
+                if !r.from_fs {
+                    if let Some((_, resp)) = current.take() {
+                        done.push(resp);
+                    }
+                    current = Some((
+                        r.at,
+                        Response {
+                            command: String::from_utf8_lossy(&r.bytes).into_owned(),
+                            frames: Vec::new(),
+                        },
+                    ));
+                } else if let Some((at, resp)) = current.as_mut() {
+                    resp.frames.push((r.at - *at, r.bytes.clone()));
+                }
+            }
+            if let Some((_, resp)) = current.take() {
+                done.push(resp);
+            }
+            // The hangup: from the first CHANNEL_HANGUP to the end of what FreeSWITCH sent.
+            if hangup.is_empty() {
+                let fs: Vec<&Record> = recs.iter().filter(|r| r.from_fs).collect();
+                if let Some(first) = fs
+                    .iter()
+                    .position(|r| contains(&r.bytes, b"Event-Name: CHANNEL_HANGUP\n"))
+                {
+                    let t0 = fs[first].at;
+                    hangup = fs[first..]
+                        .iter()
+                        .map(|r| (r.at - t0, r.bytes.clone()))
+                        .collect();
+                }
+            }
+            for resp in done {
+                let key = key_of(&resp.command);
+                // A command the hangup interrupted has no answer to learn from.
+                if resp.frames.is_empty()
+                    || resp
+                        .frames
+                        .iter()
+                        .any(|(_, f)| contains(f, b"Event-Name: CHANNEL_HANGUP\n"))
+                {
+                    continue;
+                }
+                responses.entry(key).or_insert(resp);
+            }
+        }
+        Conversation { responses, hangup }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// How the fake behaves.
+#[derive(Debug, Clone)]
+pub struct FakeOptions {
+    /// 1.0: the capture's pace; 10.0: ten times faster.
+    pub speed: f64,
+    /// The caller hangs up this long after the connection (capture 22's frames).
+    pub hangup_after: Option<Duration>,
+}
+
+impl Default for FakeOptions {
+    fn default() -> Self {
+        FakeOptions {
+            speed: 1.0,
+            hangup_after: None,
+        }
+    }
+}
+
+/// What happened on one fake call.
+#[derive(Debug, Clone, Default)]
+pub struct Transcript {
+    /// Every command switchhook sent, in order.
+    pub commands: Vec<Sent>,
+    /// Commands that arrived after the caller hung up (FreeSWITCH never answers them).
+    pub after_hangup: Vec<Sent>,
+    /// Commands the captures hold no answer for.
+    pub unknown: Vec<String>,
+    /// Whether the fake closed because of `exit` (false: hangup or switchhook closed).
+    pub exited: bool,
+}
+
+impl Transcript {
+    /// The commands with every `Event-UUID` replaced by `<uuid>` and the latency by `<ms>`.
+    pub fn normalized(&self) -> Vec<String> {
+        self.commands
+            .iter()
+            .map(|c| {
+                c.text
+                    .lines()
+                    .map(|l| {
+                        if l.starts_with("Event-UUID: ") {
+                            "Event-UUID: <uuid>".to_owned()
+                        } else if let Some(rest) =
+                            l.strip_prefix("execute-app-arg: switchhook_latency_ms=")
+                        {
+                            assert!(rest.bytes().all(|b| b.is_ascii_digit()), "{l}");
+                            "execute-app-arg: switchhook_latency_ms=<ms>".to_owned()
+                        } else {
+                            l.to_owned()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .collect()
+    }
+}
+
+/// FreeSWITCH's url-encoding of header values, as seen in the captures.
+fn fs_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'(),$/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Rewrites a captured response frame for the command switchhook sent.
+fn rewrite(frame: &[u8], captured: &str, ours: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(frame).into_owned();
+    if !text.contains("text/event-plain") {
+        return frame.to_vec();
+    }
+    let mut lines: Vec<String> = Vec::new();
+    let (env, body) = text.split_once("\n\n").unwrap();
+    let cap_app = header(captured, "execute-app-name").unwrap_or_default();
+    let our_app = header(ours, "execute-app-name").unwrap_or_default();
+    let cap_arg = fs_encode(&header(captured, "execute-app-arg").unwrap_or_default());
+    let our_arg = fs_encode(&header(ours, "execute-app-arg").unwrap_or_default());
+    let cap_id = header(captured, "Event-UUID").unwrap_or_default();
+    let our_id = header(ours, "Event-UUID").unwrap_or_default();
+    for l in body.split('\n') {
+        let l = match l.split_once(": ") {
+            Some(("Application-UUID", v)) if v == cap_id => format!("Application-UUID: {our_id}"),
+            Some(("Application", v)) if v == cap_app => format!("Application: {our_app}"),
+            Some(("variable_current_application", v)) if v == cap_app => {
+                format!("variable_current_application: {our_app}")
+            }
+            Some((k @ ("Application-Data" | "variable_current_application_data"), v))
+                if v == cap_arg =>
+            {
+                format!("{k}: {our_arg}")
+            }
+            _ => l.to_owned(),
+        };
+        lines.push(l);
+    }
+    let body = lines.join("\n");
+    let env: Vec<String> = env
+        .lines()
+        .map(|l| {
+            if l.starts_with("Content-Length: ") {
+                format!("Content-Length: {}", body.len())
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    format!("{}\n\n{}", env.join("\n"), body).into_bytes()
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Due {
+    at: std::cmp::Reverse<Instant>,
+    seq: std::cmp::Reverse<u64>,
+    bytes: Vec<u8>,
+    close: bool,
+}
+
+/// Places one call: connects to `addr`, answers switchhook from `conv`, returns what it sent.
+pub async fn call(addr: SocketAddr, conv: &Conversation, opts: FakeOptions) -> Transcript {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let start = Instant::now();
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let mut heap: BinaryHeap<Due> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut app_clock = start;
+    let mut t = Transcript::default();
+    let scale = |secs: f64| Duration::from_secs_f64((secs / opts.speed).max(0.0));
+    let mut hangup_at = opts.hangup_after.map(|d| start + d);
+    let mut hung_up = false;
+    let mut pending = String::new();
+    // read_until is cancel-safe: a partial line stays in `line` across select! rounds.
+    let mut line: Vec<u8> = Vec::new();
+    loop {
+        let next_due = heap.peek().map(|d| d.at.0);
+        let wake = match (next_due, hangup_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        tokio::select! {
+            _ = async {
+                match wake {
+                    Some(w) => tokio::time::sleep_until(w).await,
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                if hangup_at.is_some_and(|h| Instant::now() >= h) {
+                    // The caller hangs up: whatever was queued is lost; FreeSWITCH sends the
+                    // hangup events and the notice, then closes.
+                    hangup_at = None;
+                    hung_up = true;
+                    heap.clear();
+                    let now = Instant::now();
+                    let n = conv.hangup.len();
+                    for (i, (d, f)) in conv.hangup.iter().enumerate() {
+                        seq += 1;
+                        heap.push(Due { at: std::cmp::Reverse(now + scale(*d)), seq: std::cmp::Reverse(seq), bytes: f.clone(), close: i + 1 == n });
+                    }
+                    continue;
+                }
+                let due = heap.pop().unwrap();
+                if wr.write_all(&due.bytes).await.is_err() {
+                    break;
+                }
+                if due.close {
+                    let _ = wr.shutdown().await;
+                    break;
+                }
+            }
+            n = rd.read_until(b'\n', &mut line) => {
+                let n = n.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                pending.push_str(&String::from_utf8_lossy(&line));
+                let blank = line == b"\n";
+                line.clear();
+                if !blank {
+                    continue;
+                }
+                let sent = Sent { at: start.elapsed().as_secs_f64(), text: std::mem::take(&mut pending) };
+                if hung_up {
+                    t.after_hangup.push(sent);
+                    continue;
+                }
+                let key = sent.key();
+                let resp = conv.responses.get(&key).or_else(|| {
+                    key.starts_with("sendmsg:").then(|| conv.responses.get("sendmsg:set")).flatten()
+                });
+                let Some(resp) = resp else {
+                    t.unknown.push(sent.text.clone());
+                    t.commands.push(sent);
+                    continue;
+                };
+                let now = Instant::now();
+                let is_exit = key == "exit";
+                let n = resp.frames.len();
+                let reply_delay = resp.frames.first().map(|f| f.0).unwrap_or(0.0);
+                // Applications run one after the other, like the channel's message queue.
+                let base = app_clock.max(now);
+                for (i, (d, f)) in resp.frames.iter().enumerate() {
+                    let at = if i == 0 || !key.starts_with("sendmsg:") {
+                        now + scale(*d)
+                    } else {
+                        base + scale(*d - reply_delay)
+                    };
+                    if i > 0 && key.starts_with("sendmsg:") {
+                        app_clock = app_clock.max(at);
+                    }
+                    seq += 1;
+                    heap.push(Due {
+                        at: std::cmp::Reverse(at),
+                        seq: std::cmp::Reverse(seq),
+                        bytes: rewrite(f, &resp.command, &sent.text),
+                        close: is_exit && i + 1 == n,
+                    });
+                }
+                if is_exit {
+                    t.exited = true;
+                }
+                t.commands.push(sent);
+            }
+        }
+    }
+    t
+}
