@@ -519,3 +519,137 @@ async fn many_calls_at_once_each_get_their_own_answer() {
     }
     assert_eq!(http.seen().len(), 40);
 }
+
+/// `switchhook run` as a process: FreeSWITCH's inbound socket (capture 19's event stream,
+/// played back) and its outbound `socket` call (capture 19's conversation) reach the same
+/// process. The step is answered from the routing server, and a webhook filtered on the CDR's
+/// `routeStatus` fires for the call.
+#[test]
+fn a_running_process_routes_calls_and_its_webhooks_see_the_decision() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (http, hooks, playback) = rt.block_on(async {
+        let http = Receiver::start(|_, _| seed_ack()).await;
+        let hooks = Receiver::start(|_, _| Reply::status(204)).await;
+        let playback = switchhook::playback::PlaybackServer::start(
+            "127.0.0.1:0",
+            switchhook::playback::PlaybackConfig {
+                password: "s3cret-routing".into(),
+                captures: vec![common::fixture("freeswitch-1.10/19-routing-crm-ack.esl")],
+                pace: switchhook::playback::Pace::Fast,
+                faults: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+        (http, hooks, playback)
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("switchhook.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[freeswitch]
+host = "127.0.0.1"
+port = {fs}
+[log]
+format = "json"
+[store]
+path = {db:?}
+[routing]
+listen = "127.0.0.1:{port}"
+[[routes]]
+name = "crm"
+url = "{base}/route?did={{did}}&callerid={{callerid}}"
+[[webhooks]]
+name = "routed"
+triggers = ["call.hangup"]
+url = "{hooks}/routed"
+filters = [{{ field = "routeStatus", op = "eq", value = "ACK" }}]
+"#,
+            fs = playback.addr().port(),
+            db = dir.path().join("outbox.db").display().to_string(),
+            base = http.base(),
+            hooks = hooks.base(),
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchhook"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("SWITCHHOOK__FREESWITCH__PASSWORD", "s3cret-routing")
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let wait_for = |lines: &mut Vec<String>, what: &str| {
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+                let hit = l.contains(what);
+                lines.push(l);
+                if hit {
+                    return true;
+                }
+            }
+        }
+        false
+    };
+    assert!(
+        wait_for(&mut lines, "routing server listening"),
+        "{}",
+        lines.join("\n")
+    );
+    let conv = Conversation::from_captures(&["19-routing-crm-ack"]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let t = rt.block_on(call(addr, &conv, FakeOptions::default()));
+    assert_eq!(var(&t, "switchhook_status").as_deref(), Some("ACK"));
+    assert_eq!(var(&t, "switchhook_destination").as_deref(), Some("1003"));
+    assert!(
+        wait_for(&mut lines, "routing step decided"),
+        "{}",
+        lines.join("\n")
+    );
+    let arrived = rt.block_on(hooks.wait_for(Duration::from_secs(30), |s| !s.is_empty()));
+    terminate(child.id());
+    let status = child.wait().unwrap();
+    let logs = lines.join("\n");
+    assert!(arrived, "{logs}");
+    let body: serde_json::Value = serde_json::from_str(&hooks.seen()[0].body).unwrap();
+    assert_eq!(body["cdr"]["routeStatus"], "ACK");
+    assert_eq!(body["cdr"]["routeDest"], "1003");
+    assert_eq!(http.seen().len(), 1);
+    assert_eq!(
+        http.seen()[0].uri,
+        "/route?did=%2B441610007100&callerid=%2B447700900190"
+    );
+    assert!(status.success(), "SIGTERM ends run cleanly: {status:?}");
+    assert!(!logs.contains("s3cret-routing"));
+    drop(playback);
+}
+
+/// SIGTERM, through kill(1).
+fn terminate(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}

@@ -576,3 +576,50 @@ async fn seed_fields_are_all_present_with_their_names() {
     assert_eq!(v["pbxName"], "pbx1.acme.example");
     assert_eq!(v["start"], "2026-11-23T15:45:06+00:00");
 }
+
+/// The routing step's decision reaches the CDR through the channel variables it set, in plain
+/// and json captures alike (19-22: ACK, menu ACK, menu timeout, caller gone mid-step).
+#[tokio::test]
+async fn the_routing_decision_is_on_the_cdr() {
+    let want: [(&str, &[(&str, &str)]); 4] = [
+        (
+            "19-routing-crm-ack",
+            &[
+                ("routeStep", "crm"),
+                ("routeStatus", "ACK"),
+                ("routeDest", "1003"),
+                ("routeCallerName", "CRM Jo Bloggs (+447700900190)"),
+            ],
+        ),
+        (
+            "20-routing-pin-digits",
+            &[
+                ("routeStep", "pin"),
+                ("routeStatus", "ACK"),
+                ("routeDest", "1004"),
+                ("routeReason", "pin"),
+            ],
+        ),
+        (
+            "21-routing-pin-timeout",
+            &[
+                ("routeStep", "pin"),
+                ("routeStatus", "TIMEOUT"),
+                ("routeReason", "no digits"),
+            ],
+        ),
+        ("22-routing-caller-hangup", &[("routeStep", "crm")]),
+    ];
+    for (name, fields) in want {
+        for ext in [".esl", ".json.esl"] {
+            let recs = calls(name, ext).await;
+            assert_eq!(recs.len(), 1, "{name}{ext}");
+            let v = serde_json::to_value(&recs[0].cdr).unwrap();
+            for (k, val) in fields {
+                assert_eq!(v[*k], Value::from(*val), "{name}{ext} {k}");
+            }
+            let decided = fields.iter().any(|(k, _)| *k == "routeStatus");
+            assert_eq!(v.get("routeStatus").is_some(), decided, "{name}{ext}");
+        }
+    }
+}

@@ -123,6 +123,27 @@ pub struct Cdr {
     pub directoryMatches: Vec<serde_json::Value>,
     /// Array containing a key/value pair of any tags applied to the call.
     pub tags: BTreeMap<String, String>,
+    /// The routing step (`[[routes]]` name) the call went through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routeStep: Option<String>,
+    /// What the routing step decided: ACK, NAK, ERR, TIMEOUT or INVALID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routeStatus: Option<String>,
+    /// The destination the routing step returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routeDest: Option<String>,
+    /// The caller name the routing step set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routeCallerName: Option<String>,
+    /// Why the routing step decided so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routeReason: Option<String>,
+    /// Where the decision came from: server, cache, circuit_open, menu, switchhook.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routeSource: Option<String>,
+    /// Milliseconds spent asking the routing server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routeLatencyMs: Option<u64>,
     /// The millisecond timeline (switchhook's extension).
     pub timeline: Vec<Segment>,
     /// The recordings' manifest: path, offset in the call, length.
@@ -138,7 +159,7 @@ pub struct Cdr {
 /// Every field name a CDR may carry (seed 001's names, then switchhook's extensions): what
 /// webhook templates and filters may name.
 #[rustfmt::skip]
-pub const FIELDS: [&str; 72] = [
+pub const FIELDS: [&str; 79] = [
     "id", "dType", "sVer", "pbxId", "pbxName", "tz", "start", "answer", "end", "dur", "ring",
     "talk", "hold", "park", "lost", "lostinPark", "aban", "ans", "short", "cause", "dir", "type",
     "t2t", "cliNum", "cliName", "cliLoc", "cliArea", "cliState", "cliCtry", "ddiNum", "ddiName",
@@ -148,7 +169,8 @@ pub const FIELDS: [&str; 72] = [
     "lRngAgtNum", "lRngAgtName", "ansAgtNum", "ansAgtName", "lAnsAgtNum", "lAnsAgtName",
     "rteID", "rteName", "fRngGroupName", "lRngGroupName", "ansGroupName", "hasRec", "rate",
     "rateCost", "rateBand", "rateName", "recordingIds", "directoryMatches", "tags", "timeline",
-    "recordings", "partial", "timelineError",
+    "recordings", "partial", "timelineError", "routeStep", "routeStatus", "routeDest",
+    "routeCallerName", "routeReason", "routeSource", "routeLatencyMs",
 ];
 
 /// The first/last rung and answering device, user and agent fields.
@@ -749,6 +771,13 @@ pub fn build(call: &CallSession, settings: &Settings) -> CallRecord {
         recordingIds: call.recordings.iter().map(|r| r.id.clone()).collect(),
         directoryMatches: directory,
         tags,
+        routeStep: first_attr(Attr::RouteStep),
+        routeStatus: first_attr(Attr::RouteStatus),
+        routeDest: first_attr(Attr::RouteDestination),
+        routeCallerName: first_attr(Attr::RouteCallerName),
+        routeReason: first_attr(Attr::RouteReason),
+        routeSource: first_attr(Attr::RouteSource),
+        routeLatencyMs: first_attr(Attr::RouteLatency).and_then(|v| v.parse().ok()),
         timeline: segments,
         recordings: call.recordings.clone(),
         partial: call.partial.clone(),

@@ -39,6 +39,27 @@ pub struct MappingConfig {
     pub route_prefix: Vec<String>,
     /// `rteName`: a prefix added to the caller's name while routing.
     pub route_name: Vec<String>,
+    /// `routeStep`: the routing step (`[[routes]]` name) the call went through.
+    #[serde(default)]
+    pub route_step: Vec<String>,
+    /// `routeStatus`: what the routing step decided (ACK, NAK, ERR, TIMEOUT, INVALID).
+    #[serde(default)]
+    pub route_status: Vec<String>,
+    /// `routeDest`: the destination the routing step returned.
+    #[serde(default)]
+    pub route_destination: Vec<String>,
+    /// `routeCallerName`: the caller name the routing step set.
+    #[serde(default)]
+    pub route_caller_name: Vec<String>,
+    /// `routeReason`: why the routing step decided so.
+    #[serde(default)]
+    pub route_reason: Vec<String>,
+    /// `routeSource`: server, cache, circuit_open, menu or switchhook.
+    #[serde(default)]
+    pub route_source: Vec<String>,
+    /// `routeLatencyMs`: time spent asking the routing server.
+    #[serde(default)]
+    pub route_latency_ms: Vec<String>,
     /// Headers starting with this become tags (`variable_switchhook_tag_Support: step1` →
     /// `{"Support": "step1"}`). Empty disables tags.
     pub tag_prefix: String,
@@ -72,6 +93,13 @@ impl Default for MappingConfig {
             ddi_names: BTreeMap::new(),
             route_prefix: strings(&["variable_switchhook_route_prefix"]),
             route_name: strings(&["variable_switchhook_route_name"]),
+            route_step: strings(&["variable_switchhook_route"]),
+            route_status: strings(&["variable_switchhook_status"]),
+            route_destination: strings(&["variable_switchhook_destination"]),
+            route_caller_name: strings(&["variable_switchhook_callername"]),
+            route_reason: strings(&["variable_switchhook_reason"]),
+            route_source: strings(&["variable_switchhook_source"]),
+            route_latency_ms: strings(&["variable_switchhook_latency_ms"]),
             tag_prefix: "variable_switchhook_tag_".into(),
             strip_domain: true,
             trunk_profiles: strings(&["external"]),
@@ -105,10 +133,24 @@ pub enum Attr {
     RoutePrefix,
     /// [`MappingConfig::route_name`].
     RouteName,
+    /// [`MappingConfig::route_step`].
+    RouteStep,
+    /// [`MappingConfig::route_status`].
+    RouteStatus,
+    /// [`MappingConfig::route_destination`].
+    RouteDestination,
+    /// [`MappingConfig::route_caller_name`].
+    RouteCallerName,
+    /// [`MappingConfig::route_reason`].
+    RouteReason,
+    /// [`MappingConfig::route_source`].
+    RouteSource,
+    /// [`MappingConfig::route_latency_ms`].
+    RouteLatency,
 }
 
 impl Attr {
-    const ALL: [Attr; 11] = [
+    const ALL: [Attr; 18] = [
         Attr::DeviceNumber,
         Attr::DeviceName,
         Attr::UserNumber,
@@ -120,6 +162,13 @@ impl Attr {
         Attr::DdiName,
         Attr::RoutePrefix,
         Attr::RouteName,
+        Attr::RouteStep,
+        Attr::RouteStatus,
+        Attr::RouteDestination,
+        Attr::RouteCallerName,
+        Attr::RouteReason,
+        Attr::RouteSource,
+        Attr::RouteLatency,
     ];
 
     /// The configuration key.
@@ -136,6 +185,13 @@ impl Attr {
             Attr::DdiName => "ddi_name",
             Attr::RoutePrefix => "route_prefix",
             Attr::RouteName => "route_name",
+            Attr::RouteStep => "route_step",
+            Attr::RouteStatus => "route_status",
+            Attr::RouteDestination => "route_destination",
+            Attr::RouteCallerName => "route_caller_name",
+            Attr::RouteReason => "route_reason",
+            Attr::RouteSource => "route_source",
+            Attr::RouteLatency => "route_latency_ms",
         }
     }
 
@@ -152,6 +208,13 @@ impl Attr {
             Attr::DdiName => &m.ddi_name,
             Attr::RoutePrefix => &m.route_prefix,
             Attr::RouteName => &m.route_name,
+            Attr::RouteStep => &m.route_step,
+            Attr::RouteStatus => &m.route_status,
+            Attr::RouteDestination => &m.route_destination,
+            Attr::RouteCallerName => &m.route_caller_name,
+            Attr::RouteReason => &m.route_reason,
+            Attr::RouteSource => &m.route_source,
+            Attr::RouteLatency => &m.route_latency_ms,
         }
     }
 
