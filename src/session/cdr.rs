@@ -660,6 +660,21 @@ pub fn build(call: &CallSession, settings: &Settings) -> CallRecord {
             .iter()
             .find_map(|l| l.attrs.get(a).map(str::to_owned))
     };
+    for (field, attr) in [
+        ("rteID", Attr::RoutePrefix),
+        ("rteName", Attr::RouteName),
+        ("routeStep", Attr::RouteStep),
+        ("routeStatus", Attr::RouteStatus),
+        ("routeDest", Attr::RouteDestination),
+        ("routeCallerName", Attr::RouteCallerName),
+        ("routeReason", Attr::RouteReason),
+        ("routeSource", Attr::RouteSource),
+        ("routeLatencyMs", Attr::RouteLatency),
+    ] {
+        if let Some(leg) = call.legs.iter().find(|l| l.attrs.get(attr).is_some()) {
+            prov.attr(field, leg, attr);
+        }
+    }
     let mut tags = BTreeMap::new();
     for l in &call.legs {
         tags.extend(l.attrs.tags.clone());
