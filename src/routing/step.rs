@@ -266,3 +266,82 @@ async fn apply(
     sock.execute_all(&apps, Duration::from_secs(10)).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::esl::Headers;
+
+    fn data() -> Event {
+        Event::from_envelope(Headers::from_pairs([
+            ("Caller-Caller-ID-Name", "${system(x)} Jo"),
+            ("Caller-Destination-Number", "7100"),
+            ("variable_inbound_did", "+441610007100"),
+        ]))
+    }
+
+    fn route(v: serde_json::Value) -> Route {
+        Route::new(serde_json::from_value(v).unwrap())
+    }
+
+    fn answer(d: Decision) -> Answer {
+        Answer {
+            decision: d,
+            source: Source::Server,
+            latency: Duration::from_millis(12),
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn the_failure_branch_sets_no_name_or_destination_and_transfers_on_failure() {
+        let r = route(serde_json::json!({
+            "name": "crm", "url": "http://x/", "on_success": "ok", "on_failure": "switchhook-failed",
+            "caller_id_forwarding": "suppressed",
+        }));
+        let apps = decision_apps(
+            &data(),
+            Some(&r),
+            &answer(Decision::bare(
+                RoutingStatus::Nak,
+                "the routing server answered NAK",
+            )),
+        );
+        let want: Vec<App> = vec![
+            ("set", "switchhook_status=NAK".into()),
+            (
+                "set",
+                "switchhook_reason=the routing server answered NAK".into(),
+            ),
+            ("set", "switchhook_source=server".into()),
+            ("set", "switchhook_latency_ms=12".into()),
+            ("transfer", "switchhook-failed".into()),
+        ];
+        assert_eq!(apps, want);
+    }
+
+    #[test]
+    fn a_replaced_or_prepended_name_is_cleaned_like_a_reply() {
+        let ack = Decision {
+            status: RoutingStatus::Ack,
+            destination: Some("1003".into()),
+            callername: Some("ignored".into()),
+            reason: "ok".into(),
+        };
+        let prepend = route(serde_json::json!({
+            "name": "crm", "url": "http://x/", "caller_name": "prepend", "caller_name_text": "VIP",
+        }));
+        let apps = decision_apps(&data(), Some(&prepend), &answer(ack.clone()));
+        // The caller's own name came from the network: its ${...} is defused too.
+        assert!(apps.contains(&("set", "effective_caller_id_name=VIP system(x) Jo".into())));
+        let replace = route(serde_json::json!({
+            "name": "crm", "url": "http://x/", "caller_name": "replace", "caller_name_text": "Sales line",
+        }));
+        let apps = decision_apps(&data(), Some(&replace), &answer(ack));
+        assert!(apps.contains(&("set", "switchhook_callername=Sales line".into())));
+        assert!(apps.contains(&("set", "effective_caller_id_name=Sales line".into())));
+        assert!(apps
+            .iter()
+            .all(|(_, a)| !a.contains('$') && !a.contains('{')));
+    }
+}
