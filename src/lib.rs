@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod esl;
 pub mod hooks;
 pub mod live;

@@ -38,6 +38,15 @@ struct Reloaded {
 
 /// Runs until SIGINT/SIGTERM.
 pub async fn run(cfg: Config, path: Option<PathBuf>) -> ExitCode {
+    run_until(cfg, path, shutdown_signal()).await
+}
+
+/// Runs until `stop` completes (the demo stops when its capture has played).
+pub async fn run_until(
+    cfg: Config,
+    path: Option<PathBuf>,
+    stop: impl std::future::Future<Output = ()>,
+) -> ExitCode {
     let settings = match Settings::from_config(&cfg) {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -94,7 +103,7 @@ pub async fn run(cfg: Config, path: Option<PathBuf>) -> ExitCode {
     let mut hooks = hooks;
     let mut tracker = SessionTracker::new(settings).with_moments();
     let (client, mut signals, task) = EslClient::spawn(ClientConfig::from(&cfg.freeswitch));
-    let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut shutdown = std::pin::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut shutdown => {

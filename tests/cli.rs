@@ -467,3 +467,28 @@ timeout_message = "ivr/ivr-no_valid_entry.wav"
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains("routes[0].caller_id_forwarding"), "{err}");
 }
+
+#[test]
+fn demo_streams_the_bundled_capture_and_prints_its_webhooks() {
+    let out = switchhook()
+        .args(["demo", "--speed", "20"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let hangups = stdout
+        .lines()
+        .filter(|l| l.contains("webhook  call.hangup"))
+        .count();
+    assert_eq!(hangups, 5, "{stdout}");
+    for t in [
+        "call.answered.queue",
+        "call.answered.ring_group",
+        "call.answered.extension",
+        "call.missed ",
+    ] {
+        assert!(stdout.contains(t), "{t} missing:\n{stdout}");
+    }
+    assert!(stdout.contains("5 of 5 calls delivered their hangup webhook"));
+}

@@ -37,6 +37,17 @@ pub enum CliCommand {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// The whole live pipeline on a bundled real capture: an embedded event socket streams
+    /// it, webhooks go through the durable outbox to a built-in receiver that prints them.
+    /// No FreeSWITCH and no configuration needed.
+    Demo {
+        /// Playback speed (1 = real time; the bundled capture lasts about 18 s).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Stream this capture instead of the bundled one.
+        #[arg(long)]
+        capture: Option<PathBuf>,
+    },
     /// Read captured event-socket streams and print what the live pipeline would produce.
     Replay {
         /// What to print, one JSON object per line.
@@ -105,6 +116,10 @@ pub async fn run(cli: Cli) -> ExitCode {
             };
             init_logging(&cfg.log.level, cli.log_format.unwrap_or(cfg.log.format));
             crate::live::run(cfg, config).await
+        }
+        CliCommand::Demo { speed, capture } => {
+            init_logging("warn", cli.log_format.unwrap_or(LogFormat::Text));
+            crate::demo::run(crate::demo::DemoOptions { speed, capture }).await
         }
         CliCommand::Replay {
             emit,

@@ -1,0 +1,201 @@
+//! `switchhook demo`: the whole live pipeline on a bundled real capture, with no FreeSWITCH
+//! and no configuration file.
+//!
+//! An embedded event-socket server streams the capture (five overlapping calls recorded from
+//! FreeSWITCH 1.10) at real speed; `run`'s pipeline connects to it over TCP, assembles the
+//! calls, commits every webhook to a durable outbox and delivers it to a local receiver that
+//! prints what it gets.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::hooks::webhook::WebhookConfig;
+use crate::playback::{Pace, PlaybackConfig, PlaybackServer};
+use crate::session::{Settings, Trigger};
+
+/// The bundled capture: scenario 16 of `fixtures/freeswitch-1.10` (a DDI call, a ring group,
+/// a queue, an outbound call and a missed call, overlapping, about 18 s).
+const CAPTURE: &[u8] = include_bytes!("../fixtures/freeswitch-1.10/16-concurrent-mix.esl");
+const CAPTURE_NAME: &str = "16-concurrent-mix.esl";
+
+/// Demo options.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// 1.0: real time.
+    pub speed: f64,
+    /// Another capture instead of the bundled one.
+    pub capture: Option<PathBuf>,
+}
+
+/// Runs the demo until the capture has played and its webhooks arrived (or Ctrl-C).
+pub async fn run(opts: DemoOptions) -> ExitCode {
+    match demo(opts).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn demo(opts: DemoOptions) -> Result<ExitCode, String> {
+    let dir = tempdir()?;
+    let capture = match opts.capture {
+        Some(p) => p,
+        None => {
+            let p = dir.join(CAPTURE_NAME);
+            std::fs::write(&p, CAPTURE).map_err(|e| e.to_string())?;
+            p
+        }
+    };
+    // How many calls the capture holds: the demo ends when each has had its hangup webhook.
+    let calls = crate::replay::records(&capture, Arc::new(Settings::default()))
+        .await
+        .map_err(|e| format!("{}: {e}", capture.display()))?
+        .into_iter()
+        .filter(|r| r.cdr.partial.is_none())
+        .count();
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    let server = PlaybackServer::start(
+        "127.0.0.1:0",
+        PlaybackConfig {
+            password: password.clone(),
+            captures: vec![capture.clone()],
+            pace: Pace::RealTime {
+                speed: opts.speed.max(0.01),
+            },
+            faults: Default::default(),
+        },
+    )
+    .await
+    .map_err(|e| format!("cannot start the embedded event socket: {e}"))?;
+    let hangups = Arc::new(AtomicUsize::new(0));
+    let receiver = start_receiver(Arc::clone(&hangups)).await?;
+
+    let mut cfg = Config::default();
+    cfg.freeswitch.host = "127.0.0.1".into();
+    cfg.freeswitch.port = server.addr().port();
+    cfg.freeswitch.password = password;
+    cfg.store.path = dir.join("outbox.db");
+    let hook: WebhookConfig = serde_json::from_value(serde_json::json!({
+        "name": "demo",
+        "description": "every trigger, to the demo's own receiver",
+        "triggers": Trigger::ALL.iter().map(|t| t.name()).collect::<Vec<_>>(),
+        "url": format!("http://{receiver}/webhook"),
+        "secret": format!("whsec_{}", base64_secret()),
+    }))
+    .map_err(|e| e.to_string())?;
+    cfg.webhooks = vec![hook];
+
+    println!("switchhook demo");
+    println!(
+        "  event socket  127.0.0.1:{} (embedded, streaming {} at {}x real time)",
+        cfg.freeswitch.port,
+        capture.display(),
+        opts.speed
+    );
+    println!("  webhooks      http://{receiver}/webhook (a built-in receiver printing below)");
+    println!(
+        "  outbox        {} (inspect with: switchhook deliveries --db {} list)",
+        cfg.store.path.display(),
+        cfg.store.path.display()
+    );
+    println!("  {calls} calls to come; Ctrl-C stops\n");
+
+    let stop = {
+        let hangups = Arc::clone(&hangups);
+        async move {
+            let done = async {
+                while hangups.load(Ordering::Relaxed) < calls {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                // Let the last deliveries be marked delivered.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            };
+            tokio::select! {
+                _ = done => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+    };
+    let code = crate::live::run_until(cfg, None, stop).await;
+    println!(
+        "\n{} of {calls} calls delivered their hangup webhook. See the README for `run` with your own FreeSWITCH.",
+        hangups.load(Ordering::Relaxed)
+    );
+    drop(server);
+    Ok(code)
+}
+
+fn tempdir() -> Result<PathBuf, String> {
+    let p = std::env::temp_dir().join(format!("switchhook-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(p)
+}
+
+fn base64_secret() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes())
+}
+
+/// A local receiver printing one line per webhook.
+async fn start_receiver(hangups: Arc<AtomicUsize>) -> Result<std::net::SocketAddr, String> {
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let hangups = Arc::clone(&hangups);
+        async move {
+            if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                println!("{}", describe(&v));
+                if v["trigger"] == "call.hangup" {
+                    hangups.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            axum::http::StatusCode::NO_CONTENT
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+/// One webhook as a line: trigger, call, who called whom, and what the trigger adds.
+pub fn describe(v: &Value) -> String {
+    let s = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let cdr = &v["cdr"];
+    let id: String = s(&cdr["id"]).chars().take(8).collect();
+    let mut line = format!(
+        "  webhook  {:<28} call {id}  {} -> {}  {}",
+        s(&v["trigger"]),
+        s(&cdr["cliNum"]),
+        s(&cdr["ddiNum"]),
+        s(&v["callType"]),
+    );
+    if let Some(detail) = v["detail"].as_object() {
+        for (k, d) in detail {
+            line.push_str(&format!("  {k}={}", s(d)));
+        }
+    }
+    if v["ended"] == true {
+        line.push_str(&format!(
+            "  ring={}s talk={}s ans={}",
+            s(&cdr["ring"]),
+            s(&cdr["talk"]),
+            s(&cdr["ans"])
+        ));
+    }
+    line
+}
