@@ -38,6 +38,8 @@ pub struct Config {
     pub routing: crate::routing::RoutingConfig,
     /// Routing steps (`[[routes]]`).
     pub routes: Vec<crate::routing::RouteConfig>,
+    /// The admin endpoint (`/metrics`, `/healthz`, `/readyz`).
+    pub admin: crate::admin::AdminConfig,
 }
 
 /// `[freeswitch]`: where the event socket is and what to subscribe to.
@@ -234,7 +236,7 @@ fn one(path: Option<&Path>, e: config::ConfigError) -> ConfigErrors {
 }
 
 /// The sections a configuration file may have.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "freeswitch",
     "log",
     "sessions",
@@ -246,6 +248,7 @@ const SECTIONS: [&str; 11] = [
     "webhooks",
     "routing",
     "routes",
+    "admin",
 ];
 
 /// Every problem in the configuration, each with its key path; empty when it is valid.
@@ -473,6 +476,12 @@ fn validate(cfg: &Config, issues: &mut Vec<ConfigIssue>) {
     }
     for (path, message) in crate::routing::config::check(&cfg.routing, &cfg.routes) {
         bad(&path, message);
+    }
+    if !cfg.admin.listen.is_empty() && cfg.admin.listen.parse::<std::net::SocketAddr>().is_err() {
+        bad(
+            "admin.listen",
+            format!("{:?} is not ip:port", cfg.admin.listen),
+        );
     }
     if cfg.store.path.as_os_str().is_empty() {
         bad("store.path", "must name a file".into());

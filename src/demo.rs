@@ -92,6 +92,11 @@ async fn demo(opts: DemoOptions) -> Result<ExitCode, String> {
     }))
     .map_err(|e| e.to_string())?;
     cfg.webhooks = vec![hook];
+    // The admin endpoint on a free loopback port.
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?;
+    cfg.admin.listen = admin.to_string();
 
     println!("switchhook demo");
     println!(
@@ -106,6 +111,7 @@ async fn demo(opts: DemoOptions) -> Result<ExitCode, String> {
         cfg.store.path.display(),
         cfg.store.path.display()
     );
+    println!("  admin         http://{admin}/metrics  /healthz  /readyz");
     println!("  {calls} calls to come; Ctrl-C stops\n");
 
     let stop = {

@@ -5,6 +5,7 @@
 //! CLI sit at the edge.
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;

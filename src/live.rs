@@ -11,6 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
+use std::sync::atomic::Ordering;
+
+use crate::admin::{AdminServer, PipelineStats, Sources};
 use crate::config::Config;
 use crate::esl::{ClientConfig, EslClient, EslSignal};
 use crate::hooks::delivery::DeliveryOptions;
@@ -22,6 +25,13 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the configuration file is looked at.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+fn count_record(stats: &PipelineStats, rec: &CallRecord) {
+    stats.cdrs.fetch_add(1, Ordering::Relaxed);
+    if rec.cdr.partial.is_some() {
+        stats.partial.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 fn log_record(rec: &CallRecord) {
     let cdr = serde_json::to_string(&rec.cdr).unwrap_or_default();
@@ -103,6 +113,29 @@ pub async fn run_until(
     let mut hooks = hooks;
     let mut tracker = SessionTracker::new(settings).with_moments();
     let (client, mut signals, task) = EslClient::spawn(ClientConfig::from(&cfg.freeswitch));
+    let pipeline = Arc::new(PipelineStats::default());
+    let stop_admin = CancellationToken::new();
+    if !cfg.admin.listen.is_empty() {
+        let sources = Sources {
+            esl: Arc::clone(client.stats()),
+            pipeline: Arc::clone(&pipeline),
+            delivery: queue.shared_stats(),
+            routing: router.clone(),
+            outbox: cfg.store.path.clone(),
+        };
+        match AdminServer::bind(&cfg.admin.listen, sources).await {
+            Ok(server) => {
+                tracing::info!(listen = %cfg.admin.listen, "admin endpoint listening (/metrics /healthz /readyz)");
+                tokio::spawn(server.serve(stop_admin.clone()));
+            }
+            Err(e) => {
+                eprintln!("admin.listen {}: {e}", cfg.admin.listen);
+                client.shutdown().await;
+                queue.close().await;
+                return ExitCode::from(2);
+            }
+        }
+    }
     let mut shutdown = std::pin::pin!(stop);
     loop {
         tokio::select! {
@@ -135,13 +168,20 @@ pub async fn run_until(
                 None => break,
                 Some(EslSignal::Event(ev)) => {
                     for rec in tracker.on_event(&ev) {
+                        count_record(&pipeline, &rec);
                         log_record(&rec);
                     }
                 }
-                Some(EslSignal::Connected { connection }) => tracing::info!(connection, "subscribed"),
+                Some(EslSignal::Connected { connection }) => {
+                    if connection > 1 {
+                        pipeline.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::info!(connection, "subscribed")
+                }
                 Some(EslSignal::Resync { connection, channels }) => {
                     tracing::info!(connection, channels = channels.len(), active = tracker.active(), "resynced channels in progress");
                     for rec in tracker.on_resync(&channels) {
+                        count_record(&pipeline, &rec);
                         log_record(&rec);
                     }
                 }
@@ -151,14 +191,21 @@ pub async fn run_until(
                 }
             }
         }
+        pipeline
+            .active_calls
+            .store(tracker.active() as i64, Ordering::Relaxed);
         let moments = tracker.take_moments();
         if !moments.is_empty() {
+            pipeline
+                .moments
+                .fetch_add(moments.len() as u64, Ordering::Relaxed);
             queue.submit(moments.iter().flat_map(|m| hooks.plan(m)).collect());
         }
     }
     drop(signals);
     let _ = task.await;
     stop_routing.cancel();
+    stop_admin.cancel();
     if let Some(t) = routing_task {
         // Steps under way finish (each is bounded by its deadline).
         let _ = tokio::time::timeout(Duration::from_secs(35), t).await;

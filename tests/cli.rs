@@ -492,3 +492,116 @@ fn demo_streams_the_bundled_capture_and_prints_its_webhooks() {
     }
     assert!(stdout.contains("5 of 5 calls delivered their hangup webhook"));
 }
+
+#[test]
+fn run_serves_metrics_health_and_readiness() {
+    use std::process::Stdio;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt
+        .block_on(switchhook::playback::PlaybackServer::start(
+            "127.0.0.1:0",
+            switchhook::playback::PlaybackConfig {
+                password: "s3cret-admin".into(),
+                captures: vec![fixture("freeswitch-1.10/03-abandoned-short.esl")],
+                pace: switchhook::playback::Pace::Fast,
+                faults: Default::default(),
+            },
+        ))
+        .unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let f = config_file(&format!(
+        "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n[store]\npath = {:?}\n[admin]\nlisten = \"{admin}\"\n",
+        server.addr().port(),
+        dir.path().join("outbox.db").display().to_string()
+    ));
+    let mut child = switchhook()
+        .args(["run", "--config"])
+        .arg(f.path())
+        .env("SWITCHHOOK__FREESWITCH__PASSWORD", "s3cret-admin")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let get = |path: &str| {
+        let url = format!("http://{admin}{path}");
+        rt.block_on(async {
+            match reqwest::get(&url).await {
+                Ok(r) => Some((r.status().as_u16(), r.text().await.unwrap_or_default())),
+                Err(_) => None,
+            }
+        })
+    };
+    // Wait until the call has been assembled (the capture plays at once).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut metrics = String::new();
+    while std::time::Instant::now() < deadline {
+        if let Some((200, text)) = get("/metrics") {
+            metrics = text;
+            if metrics.contains("switchhook_cdrs_total 1") {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let health = get("/healthz");
+    let ready = get("/readyz");
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(metrics.contains("switchhook_cdrs_total 1"), "{metrics}");
+    for line in [
+        "switchhook_esl_connected 1",
+        "switchhook_active_calls 0",
+        "switchhook_partial_cdrs_total 0",
+        "# TYPE switchhook_esl_frames counter",
+        "switchhook_deliveries_total{outcome=\"delivered\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    assert_eq!(health, Some((200, "ok\n".into())));
+    assert_eq!(ready, Some((200, "ready\n".into())));
+}
+
+#[test]
+fn readyz_says_why_while_freeswitch_is_unreachable() {
+    let free = |()| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (nobody, admin) = (free(()), free(()));
+    let dir = tempfile::tempdir().unwrap();
+    let f = config_file(&format!(
+        "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n[store]\npath = {:?}\n[admin]\nlisten = \"{admin}\"\n",
+        nobody.port(),
+        dir.path().join("outbox.db").display().to_string()
+    ));
+    let mut child = switchhook()
+        .args(["run", "--config"])
+        .arg(f.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut got = None;
+    while std::time::Instant::now() < deadline && got.is_none() {
+        got = rt.block_on(async {
+            let r = reqwest::get(format!("http://{admin}/readyz")).await.ok()?;
+            Some((r.status().as_u16(), r.text().await.ok()?))
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(
+        got,
+        Some((
+            503,
+            "not ready: event socket not connected and subscribed\n".into()
+        ))
+    );
+}

@@ -68,7 +68,7 @@ struct Inner {
     disabled: Mutex<HashMap<String, String>>,
     failing: Mutex<HashMap<String, (i64, bool)>>,
     opts: DeliveryOptions,
-    stats: DeliveryStats,
+    stats: Arc<DeliveryStats>,
     idle: Notify,
     /// Cancelled by [`DeliveryQueue::close`]: chains stop where they are.
     stop: tokio_util::sync::CancellationToken,
@@ -113,7 +113,7 @@ impl DeliveryQueue {
             disabled: Mutex::new(HashMap::new()),
             failing: Mutex::new(HashMap::new()),
             opts,
-            stats: DeliveryStats::default(),
+            stats: Arc::default(),
             idle: Notify::new(),
             intake_backlog: std::sync::atomic::AtomicUsize::new(0),
             stop: tokio_util::sync::CancellationToken::new(),
@@ -161,6 +161,11 @@ impl DeliveryQueue {
     /// Totals so far.
     pub fn stats(&self) -> &DeliveryStats {
         &self.inner.stats
+    }
+
+    /// The counters, shared (the admin endpoint reads them at each scrape).
+    pub fn shared_stats(&self) -> Arc<DeliveryStats> {
+        Arc::clone(&self.inner.stats)
     }
 
     /// Deliveries held in memory (pending, including waiting retries, and submitted ones not

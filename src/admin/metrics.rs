@@ -1,0 +1,245 @@
+//! What `/metrics` reports. The pipeline's counters are plain atomics owned by the parts that
+//! count (the event-socket client, the delivery queue, the routing server); a
+//! prometheus-client [`Collector`] reads them at each scrape, so counting costs nothing more
+//! than it did.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::esl::client::ClientStats;
+use crate::hooks::delivery::DeliveryStats;
+use crate::routing::Router;
+
+/// Counters of the session pipeline (kept by `run`'s loop).
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Calls in progress.
+    pub active_calls: AtomicI64,
+    /// CDRs emitted (finished calls).
+    pub cdrs: AtomicU64,
+    /// Of those, partial records (a gap, a shutdown, an expiry).
+    pub partial: AtomicU64,
+    /// Lifecycle moments found.
+    pub moments: AtomicU64,
+    /// Event-socket reconnects (connections after the first).
+    pub reconnects: AtomicU64,
+}
+
+/// Where the figures come from.
+#[derive(Clone)]
+pub struct Sources {
+    /// The event-socket client's counters.
+    pub esl: Arc<ClientStats>,
+    /// The session pipeline's counters.
+    pub pipeline: Arc<PipelineStats>,
+    /// The delivery queue's counters.
+    pub delivery: Arc<DeliveryStats>,
+    /// The routing server, when it runs.
+    pub routing: Option<Arc<Router>>,
+    /// The outbox file (its depth is read at each scrape).
+    pub outbox: PathBuf,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources").finish_non_exhaustive()
+    }
+}
+
+/// Reads [`Sources`] at scrape time; the outbox depth is passed in (read off the runtime).
+#[derive(Debug)]
+pub struct Snapshot {
+    sources: Sources,
+    outbox_depth: Vec<(String, i64)>,
+}
+
+impl Snapshot {
+    /// A snapshot with the outbox's rows per state.
+    pub fn new(sources: Sources, outbox_depth: Vec<(String, i64)>) -> Snapshot {
+        Snapshot {
+            sources,
+            outbox_depth,
+        }
+    }
+}
+
+fn counter(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: &AtomicU64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v.load(Ordering::Relaxed));
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.sources;
+        let esl = &s.esl;
+        gauge(
+            &mut e,
+            "switchhook_esl_connected",
+            "1 while the event socket is connected and subscribed",
+            esl.connected.load(Ordering::Relaxed) as i64,
+        )?;
+        counter(
+            &mut e,
+            "switchhook_esl_connects",
+            "Successful event-socket logins",
+            &esl.connects,
+        )?;
+        counter(
+            &mut e,
+            "switchhook_esl_reconnects",
+            "Event-socket reconnects",
+            &s.pipeline.reconnects,
+        )?;
+        counter(
+            &mut e,
+            "switchhook_esl_connect_failures",
+            "Failed event-socket connection attempts",
+            &esl.connect_failures,
+        )?;
+        counter(
+            &mut e,
+            "switchhook_esl_frames",
+            "Frames read from the event socket",
+            &esl.frames,
+        )?;
+        counter(
+            &mut e,
+            "switchhook_esl_bytes",
+            "Bytes read from the event socket",
+            &esl.bytes,
+        )?;
+        counter(
+            &mut e,
+            "switchhook_esl_parse_errors",
+            "Malformed frames skipped",
+            &esl.parse_errors,
+        )?;
+        counter(
+            &mut e,
+            "switchhook_esl_dropped_events",
+            "Events dropped by the overflow policy",
+            &esl.dropped_events,
+        )?;
+        gauge(
+            &mut e,
+            "switchhook_active_calls",
+            "Calls in progress",
+            s.pipeline.active_calls.load(Ordering::Relaxed),
+        )?;
+        counter(&mut e, "switchhook_cdrs", "CDRs emitted", &s.pipeline.cdrs)?;
+        counter(
+            &mut e,
+            "switchhook_partial_cdrs",
+            "CDRs marked partial",
+            &s.pipeline.partial,
+        )?;
+        counter(
+            &mut e,
+            "switchhook_moments",
+            "Lifecycle moments found",
+            &s.pipeline.moments,
+        )?;
+
+        let d = &s.delivery;
+        let outcomes = [
+            ("delivered", &d.delivered),
+            ("retried", &d.retried),
+            ("dead", &d.dead),
+            ("parked", &d.parked),
+        ];
+        {
+            let mut fam = e.encode_descriptor(
+                "switchhook_deliveries",
+                "Webhook delivery outcomes",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (outcome, v) in outcomes {
+                ConstCounter::new(v.load(Ordering::Relaxed))
+                    .encode(fam.encode_family(&[("outcome", outcome)])?)?;
+            }
+        }
+        counter(
+            &mut e,
+            "switchhook_webhooks_enqueued",
+            "Webhook requests committed to the outbox",
+            &d.enqueued,
+        )?;
+        counter(
+            &mut e,
+            "switchhook_webhook_attempts",
+            "Webhook HTTP attempts",
+            &d.attempts,
+        )?;
+        {
+            let mut fam = e.encode_descriptor(
+                "switchhook_outbox_depth",
+                "Outbox rows by state",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (state, n) in &self.outbox_depth {
+                ConstGauge::new(*n).encode(fam.encode_family(&[("state", state.as_str())])?)?;
+            }
+        }
+        if let Some(r) = &s.routing {
+            let st = r.stats();
+            counter(
+                &mut e,
+                "switchhook_routing_connections",
+                "Outbound-socket connections accepted",
+                &st.connections,
+            )?;
+            {
+                let mut fam = e.encode_descriptor(
+                    "switchhook_routing_decisions",
+                    "Routing steps by status",
+                    None,
+                    prometheus_client::metrics::MetricType::Counter,
+                )?;
+                for (i, status) in ["ACK", "NAK", "ERR", "TIMEOUT", "INVALID"]
+                    .iter()
+                    .enumerate()
+                {
+                    ConstCounter::new(st.by_status[i].load(Ordering::Relaxed))
+                        .encode(fam.encode_family(&[("status", *status)])?)?;
+                }
+            }
+            counter(
+                &mut e,
+                "switchhook_routing_from_cache",
+                "Routing steps answered from the last-known-good cache",
+                &st.from_cache,
+            )?;
+            counter(
+                &mut e,
+                "switchhook_routing_circuit_open",
+                "Routing steps refused by an open circuit breaker",
+                &st.circuit_open,
+            )?;
+            counter(
+                &mut e,
+                "switchhook_routing_hangups",
+                "Routing steps the caller left",
+                &st.hangups,
+            )?;
+        }
+        Ok(())
+    }
+}

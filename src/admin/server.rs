@@ -1,0 +1,99 @@
+//! The admin HTTP server (axum).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::{Snapshot, Sources};
+use crate::hooks::store::Admin;
+
+/// A bound admin endpoint.
+pub struct AdminServer {
+    listener: tokio::net::TcpListener,
+    sources: Sources,
+}
+
+impl AdminServer {
+    /// Binds `addr`.
+    pub async fn bind(addr: &str, sources: Sources) -> std::io::Result<AdminServer> {
+        Ok(AdminServer {
+            listener: tokio::net::TcpListener::bind(addr).await?,
+            sources,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop`.
+    pub async fn serve(self, stop: CancellationToken) {
+        let app = axum::Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .with_state(self.sources);
+        let _ = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+    }
+}
+
+/// The outbox's rows per state, read on a blocking thread; Err: the outbox does not answer.
+async fn outbox_depth(s: &Sources) -> Result<Vec<(String, i64)>, String> {
+    let path = s.outbox.clone();
+    tokio::task::spawn_blocking(move || {
+        Admin::open(&path)
+            .and_then(|a| a.counts())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+async fn readyz(State(s): State<Sources>) -> impl IntoResponse {
+    let mut problems = Vec::new();
+    if !s.esl.connected.load(Ordering::Relaxed) {
+        problems.push("event socket not connected and subscribed".to_owned());
+    }
+    if let Err(e) = outbox_depth(&s).await {
+        problems.push(format!("outbox: {e}"));
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", problems.join("; ")),
+        )
+    }
+}
+
+async fn metrics(State(s): State<Sources>) -> impl IntoResponse {
+    let depth = outbox_depth(&s).await.unwrap_or_default();
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot::new(s, depth)));
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "text/plain")],
+            "encoding failed\n".to_owned(),
+        ),
+    }
+}
