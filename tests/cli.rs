@@ -605,3 +605,49 @@ fn readyz_says_why_while_freeswitch_is_unreachable() {
         ))
     );
 }
+
+/// The example configuration loads, and names every option the configuration has (a new key
+/// without an example line fails here).
+#[test]
+fn the_example_configuration_loads_and_names_every_option() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/switchhook.example.toml");
+    let out = switchhook().arg("check-config").arg(path).output().unwrap();
+    assert_ok(&out);
+    let text = std::fs::read_to_string(path).unwrap();
+    let cfg = switchhook::config::Config::load(Some(std::path::Path::new(path))).unwrap();
+    assert!(!cfg.webhooks.is_empty() && !cfg.routes.is_empty());
+    let named = |key: &str| {
+        text.lines().any(|l| {
+            let l = l.trim_start().trim_start_matches('#').trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+    };
+    let mut missing = Vec::new();
+    let all = serde_json::to_value(&cfg).unwrap();
+    for (section, value) in all.as_object().unwrap() {
+        let tables: Vec<&serde_json::Value> = match value {
+            serde_json::Value::Array(items) => items.iter().collect(),
+            other => vec![other],
+        };
+        for table in tables {
+            for (key, v) in table.as_object().unwrap() {
+                if !named(key) && !text.contains(&format!("[{section}.{key}]")) {
+                    missing.push(format!("{section}.{key}"));
+                }
+                // One level down: [routes.menu].
+                if let Some(inner) = v.as_object().filter(|_| key == "menu") {
+                    for k in inner.keys() {
+                        if !named(k) {
+                            missing.push(format!("{section}.{key}.{k}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in switchhook.example.toml: {missing:?}"
+    );
+}
