@@ -128,17 +128,10 @@ fn environment_overrides_the_file() {
 fn run_assembles_calls_from_a_live_socket_and_logs_their_cdrs() {
     use std::process::Stdio;
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = rt
-        .block_on(switchhook::playback::PlaybackServer::start(
-            "127.0.0.1:0",
-            switchhook::playback::PlaybackConfig {
-                password: "s3cret-run".into(),
-                captures: vec![fixture("freeswitch-1.10/03-abandoned-short.esl")],
-                pace: switchhook::playback::Pace::Fast,
-                faults: Default::default(),
-            },
-        ))
-        .unwrap();
+    let server = rt.block_on(common::playback(
+        "freeswitch-1.10/03-abandoned-short.esl",
+        "s3cret-run",
+    ));
     let dir = tempfile::tempdir().unwrap();
     let f = config_file(&format!(
         "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n[log]\nformat = \"json\"\n[store]\npath = {:?}",
@@ -154,37 +147,11 @@ fn run_assembles_calls_from_a_live_socket_and_logs_their_cdrs() {
         .spawn()
         .unwrap();
     // Read the log as it comes until the call's record appears (or 60 s pass).
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut lines = Vec::new();
-    while std::time::Instant::now() < deadline {
-        match rx.recv_timeout(std::time::Duration::from_millis(100)) {
-            Ok(l) => {
-                let done = l.contains("call finished");
-                lines.push(l);
-                if done {
-                    break;
-                }
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(_) => break,
-        }
-    }
+    let mut log = common::LogTail::follow(&mut child);
+    log.wait_for("call finished", std::time::Duration::from_secs(60));
     child.kill().unwrap();
     let _ = child.wait();
-    let logs = lines.join("\n");
+    let logs = log.text();
     let finished: Vec<serde_json::Value> = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -497,21 +464,11 @@ fn demo_streams_the_bundled_capture_and_prints_its_webhooks() {
 fn run_serves_metrics_health_and_readiness() {
     use std::process::Stdio;
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = rt
-        .block_on(switchhook::playback::PlaybackServer::start(
-            "127.0.0.1:0",
-            switchhook::playback::PlaybackConfig {
-                password: "s3cret-admin".into(),
-                captures: vec![fixture("freeswitch-1.10/03-abandoned-short.esl")],
-                pace: switchhook::playback::Pace::Fast,
-                faults: Default::default(),
-            },
-        ))
-        .unwrap();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let server = rt.block_on(common::playback(
+        "freeswitch-1.10/03-abandoned-short.esl",
+        "s3cret-admin",
+    ));
+    let admin = common::free_addr();
     let dir = tempfile::tempdir().unwrap();
     let f = config_file(&format!(
         "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n[store]\npath = {:?}\n[admin]\nlisten = \"{admin}\"\n",
@@ -566,13 +523,7 @@ fn run_serves_metrics_health_and_readiness() {
 
 #[test]
 fn readyz_says_why_while_freeswitch_is_unreachable() {
-    let free = |()| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (nobody, admin) = (free(()), free(()));
+    let (nobody, admin) = (common::free_addr(), common::free_addr());
     let dir = tempfile::tempdir().unwrap();
     let f = config_file(&format!(
         "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n[store]\npath = {:?}\n[admin]\nlisten = \"{admin}\"\n",

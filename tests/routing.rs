@@ -526,30 +526,16 @@ async fn many_calls_at_once_each_get_their_own_answer() {
 /// `routeStatus` fires for the call.
 #[test]
 fn a_running_process_routes_calls_and_its_webhooks_see_the_decision() {
-    use std::io::BufRead;
     use std::process::Stdio;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (http, hooks, playback) = rt.block_on(async {
         let http = Receiver::start(|_, _| seed_ack()).await;
         let hooks = Receiver::start(|_, _| Reply::status(204)).await;
-        let playback = switchhook::playback::PlaybackServer::start(
-            "127.0.0.1:0",
-            switchhook::playback::PlaybackConfig {
-                password: "s3cret-routing".into(),
-                captures: vec![common::fixture("freeswitch-1.10/19-routing-crm-ack.esl")],
-                pace: switchhook::playback::Pace::Fast,
-                faults: Default::default(),
-            },
-        )
-        .await
-        .unwrap();
+        let playback =
+            common::playback("freeswitch-1.10/19-routing-crm-ack.esl", "s3cret-routing").await;
         (http, hooks, playback)
     });
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let addr = common::free_addr();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("switchhook.toml");
     std::fs::write(
@@ -563,7 +549,7 @@ format = "json"
 [store]
 path = {db:?}
 [routing]
-listen = "127.0.0.1:{port}"
+listen = "{addr}"
 [[routes]]
 name = "crm"
 url = "{base}/route?did={{did}}&callerid={{callerid}}"
@@ -588,51 +574,26 @@ filters = [{{ field = "routeStatus", op = "eq", value = "ACK" }}]
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    let wait_for = |lines: &mut Vec<String>, what: &str| {
-        let end = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < end {
-            if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
-                let hit = l.contains(what);
-                lines.push(l);
-                if hit {
-                    return true;
-                }
-            }
-        }
-        false
-    };
+    let mut log = common::LogTail::follow(&mut child);
+    let limit = Duration::from_secs(30);
     assert!(
-        wait_for(&mut lines, "routing server listening"),
+        log.wait_for("routing server listening", limit),
         "{}",
-        lines.join("\n")
+        log.text()
     );
     let conv = Conversation::from_captures(&["19-routing-crm-ack"]);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let t = rt.block_on(call(addr, &conv, FakeOptions::default()));
     assert_eq!(var(&t, "switchhook_status").as_deref(), Some("ACK"));
     assert_eq!(var(&t, "switchhook_destination").as_deref(), Some("1003"));
     assert!(
-        wait_for(&mut lines, "routing step decided"),
+        log.wait_for("routing step decided", limit),
         "{}",
-        lines.join("\n")
+        log.text()
     );
     let arrived = rt.block_on(hooks.wait_for(Duration::from_secs(30), |s| !s.is_empty()));
     terminate(child.id());
     let status = child.wait().unwrap();
-    let logs = lines.join("\n");
+    let logs = log.text();
     assert!(arrived, "{logs}");
     let body: serde_json::Value = serde_json::from_str(&hooks.seen()[0].body).unwrap();
     assert_eq!(body["cdr"]["routeStatus"], "ACK");

@@ -718,17 +718,8 @@ fn sigkill_with_deliveries_pending_loses_nothing() {
             ..Reply::status(503)
         })
         .await;
-        let server = switchhook::playback::PlaybackServer::start(
-            "127.0.0.1:0",
-            switchhook::playback::PlaybackConfig {
-                password: "kill-9-test".into(),
-                captures: vec![fixture("freeswitch-1.10/16-concurrent-mix.esl")],
-                pace: switchhook::playback::Pace::Fast,
-                faults: Default::default(),
-            },
-        )
-        .await
-        .unwrap();
+        let server =
+            common::playback("freeswitch-1.10/16-concurrent-mix.esl", "kill-9-test").await;
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("outbox.db");
         let all = switchhook::session::Trigger::ALL.map(|t| format!("\"{}\"", t.name())).join(", ");

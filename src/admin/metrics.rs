@@ -14,7 +14,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::esl::client::ClientStats;
 use crate::hooks::delivery::DeliveryStats;
-use crate::routing::Router;
+use crate::routing::{Router, RoutingStatus};
+use prometheus_client::metrics::MetricType;
 
 /// Counters of the session pipeline (kept by `run`'s loop).
 #[derive(Debug, Default)]
@@ -84,143 +85,132 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> Result<()
     g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
+/// A counter family with one label.
+fn counter_family(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(&str, &AtomicU64)],
+) -> Result<(), std::fmt::Error> {
+    let mut fam = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, v) in values {
+        ConstCounter::new(v.load(Ordering::Relaxed))
+            .encode(fam.encode_family(&[(label, *value)])?)?;
+    }
+    Ok(())
+}
+
 impl Collector for Snapshot {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.sources;
-        let esl = &s.esl;
+        let (esl, p, d) = (&s.esl, &s.pipeline, &s.delivery);
         gauge(
             &mut e,
             "switchhook_esl_connected",
             "1 while the event socket is connected and subscribed",
             esl.connected.load(Ordering::Relaxed) as i64,
         )?;
-        counter(
-            &mut e,
-            "switchhook_esl_connects",
-            "Successful event-socket logins",
-            &esl.connects,
-        )?;
-        counter(
-            &mut e,
-            "switchhook_esl_reconnects",
-            "Event-socket reconnects",
-            &s.pipeline.reconnects,
-        )?;
-        counter(
-            &mut e,
-            "switchhook_esl_connect_failures",
-            "Failed event-socket connection attempts",
-            &esl.connect_failures,
-        )?;
-        counter(
-            &mut e,
-            "switchhook_esl_frames",
-            "Frames read from the event socket",
-            &esl.frames,
-        )?;
-        counter(
-            &mut e,
-            "switchhook_esl_bytes",
-            "Bytes read from the event socket",
-            &esl.bytes,
-        )?;
-        counter(
-            &mut e,
-            "switchhook_esl_parse_errors",
-            "Malformed frames skipped",
-            &esl.parse_errors,
-        )?;
-        counter(
-            &mut e,
-            "switchhook_esl_dropped_events",
-            "Events dropped by the overflow policy",
-            &esl.dropped_events,
-        )?;
         gauge(
             &mut e,
             "switchhook_active_calls",
             "Calls in progress",
-            s.pipeline.active_calls.load(Ordering::Relaxed),
+            p.active_calls.load(Ordering::Relaxed),
         )?;
-        counter(&mut e, "switchhook_cdrs", "CDRs emitted", &s.pipeline.cdrs)?;
-        counter(
-            &mut e,
-            "switchhook_partial_cdrs",
-            "CDRs marked partial",
-            &s.pipeline.partial,
-        )?;
-        counter(
-            &mut e,
-            "switchhook_moments",
-            "Lifecycle moments found",
-            &s.pipeline.moments,
-        )?;
-
-        let d = &s.delivery;
-        let outcomes = [
-            ("delivered", &d.delivered),
-            ("retried", &d.retried),
-            ("dead", &d.dead),
-            ("parked", &d.parked),
+        let counters: [(&str, &str, &AtomicU64); 12] = [
+            (
+                "switchhook_esl_connects",
+                "Successful event-socket logins",
+                &esl.connects,
+            ),
+            (
+                "switchhook_esl_reconnects",
+                "Event-socket reconnects",
+                &p.reconnects,
+            ),
+            (
+                "switchhook_esl_connect_failures",
+                "Failed event-socket connection attempts",
+                &esl.connect_failures,
+            ),
+            (
+                "switchhook_esl_frames",
+                "Frames read from the event socket",
+                &esl.frames,
+            ),
+            (
+                "switchhook_esl_bytes",
+                "Bytes read from the event socket",
+                &esl.bytes,
+            ),
+            (
+                "switchhook_esl_parse_errors",
+                "Malformed frames skipped",
+                &esl.parse_errors,
+            ),
+            (
+                "switchhook_esl_dropped_events",
+                "Events dropped by the overflow policy",
+                &esl.dropped_events,
+            ),
+            ("switchhook_cdrs", "CDRs emitted", &p.cdrs),
+            ("switchhook_partial_cdrs", "CDRs marked partial", &p.partial),
+            ("switchhook_moments", "Lifecycle moments found", &p.moments),
+            (
+                "switchhook_webhooks_enqueued",
+                "Webhook requests committed to the outbox",
+                &d.enqueued,
+            ),
+            (
+                "switchhook_webhook_attempts",
+                "Webhook HTTP attempts",
+                &d.attempts,
+            ),
         ];
-        {
-            let mut fam = e.encode_descriptor(
-                "switchhook_deliveries",
-                "Webhook delivery outcomes",
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for (outcome, v) in outcomes {
-                ConstCounter::new(v.load(Ordering::Relaxed))
-                    .encode(fam.encode_family(&[("outcome", outcome)])?)?;
-            }
+        for (name, help, v) in counters {
+            counter(&mut e, name, help, v)?;
         }
-        counter(
+        counter_family(
             &mut e,
-            "switchhook_webhooks_enqueued",
-            "Webhook requests committed to the outbox",
-            &d.enqueued,
-        )?;
-        counter(
-            &mut e,
-            "switchhook_webhook_attempts",
-            "Webhook HTTP attempts",
-            &d.attempts,
+            "switchhook_deliveries",
+            "Webhook delivery outcomes",
+            "outcome",
+            &[
+                ("delivered", &d.delivered),
+                ("retried", &d.retried),
+                ("dead", &d.dead),
+                ("parked", &d.parked),
+            ],
         )?;
         {
             let mut fam = e.encode_descriptor(
                 "switchhook_outbox_depth",
                 "Outbox rows by state",
                 None,
-                prometheus_client::metrics::MetricType::Gauge,
+                MetricType::Gauge,
             )?;
             for (state, n) in &self.outbox_depth {
                 ConstGauge::new(*n).encode(fam.encode_family(&[("state", state.as_str())])?)?;
             }
         }
-        if let Some(r) = &s.routing {
-            let st = r.stats();
+        if let Some(st) = s.routing.as_ref().map(|r| r.stats()) {
+            let by_status: Vec<(&str, &AtomicU64)> = RoutingStatus::ALL
+                .iter()
+                .map(|s| (s.as_str(), &st.by_status[s.index()]))
+                .collect();
+            counter_family(
+                &mut e,
+                "switchhook_routing_decisions",
+                "Routing steps by status",
+                "status",
+                &by_status,
+            )?;
             counter(
                 &mut e,
                 "switchhook_routing_connections",
                 "Outbound-socket connections accepted",
                 &st.connections,
             )?;
-            {
-                let mut fam = e.encode_descriptor(
-                    "switchhook_routing_decisions",
-                    "Routing steps by status",
-                    None,
-                    prometheus_client::metrics::MetricType::Counter,
-                )?;
-                for (i, status) in ["ACK", "NAK", "ERR", "TIMEOUT", "INVALID"]
-                    .iter()
-                    .enumerate()
-                {
-                    ConstCounter::new(st.by_status[i].load(Ordering::Relaxed))
-                        .encode(fam.encode_family(&[("status", *status)])?)?;
-                }
-            }
             counter(
                 &mut e,
                 "switchhook_routing_from_cache",

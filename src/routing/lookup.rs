@@ -144,11 +144,6 @@ impl Asker {
         }
     }
 
-    /// The breakers (for status reports and tests).
-    pub fn breakers(&self) -> &Breakers {
-        &self.breakers
-    }
-
     /// Asks the route's server within its deadline; falls back on the cache when it fails.
     pub async fn ask(&self, route: &Route, q: &Question, rules: &ReplyRules) -> Answer {
         let started = Instant::now();

@@ -25,6 +25,20 @@ pub enum RoutingStatus {
 }
 
 impl RoutingStatus {
+    /// Every status, in the order of [`RoutingStatus::index`].
+    pub const ALL: [RoutingStatus; 5] = [
+        RoutingStatus::Ack,
+        RoutingStatus::Nak,
+        RoutingStatus::Err,
+        RoutingStatus::Timeout,
+        RoutingStatus::Invalid,
+    ];
+
+    /// Its position in [`RoutingStatus::ALL`] (counters per status are arrays).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The channel-variable token.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -369,6 +383,9 @@ mod tests {
 
     #[test]
     fn statuses_are_bare_tokens() {
+        for (i, st) in RoutingStatus::ALL.iter().enumerate() {
+            assert_eq!(st.index(), i, "counters are indexed by ALL's order");
+        }
         for s in [
             RoutingStatus::Ack,
             RoutingStatus::Nak,

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use super::breaker::BreakerConfig;
 use super::config::{RouteConfig, RoutingConfig};
 use super::lookup::{Asker, Route, Source};
-use super::reply::{ReplyRules, RoutingStatus};
+use super::reply::ReplyRules;
 use super::socket::{OutboundSocket, SocketTimeouts};
 use super::step::{self, StepReport};
 use crate::esl::Limits;
@@ -63,7 +63,7 @@ impl RouteTable {
 pub struct RoutingStats {
     /// Connections accepted.
     pub connections: AtomicU64,
-    /// Steps by status: ACK, NAK, ERR, TIMEOUT, INVALID.
+    /// Steps by status, indexed by [`RoutingStatus::index`](super::RoutingStatus::index).
     pub by_status: [AtomicU64; 5],
     /// Steps answered from the last-known-good cache.
     pub from_cache: AtomicU64,
@@ -78,14 +78,7 @@ pub struct RoutingStats {
 impl RoutingStats {
     fn count(&self, r: &StepReport) {
         if let Some(a) = &r.answer {
-            let i = match a.decision.status {
-                RoutingStatus::Ack => 0,
-                RoutingStatus::Nak => 1,
-                RoutingStatus::Err => 2,
-                RoutingStatus::Timeout => 3,
-                RoutingStatus::Invalid => 4,
-            };
-            self.by_status[i].fetch_add(1, Ordering::Relaxed);
+            self.by_status[a.decision.status.index()].fetch_add(1, Ordering::Relaxed);
             match a.source {
                 Source::Cache => self.from_cache.fetch_add(1, Ordering::Relaxed),
                 Source::CircuitOpen => self.circuit_open.fetch_add(1, Ordering::Relaxed),

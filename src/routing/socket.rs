@@ -93,8 +93,6 @@ pub struct OutboundSocket {
     awaited: HashSet<String>,
     completions: HashMap<String, Event>,
     ended: Option<SocketError>,
-    sent: Vec<u8>,
-    record: bool,
 }
 
 impl OutboundSocket {
@@ -113,8 +111,6 @@ impl OutboundSocket {
             awaited: HashSet::new(),
             completions: HashMap::new(),
             ended: None,
-            sent: Vec::new(),
-            record: false,
         };
         sock.write(&Command::Connect).await?;
         let deadline = Instant::now() + timeouts.reply;
@@ -136,16 +132,6 @@ impl OutboundSocket {
     /// The channel's `Unique-ID`.
     pub fn uuid(&self) -> &str {
         &self.uuid
-    }
-
-    /// Keeps a copy of every byte written (tests compare it with the commands expected).
-    pub fn record_commands(&mut self) {
-        self.record = true;
-    }
-
-    /// Whether the call is gone.
-    pub fn ended(&self) -> Option<&SocketError> {
-        self.ended.as_ref()
     }
 
     /// Sends a command and waits for its `command/reply`; `-ERR` becomes an error.
@@ -247,11 +233,6 @@ impl OutboundSocket {
         Ok(())
     }
 
-    /// The bytes written so far, when [`record_commands`](Self::record_commands) is on.
-    pub fn written(&self) -> &[u8] {
-        &self.sent
-    }
-
     fn fail_if_ended(&self) -> Result<(), SocketError> {
         match &self.ended {
             Some(e) => Err(e.clone()),
@@ -262,11 +243,6 @@ impl OutboundSocket {
     async fn write(&mut self, cmd: &Command) -> Result<(), SocketError> {
         // A command after the hangup would never be answered (capture 22): do not send it.
         self.fail_if_ended()?;
-        if self.record {
-            let mut b = bytes::BytesMut::new();
-            cmd.write_to(&mut b);
-            self.sent.extend_from_slice(&b);
-        }
         self.framed
             .send(cmd)
             .await

@@ -113,22 +113,27 @@ fn is_plain_name(n: &str) -> bool {
 /// The values the routing server is asked with, from the channel data.
 fn question(data: &Event, route: &Route) -> Question {
     let get = |h: &str| data.get(h).map(|v| v.into_owned()).unwrap_or_default();
-    let did = data
-        .var("inbound_did")
-        .map(|v| v.into_owned())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| get("Caller-Destination-Number"));
     let mut extra = serde_json::Map::new();
     for f in route.channel_fields() {
         extra.insert(f.to_owned(), Value::String(get(f)));
     }
     Question {
         code: String::new(),
-        did,
+        did: did_of(data),
         callerid: get("Caller-Caller-ID-Number"),
         callername: get("Caller-Caller-ID-Name"),
         extra,
     }
+}
+
+/// The number the caller dialled: `inbound_did` (exported by the DID's dial plan), else the
+/// destination number.
+fn did_of(data: &Event) -> String {
+    data.var("inbound_did")
+        .filter(|v| !v.is_empty())
+        .or_else(|| data.get("Caller-Destination-Number"))
+        .map(|v| v.into_owned())
+        .unwrap_or_default()
 }
 
 /// Plays the menu and returns the code, or None when every try failed (the timeout message
@@ -214,12 +219,7 @@ pub fn decision_apps(data: &Event, route: Option<&Route>, answer: &Answer) -> Ve
         match route.config.caller_id_forwarding {
             CallerIdForwarding::Caller => {}
             CallerIdForwarding::Called => {
-                let did = data
-                    .var("inbound_did")
-                    .or_else(|| data.get("Caller-Destination-Number"))
-                    .map(|v| v.into_owned())
-                    .unwrap_or_default();
-                let did = safe(&did);
+                let did = safe(&did_of(data));
                 if !did.is_empty() && !did.contains(' ') {
                     apps.push(("set", format!("effective_caller_id_number={did}")));
                 }

@@ -417,5 +417,28 @@ pub async fn call(addr: SocketAddr, conv: &Conversation, opts: FakeOptions) -> T
             }
         }
     }
+    if hung_up {
+        // FreeSWITCH has closed, but the app's kernel still accepts what it writes (capture
+        // 22 holds a late sendmsg FreeSWITCH never read). Keep reading a while, so a command
+        // written after the hangup shows in `after_hangup` instead of vanishing.
+        let drain = async {
+            loop {
+                match rd.read_until(b'\n', &mut line).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        pending.push_str(&String::from_utf8_lossy(&line));
+                        if line == b"\n" {
+                            t.after_hangup.push(Sent {
+                                at: start.elapsed().as_secs_f64(),
+                                text: std::mem::take(&mut pending),
+                            });
+                        }
+                        line.clear();
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+    }
     t
 }

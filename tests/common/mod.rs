@@ -44,3 +44,80 @@ pub const SCENARIOS: &[(&str, usize)] = &[
     ("22-routing-caller-hangup", 40),
     ("23-routing-api-linger", 108),
 ];
+
+/// A free loopback address (bound and released: for a child process to bind).
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A playback server streaming one capture as fast as the socket takes it.
+pub async fn playback(capture: &str, password: &str) -> switchhook::playback::PlaybackServer {
+    switchhook::playback::PlaybackServer::start(
+        "127.0.0.1:0",
+        switchhook::playback::PlaybackConfig {
+            password: password.into(),
+            captures: vec![fixture(capture)],
+            pace: switchhook::playback::Pace::Fast,
+            faults: Default::default(),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// A child process's stderr, read line by line as it comes.
+pub struct LogTail {
+    rx: std::sync::mpsc::Receiver<String>,
+    /// Every line read so far.
+    pub lines: Vec<String>,
+}
+
+impl LogTail {
+    /// Takes the child's (piped) stderr.
+    pub fn follow(child: &mut std::process::Child) -> LogTail {
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LogTail {
+            rx,
+            lines: Vec::new(),
+        }
+    }
+
+    /// Reads until a line contains `what` (true) or `limit` passes or the log ends (false).
+    pub fn wait_for(&mut self, what: &str, limit: std::time::Duration) -> bool {
+        let end = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < end {
+            match self.rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(l) => {
+                    let hit = l.contains(what);
+                    self.lines.push(l);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// The lines read so far, joined.
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+}
