@@ -535,7 +535,7 @@ fn a_running_process_routes_calls_and_its_webhooks_see_the_decision() {
             common::playback("freeswitch-1.10/19-routing-crm-ack.esl", "s3cret-routing").await;
         (http, hooks, playback)
     });
-    let addr = common::free_addr();
+    let (addr, admin) = (common::free_addr(), common::free_addr());
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("switchhook.toml");
     std::fs::write(
@@ -550,6 +550,8 @@ format = "json"
 path = {db:?}
 [routing]
 listen = "{addr}"
+[admin]
+listen = "{admin}"
 [[routes]]
 name = "crm"
 url = "{base}/route?did={{did}}&callerid={{callerid}}"
@@ -591,6 +593,26 @@ filters = [{{ field = "routeStatus", op = "eq", value = "ACK" }}]
         log.text()
     );
     let arrived = rt.block_on(hooks.wait_for(Duration::from_secs(30), |s| !s.is_empty()));
+    // The decision's latency and the delivery's outcome reach /metrics (the outbox records
+    // the 2xx just after the receiver has it).
+    let wanted = [
+        "switchhook_routing_latency_seconds_count{status=\"ACK\"} 1",
+        "switchhook_webhook_deliveries_total{webhook=\"routed\",outcome=\"delivered\"} 1",
+        "switchhook_webhook_latency_seconds_count{webhook=\"routed\"} 1",
+    ];
+    let metrics = rt.block_on(async {
+        let mut text = String::new();
+        for _ in 0..100 {
+            if let Ok(r) = reqwest::get(format!("http://{admin}/metrics")).await {
+                text = r.text().await.unwrap_or_default();
+                if wanted.iter().all(|w| text.contains(w)) {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        text
+    });
     terminate(child.id());
     let status = child.wait().unwrap();
     let logs = log.text();
@@ -603,6 +625,9 @@ filters = [{{ field = "routeStatus", op = "eq", value = "ACK" }}]
         http.seen()[0].uri,
         "/route?did=%2B441610007100&callerid=%2B447700900190"
     );
+    for w in wanted {
+        assert!(metrics.contains(w), "{w} missing:\n{metrics}");
+    }
     assert!(status.success(), "SIGTERM ends run cleanly: {status:?}");
     assert!(!logs.contains("s3cret-routing"));
     drop(playback);

@@ -182,6 +182,18 @@ impl Collector for Snapshot {
                 ("parked", &d.parked),
             ],
         )?;
+        d.by_webhook.encode(e.encode_descriptor(
+            "switchhook_webhook_deliveries",
+            "Webhook delivery outcomes by webhook",
+            None,
+            MetricType::Counter,
+        )?)?;
+        d.latency.encode(e.encode_descriptor(
+            "switchhook_webhook_latency_seconds",
+            "Time from sending a webhook request to its response or failure, by webhook",
+            None,
+            MetricType::Histogram,
+        )?)?;
         {
             let mut fam = e.encode_descriptor(
                 "switchhook_outbox_depth",
@@ -205,6 +217,12 @@ impl Collector for Snapshot {
                 "status",
                 &by_status,
             )?;
+            st.latency.encode(e.encode_descriptor(
+                "switchhook_routing_latency_seconds",
+                "Time a routing decision took (the routing server's round trips), by status",
+                None,
+                MetricType::Histogram,
+            )?)?;
             counter(
                 &mut e,
                 "switchhook_routing_connections",

@@ -7,7 +7,7 @@
 //! so a dead or hanging endpoint holds up nothing but its own deliveries.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -39,22 +39,7 @@ impl Default for DeliveryOptions {
     }
 }
 
-/// Running totals.
-#[derive(Debug, Default)]
-pub struct DeliveryStats {
-    /// Requests committed to the outbox.
-    pub enqueued: AtomicU64,
-    /// HTTP attempts made.
-    pub attempts: AtomicU64,
-    /// Deliveries that got a 2xx.
-    pub delivered: AtomicU64,
-    /// Attempts that will be retried.
-    pub retried: AtomicU64,
-    /// Deliveries given up (dead letters).
-    pub dead: AtomicU64,
-    /// Deliveries parked because their webhook is disabled.
-    pub parked: AtomicU64,
-}
+pub use super::stats::{DeliveryStats, Outcome};
 
 type ChainKey = (String, String);
 
@@ -413,7 +398,9 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
                 .outbox
                 .record(s.rowid, s.attempts, AttemptRecord::default(), After::Parked)
                 .await;
-            inner.stats.parked.fetch_add(1, Ordering::Relaxed);
+            inner
+                .stats
+                .note(&s.request, Outcome::Parked, s.attempts, None, None, None);
             return Some(Stop);
         }
         let wait = Duration::from_millis((s.next_ms - now_ms()).max(0) as u64);
@@ -428,22 +415,23 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
             .unwrap_or_default();
         let signer = hooks.get(&webhook).and_then(|h| h.signer.clone());
         let attempt_no = s.attempts + 1;
-        let (outcome, rec) = if s.request.signed && signer.is_none() {
+        let (outcome, rec, took) = if s.request.signed && signer.is_none() {
             let rec = AttemptRecord {
                 error: Some("the webhook's secret is no longer configured: cannot sign".into()),
                 ..Default::default()
             };
-            (None, rec)
+            (None, rec, None)
         } else {
             let permit = limit_for(inner, &webhook).acquire_owned().await.ok();
             inner.stats.attempts.fetch_add(1, Ordering::Relaxed);
+            let sent = std::time::Instant::now();
             let r = tokio::select! {
                 r = attempt(&inner.client, &s.request, signer.as_ref()) => r,
                 // Abandoned: still pending in the outbox, resumed on the next start.
                 _ = inner.stop.cancelled() => return Some(Stop),
             };
             drop(permit);
-            (Some(r.0), r.1)
+            (Some(r.0), r.1, Some(sent.elapsed()))
         };
         let verdict = match &outcome {
             Some(o) => judge(o, attempt_no, s.request.max_attempts, now_ms() / 1000),
@@ -463,15 +451,27 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
             tracing::error!(error = %e, "cannot record a webhook attempt");
         }
         let log_status = rec.status.map(|c| c.to_string()).unwrap_or_default();
+        let counted = match verdict {
+            Verdict::Delivered => Outcome::Delivered,
+            Verdict::Retry(_) => Outcome::Retried,
+            Verdict::Dead => Outcome::Dead,
+            Verdict::Disable => Outcome::Parked,
+        };
+        inner.stats.note(
+            &s.request,
+            counted,
+            attempt_no,
+            rec.status,
+            rec.error.as_deref(),
+            took,
+        );
         match verdict {
             Verdict::Delivered => {
-                inner.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 succeeded(inner, &webhook);
                 tracing::debug!(webhook, id = %s.request.id, call_id = %s.request.call_id, attempt = attempt_no, "webhook delivered");
                 return None;
             }
             Verdict::Retry(d) => {
-                inner.stats.retried.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(webhook, id = %s.request.id, call_id = %s.request.call_id, attempt = attempt_no,
                     status = %log_status, error = rec.error.as_deref().unwrap_or(""), retry_in_ms = d.as_millis() as u64,
                     "webhook attempt failed; will retry");
@@ -482,7 +482,6 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
                 }
             }
             Verdict::Dead => {
-                inner.stats.dead.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(webhook, id = %s.request.id, call_id = %s.request.call_id, attempts = attempt_no,
                     status = %log_status, error = rec.error.as_deref().unwrap_or(""), "webhook delivery failed for good: dead letter");
                 return if failed(inner, &webhook).await {
@@ -492,7 +491,6 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
                 };
             }
             Verdict::Disable => {
-                inner.stats.parked.fetch_add(1, Ordering::Relaxed);
                 disable(inner, &webhook, "the receiver answered 410 Gone").await;
                 return Some(Stop);
             }

@@ -12,6 +12,7 @@ pub mod filter;
 pub mod request;
 pub mod retry;
 pub mod sign;
+pub mod stats;
 pub mod store;
 pub mod template;
 pub mod webhook;

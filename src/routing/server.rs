@@ -1,6 +1,8 @@
 //! The routing server: listens where FreeSWITCH's `socket` application connects and runs one
 //! task per call.
 
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +61,7 @@ impl RouteTable {
 }
 
 /// Counters of routing steps (read by the admin endpoint and the CLI).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RoutingStats {
     /// Connections accepted.
     pub connections: AtomicU64,
@@ -73,12 +75,40 @@ pub struct RoutingStats {
     pub hangups: AtomicU64,
     /// Steps that failed on the socket (FreeSWITCH refused, timed out, closed).
     pub socket_errors: AtomicU64,
+    /// Seconds the decision took (the routing server's round trips, retries included; zero
+    /// for a menu timeout), by status.
+    pub latency: StatusHistograms,
+}
+
+/// Histograms labelled `status`.
+pub type StatusHistograms = Family<[(&'static str, String); 1], Histogram, fn() -> Histogram>;
+
+/// 1 ms to about 8 s: a local routing server to one past any sane deadline.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 14))
+}
+
+impl Default for RoutingStats {
+    fn default() -> Self {
+        RoutingStats {
+            connections: AtomicU64::new(0),
+            by_status: Default::default(),
+            from_cache: AtomicU64::new(0),
+            circuit_open: AtomicU64::new(0),
+            hangups: AtomicU64::new(0),
+            socket_errors: AtomicU64::new(0),
+            latency: Family::new_with_constructor(latency_histogram),
+        }
+    }
 }
 
 impl RoutingStats {
     fn count(&self, r: &StepReport) {
         if let Some(a) = &r.answer {
             self.by_status[a.decision.status.index()].fetch_add(1, Ordering::Relaxed);
+            self.latency
+                .get_or_create(&[("status", a.decision.status.as_str().to_owned())])
+                .observe(a.latency.as_secs_f64());
             match a.source {
                 Source::Cache => self.from_cache.fetch_add(1, Ordering::Relaxed),
                 Source::CircuitOpen => self.circuit_open.fetch_add(1, Ordering::Relaxed),
