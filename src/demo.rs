@@ -31,6 +31,9 @@ pub struct DemoOptions {
     pub speed: f64,
     /// Another capture instead of the bundled one.
     pub capture: Option<PathBuf>,
+    /// Keep the admin endpoint (and its live page) up after the capture has played, until
+    /// Ctrl-C or SIGTERM.
+    pub stay: bool,
 }
 
 /// Runs the demo until the capture has played and its webhooks arrived (or Ctrl-C).
@@ -111,6 +114,7 @@ async fn demo(opts: DemoOptions) -> Result<ExitCode, String> {
         cfg.store.path.display(),
         cfg.store.path.display()
     );
+    println!("  live page     http://{admin}/ (calls in progress, finished calls, deliveries)");
     println!("  admin         http://{admin}/metrics  /healthz  /readyz");
     println!("  {calls} calls to come; Ctrl-C stops\n");
 
@@ -123,10 +127,16 @@ async fn demo(opts: DemoOptions) -> Result<ExitCode, String> {
                 }
                 // Let the last deliveries be marked delivered.
                 tokio::time::sleep(Duration::from_millis(300)).await;
+                if opts.stay {
+                    println!(
+                        "\nThe capture has played; the live page stays up at http://{admin}/ until Ctrl-C."
+                    );
+                    std::future::pending::<()>().await;
+                }
             };
             tokio::select! {
                 _ = done => {}
-                _ = tokio::signal::ctrl_c() => {}
+                _ = crate::live::shutdown_signal() => {}
             }
         }
     };

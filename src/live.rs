@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use std::sync::atomic::Ordering;
 
-use crate::admin::{AdminServer, PipelineStats, Sources};
+use crate::admin::{AdminServer, LiveView, PipelineStats, Sources};
 use crate::config::Config;
 use crate::esl::{ClientConfig, EslClient, EslSignal};
 use crate::hooks::delivery::DeliveryOptions;
@@ -26,10 +26,18 @@ use tokio_util::sync::CancellationToken;
 /// How often the configuration file is looked at.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 
-fn count_record(stats: &PipelineStats, rec: &CallRecord) {
+/// How often the live page's calls in progress are refreshed (when events have come).
+const LIVE_EVERY: Duration = Duration::from_millis(250);
+
+/// A call has finished: counted, logged, and listed on the live page.
+fn finished(stats: &PipelineStats, live: Option<&LiveView>, rec: &CallRecord) {
     stats.cdrs.fetch_add(1, Ordering::Relaxed);
     if rec.cdr.partial.is_some() {
         stats.partial.fetch_add(1, Ordering::Relaxed);
+    }
+    log_record(rec);
+    if let Some(live) = live {
+        live.finished(rec);
     }
 }
 
@@ -115,17 +123,23 @@ pub async fn run_until(
     let (client, mut signals, task) = EslClient::spawn(ClientConfig::from(&cfg.freeswitch));
     let pipeline = Arc::new(PipelineStats::default());
     let stop_admin = CancellationToken::new();
-    if !cfg.admin.listen.is_empty() {
+    // The live page's state; only kept up to date while the admin endpoint is on.
+    let live = (!cfg.admin.listen.is_empty()).then(|| Arc::new(LiveView::default()));
+    let mut live_tick = tokio::time::interval(LIVE_EVERY);
+    live_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut live_dirty = false;
+    if let Some(live) = &live {
         let sources = Sources {
             esl: Arc::clone(client.stats()),
             pipeline: Arc::clone(&pipeline),
             delivery: queue.shared_stats(),
             routing: router.clone(),
             outbox: cfg.store.path.clone(),
+            live: Arc::clone(live),
         };
         match AdminServer::bind(&cfg.admin.listen, sources).await {
             Ok(server) => {
-                tracing::info!(listen = %cfg.admin.listen, "admin endpoint listening (/metrics /healthz /readyz)");
+                tracing::info!(listen = %cfg.admin.listen, "admin endpoint listening (live page at /, /metrics /healthz /readyz)");
                 tokio::spawn(server.serve(stop_admin.clone()));
             }
             Err(e) => {
@@ -143,6 +157,12 @@ pub async fn run_until(
                 tracing::info!("shutting down");
                 client.shutdown().await;
                 break;
+            }
+            _ = live_tick.tick(), if live.is_some() && live_dirty => {
+                if let Some(live) = &live {
+                    live.refresh(tracker.calls(), tracker.settings());
+                }
+                live_dirty = false;
             }
             Some(new) = reloads.recv() => {
                 if new.freeswitch_changed {
@@ -168,9 +188,9 @@ pub async fn run_until(
                 None => break,
                 Some(EslSignal::Event(ev)) => {
                     for rec in tracker.on_event(&ev) {
-                        count_record(&pipeline, &rec);
-                        log_record(&rec);
+                        finished(&pipeline, live.as_deref(), &rec);
                     }
+                    live_dirty = true;
                 }
                 Some(EslSignal::Connected { connection }) => {
                     if connection > 1 {
@@ -181,13 +201,14 @@ pub async fn run_until(
                 Some(EslSignal::Resync { connection, channels }) => {
                     tracing::info!(connection, channels = channels.len(), active = tracker.active(), "resynced channels in progress");
                     for rec in tracker.on_resync(&channels) {
-                        count_record(&pipeline, &rec);
-                        log_record(&rec);
+                        finished(&pipeline, live.as_deref(), &rec);
                     }
+                    live_dirty = true;
                 }
                 Some(EslSignal::Gap(reason)) => {
                     tracing::warn!(?reason, active = tracker.active(), "event gap: calls in progress become partial");
                     tracker.on_gap(&format!("{reason:?}"));
+                    live_dirty = true;
                 }
             }
         }
@@ -242,7 +263,8 @@ async fn start_routing(cfg: &Config, stop: CancellationToken) -> Result<RoutingP
     Ok((Some(router), Some(task)))
 }
 
-async fn shutdown_signal() {
+/// SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

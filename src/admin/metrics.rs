@@ -45,6 +45,8 @@ pub struct Sources {
     pub routing: Option<Arc<Router>>,
     /// The outbox file (its depth is read at each scrape).
     pub outbox: PathBuf,
+    /// The live page's calls.
+    pub live: Arc<super::LiveView>,
 }
 
 impl std::fmt::Debug for Sources {

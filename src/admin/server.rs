@@ -1,4 +1,5 @@
-//! The admin HTTP server (axum).
+//! The admin HTTP server (axum): `/metrics`, `/healthz`, `/readyz`, and the live page (`/`,
+//! which polls `/live.json`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -39,6 +40,8 @@ impl AdminServer {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
+            .route("/", get(live_page))
+            .route("/live.json", get(live_json))
             .with_state(self.sources);
         let _ = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -74,6 +77,30 @@ async fn readyz(State(s): State<Sources>) -> impl IntoResponse {
             format!("not ready: {}\n", problems.join("; ")),
         )
     }
+}
+
+/// The live page: static, it polls `/live.json`.
+const LIVE_PAGE: &str = include_str!("live.html");
+
+async fn live_page() -> impl IntoResponse {
+    (
+        [
+            ("content-type", "text/html; charset=utf-8"),
+            // The page's own inline script and style, its own JSON, nothing from elsewhere.
+            (
+                "content-security-policy",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            ),
+        ],
+        LIVE_PAGE,
+    )
+}
+
+async fn live_json(State(s): State<Sources>) -> impl IntoResponse {
+    (
+        [("cache-control", "no-store")],
+        axum::Json(s.live.page(s.delivery.recent())),
+    )
 }
 
 async fn metrics(State(s): State<Sources>) -> impl IntoResponse {

@@ -47,6 +47,10 @@ pub enum CliCommand {
         /// Stream this capture instead of the bundled one.
         #[arg(long)]
         capture: Option<PathBuf>,
+        /// After the capture has played, keep the live page and the admin endpoint up until
+        /// Ctrl-C.
+        #[arg(long)]
+        stay: bool,
     },
     /// Read captured event-socket streams and print what the live pipeline would produce.
     Replay {
@@ -117,9 +121,18 @@ pub async fn run(cli: Cli) -> ExitCode {
             init_logging(&cfg.log.level, cli.log_format.unwrap_or(cfg.log.format));
             crate::live::run(cfg, config).await
         }
-        CliCommand::Demo { speed, capture } => {
+        CliCommand::Demo {
+            speed,
+            capture,
+            stay,
+        } => {
             init_logging("warn", cli.log_format.unwrap_or(LogFormat::Text));
-            crate::demo::run(crate::demo::DemoOptions { speed, capture }).await
+            crate::demo::run(crate::demo::DemoOptions {
+                speed,
+                capture,
+                stay,
+            })
+            .await
         }
         CliCommand::Replay {
             emit,

@@ -43,6 +43,35 @@ impl SegmentKind {
             SegmentKind::Unknown => "unknown",
         }
     }
+
+    /// Every kind, in the order a legend lists them.
+    pub const ALL: [SegmentKind; 9] = [
+        SegmentKind::Setup,
+        SegmentKind::Ivr,
+        SegmentKind::Queue,
+        SegmentKind::Ring,
+        SegmentKind::Talk,
+        SegmentKind::Hold,
+        SegmentKind::Park,
+        SegmentKind::Voicemail,
+        SegmentKind::Unknown,
+    ];
+
+    /// The colour a timeline picture draws it in (the live page and `explain --svg` share
+    /// it, so the two pictures read the same).
+    pub fn colour(self) -> &'static str {
+        match self {
+            SegmentKind::Setup => "#9aa5b1",
+            SegmentKind::Ivr => "#8e6bd1",
+            SegmentKind::Queue => "#b5651d",
+            SegmentKind::Ring => "#f2c94c",
+            SegmentKind::Talk => "#27ae60",
+            SegmentKind::Hold => "#eb5757",
+            SegmentKind::Park => "#2d9cdb",
+            SegmentKind::Voicemail => "#56ccf2",
+            SegmentKind::Unknown => "#d0d0d0",
+        }
+    }
 }
 
 /// One stretch of the call, in milliseconds from the call's start.

@@ -78,14 +78,20 @@ pub struct LogTail {
 impl LogTail {
     /// Takes the child's (piped) stderr.
     pub fn follow(child: &mut std::process::Child) -> LogTail {
-        let stderr = child.stderr.take().expect("stderr piped");
+        LogTail::read(child.stderr.take().expect("stderr piped"))
+    }
+
+    /// Takes the child's (piped) stdout.
+    #[allow(dead_code)]
+    pub fn stdout(child: &mut std::process::Child) -> LogTail {
+        LogTail::read(child.stdout.take().expect("stdout piped"))
+    }
+
+    fn read(from: impl std::io::Read + Send + 'static) -> LogTail {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
+            for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
                     break;
                 }
