@@ -222,6 +222,42 @@ fn a_mapping_change_shows_in_replay_and_explain_names_the_header() {
     assert!(text.contains("ddiNum = \"+441610001001\""), "{text}");
     assert!(text.contains("variable_inbound_did"), "{text}");
 
+    // The same timeline as a picture: one bar segment per timeline line, in its colours.
+    let dir = tempfile::tempdir().unwrap();
+    let svg_path = dir.path().join("call.svg");
+    let out = switchhook()
+        .args(["explain", &id[..8], "--svg"])
+        .arg(&svg_path)
+        .arg(&capture)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(
+        svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+        "{svg}"
+    );
+    let kinds: Vec<&str> = svg
+        .split("class=\"seg\" data-kind=\"")
+        .skip(1)
+        .map(|r| r.split('"').next().unwrap())
+        .collect();
+    let timeline: Vec<&str> = cdr["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, timeline);
+    assert!(svg.contains(id));
+    let out = switchhook()
+        .args(["explain", &id[..8], "--svg", "/nonexistent/dir/x.svg"])
+        .arg(&capture)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/dir/x.svg"));
+
     let out = switchhook()
         .args(["explain", "nope"])
         .arg(&capture)

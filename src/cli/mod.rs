@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 
 mod deliveries;
+pub mod svg;
 
 use crate::config::{self, Config, LogFormat};
 use crate::esl::{Limits, Message};
@@ -76,6 +77,9 @@ pub enum CliCommand {
         /// Capture files to search.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Also write the call's timeline as an SVG picture to this file.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
     },
     /// Validate a configuration file; prints every problem with its key path.
     CheckConfig {
@@ -156,10 +160,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             call_id,
             config,
             files,
+            svg,
         } => {
             init_logging("warn", cli.log_format.unwrap_or(LogFormat::Text));
             match load_settings(config.as_deref()) {
-                Ok(settings) => explain(settings, &call_id, &files).await,
+                Ok(settings) => explain(settings, &call_id, &files, svg.as_deref()).await,
                 Err(code) => code,
             }
         }
@@ -342,7 +347,12 @@ async fn replay_lines(
     out.finish(failed)
 }
 
-async fn explain(settings: Arc<Settings>, call_id: &str, files: &[PathBuf]) -> ExitCode {
+async fn explain(
+    settings: Arc<Settings>,
+    call_id: &str,
+    files: &[PathBuf],
+    svg: Option<&Path>,
+) -> ExitCode {
     let mut found: Vec<CallRecord> = Vec::new();
     for file in files {
         match replay::records(file, Arc::clone(&settings)).await {
@@ -360,6 +370,13 @@ async fn explain(settings: Arc<Settings>, call_id: &str, files: &[PathBuf]) -> E
         }
         1 => {
             print!("{}", render_explanation(&found[0]));
+            if let Some(path) = svg {
+                if let Err(e) = std::fs::write(path, svg::timeline_svg(&found[0])) {
+                    eprintln!("{}: {e}", path.display());
+                    return ExitCode::from(1);
+                }
+                eprintln!("timeline written to {}", path.display());
+            }
             ExitCode::SUCCESS
         }
         n => {
