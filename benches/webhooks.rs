@@ -72,9 +72,12 @@ async fn templates(hooks: &WebhookSet) -> Vec<Request> {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/freeswitch-1.10/01-inbound-answered.esl");
     let mut out = Vec::new();
-    switchhook::replay::moments(&path, Arc::new(Settings::default()), |m| {
-        out.extend(hooks.plan(&m))
-    })
+    switchhook::replay::moments(
+        &path,
+        Arc::new(Settings::default()),
+        &switchhook::replay::Progress::hidden(),
+        |m| out.extend(hooks.plan(&m)),
+    )
     .await
     .unwrap();
     out

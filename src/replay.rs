@@ -1,9 +1,11 @@
 //! Replay: captured event-socket byte streams read through the same codec as a live socket.
 
-use std::path::Path;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressBarIter, ProgressDrawTarget, ProgressStyle};
 use tokio::fs::File;
 use tokio_util::codec::FramedRead;
 
@@ -13,12 +15,71 @@ use crate::session::{CallRecord, Moment, SessionTracker, Settings};
 /// Read buffer size for capture files: large reads keep syscalls off the profile.
 const READ_CAPACITY: usize = 256 * 1024;
 
+/// A capture being read: [`crate::esl::Decoded`] items, counted on a [`Progress`].
+pub type CaptureStream = FramedRead<ProgressBarIter<File>, EslCodec>;
+
+/// How far replay has read: a progress bar over the files' bytes on a terminal's stderr, or
+/// nothing (piped, redirected, tests).
+#[derive(Debug, Clone)]
+pub struct Progress(ProgressBar);
+
+impl Progress {
+    /// Shows nothing.
+    pub fn hidden() -> Progress {
+        Progress(ProgressBar::hidden())
+    }
+
+    /// A bar over `files`' total size when stderr is a terminal; hidden otherwise, so a
+    /// pipe or a log gets no control characters.
+    pub fn on_terminal(files: &[PathBuf]) -> Progress {
+        if !std::io::stderr().is_terminal() {
+            return Progress::hidden();
+        }
+        let total = files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum();
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left) {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        Progress(bar)
+    }
+
+    /// Clears the bar (the output it shared the terminal with stays).
+    pub fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+
+    /// The bar is visible.
+    pub fn is_shown(&self) -> bool {
+        !self.0.is_hidden()
+    }
+}
+
 /// Opens a capture file as a stream of [`crate::esl::Decoded`] items, exactly as the bytes
 /// would have arrived on a socket.
-pub async fn open(path: &Path, limits: Limits) -> std::io::Result<FramedRead<File, EslCodec>> {
+pub async fn open(path: &Path, limits: Limits) -> std::io::Result<CaptureStream> {
+    open_counted(path, limits, &Progress::hidden()).await
+}
+
+/// [`open`], counting the bytes read on `progress`.
+pub async fn open_counted(
+    path: &Path,
+    limits: Limits,
+    progress: &Progress,
+) -> std::io::Result<CaptureStream> {
     let file = File::open(path).await?;
+    progress.0.set_message(
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
     Ok(FramedRead::with_capacity(
-        file,
+        progress.0.wrap_async_read(file),
         EslCodec::new(limits),
         READ_CAPACITY,
     ))
@@ -38,10 +99,11 @@ pub struct AssembleReport {
 pub async fn assemble(
     path: &Path,
     settings: Arc<Settings>,
+    progress: &Progress,
     mut emit: impl FnMut(CallRecord),
 ) -> std::io::Result<AssembleReport> {
     let mut tracker = SessionTracker::new(settings);
-    drive(path, &mut tracker, |_, records| {
+    drive(path, &mut tracker, progress, |_, records| {
         records.into_iter().for_each(&mut emit)
     })
     .await
@@ -52,10 +114,11 @@ pub async fn assemble(
 pub async fn moments(
     path: &Path,
     settings: Arc<Settings>,
+    progress: &Progress,
     mut emit: impl FnMut(Moment),
 ) -> std::io::Result<AssembleReport> {
     let mut tracker = SessionTracker::new(settings).with_moments();
-    drive(path, &mut tracker, |t, _| {
+    drive(path, &mut tracker, progress, |t, _| {
         t.take_moments().into_iter().for_each(&mut emit)
     })
     .await
@@ -65,9 +128,10 @@ pub async fn moments(
 async fn drive(
     path: &Path,
     tracker: &mut SessionTracker,
+    progress: &Progress,
     mut after: impl FnMut(&mut SessionTracker, Vec<CallRecord>),
 ) -> std::io::Result<AssembleReport> {
-    let mut stream = open(path, Limits::default()).await?;
+    let mut stream = open_counted(path, Limits::default(), progress).await?;
     let mut report = AssembleReport::default();
     while let Some(item) = stream.next().await {
         match item? {
@@ -88,6 +152,6 @@ async fn drive(
 /// Every record of a capture, in end order.
 pub async fn records(path: &Path, settings: Arc<Settings>) -> std::io::Result<Vec<CallRecord>> {
     let mut out = Vec::new();
-    assemble(path, settings, |r| out.push(r)).await?;
+    assemble(path, settings, &Progress::hidden(), |r| out.push(r)).await?;
     Ok(out)
 }

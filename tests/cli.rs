@@ -377,6 +377,7 @@ fn deliveries_commands_work_on_the_outbox() {
         switchhook::replay::moments(
             &fixture("freeswitch-1.10/02-inbound-missed.esl"),
             settings,
+            &switchhook::replay::Progress::hidden(),
             |m| reqs.extend(hooks.plan(&m).into_iter().map(|r| (r, false))),
         )
         .await
@@ -637,4 +638,51 @@ fn the_example_configuration_loads_and_names_every_option() {
         missing.is_empty(),
         "not in switchhook.example.toml: {missing:?}"
     );
+}
+
+/// `replay` draws a progress bar on a terminal (here a pseudo-terminal made by util-linux's
+/// `script`), and nothing at all when its stderr is piped.
+#[test]
+fn replay_shows_progress_on_a_terminal_and_nothing_when_piped() {
+    let capture = fixture("freeswitch-1.10/16-concurrent-mix.esl");
+    let piped = switchhook()
+        .args(["replay", "--emit", "cdr"])
+        .arg(&capture)
+        .output()
+        .unwrap();
+    assert_ok(&piped);
+    assert!(
+        piped.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    assert_eq!(piped.stdout.iter().filter(|&&b| b == b'\n').count(), 5);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (typescript, cdrs) = (dir.path().join("typescript"), dir.path().join("cdrs.jsonl"));
+    let command = format!(
+        "{} replay --emit cdr {} > {}",
+        env!("CARGO_BIN_EXE_switchhook"),
+        capture.display(),
+        cdrs.display()
+    );
+    let status = std::process::Command::new("script")
+        .args(["-qec", &command])
+        .arg(&typescript)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("util-linux script runs");
+    assert!(status.success());
+    let screen = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    assert!(
+        screen.contains("/2.03 MiB"),
+        "no bar over the file's size:\n{screen}"
+    );
+    assert!(screen.contains("16-concurrent-mix.esl"), "{screen}");
+    // The records went to stdout untouched by the bar.
+    let out = std::fs::read_to_string(&cdrs).unwrap();
+    assert_eq!(out.lines().count(), 5);
+    assert!(out
+        .lines()
+        .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
 }

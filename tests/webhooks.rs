@@ -42,9 +42,14 @@ fn compile(cfg: &Config) -> (Arc<Settings>, Arc<WebhookSet>) {
 
 async fn moments(capture: &str, settings: &Arc<Settings>) -> Vec<Moment> {
     let mut out = Vec::new();
-    replay::moments(&fixture(capture), Arc::clone(settings), |m| out.push(m))
-        .await
-        .unwrap();
+    replay::moments(
+        &fixture(capture),
+        Arc::clone(settings),
+        &replay::Progress::hidden(),
+        |m| out.push(m),
+    )
+    .await
+    .unwrap();
     out
 }
 

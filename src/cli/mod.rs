@@ -325,12 +325,13 @@ async fn replay_lines(
     let stdout = std::io::stdout();
     let mut out = JsonLines::new(std::io::BufWriter::new(stdout.lock()));
     let mut failed = false;
+    let progress = replay::Progress::on_terminal(files);
     for file in files {
         let settings = Arc::clone(&settings);
         let result = match &hooks {
-            None => replay::assemble(file, settings, |rec| out.put(&rec.cdr)).await,
+            None => replay::assemble(file, settings, &progress, |rec| out.put(&rec.cdr)).await,
             Some(hooks) => {
-                replay::moments(file, settings, |m| {
+                replay::moments(file, settings, &progress, |m| {
                     for req in hooks.plan(&m) {
                         let signer = hooks.get(&req.webhook).and_then(|h| h.signer.as_ref());
                         out.put(&req.to_printable(signer, m.at_us / 1_000_000));
@@ -344,6 +345,7 @@ async fn replay_lines(
         }
         failed |= !reported(file, result);
     }
+    progress.finish();
     out.finish(failed)
 }
 
@@ -435,8 +437,9 @@ async fn replay_events(files: &[PathBuf]) -> ExitCode {
     let stdout = std::io::stdout();
     let mut out = JsonLines::new(std::io::BufWriter::with_capacity(1 << 16, stdout.lock()));
     let mut failed = false;
+    let progress = replay::Progress::on_terminal(files);
     for file in files {
-        let mut stream = match replay::open(file, Limits::default()).await {
+        let mut stream = match replay::open_counted(file, Limits::default(), &progress).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("{}: {e}", file.display());
@@ -459,9 +462,11 @@ async fn replay_events(files: &[PathBuf]) -> ExitCode {
                 }
             }
             if out.stopped.is_some() {
+                progress.finish();
                 return out.finish(failed);
             }
         }
     }
+    progress.finish();
     out.finish(failed)
 }
