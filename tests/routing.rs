@@ -559,6 +559,7 @@ url = "{base}/route?did={{did}}&callerid={{callerid}}"
 name = "routed"
 triggers = ["call.hangup"]
 url = "{hooks}/routed"
+secret = "whsec_c3dpdGNoaG9vay1yb3V0aW5nLXRlc3Qtc2VjcmV0"
 filters = [{{ field = "routeStatus", op = "eq", value = "ACK" }}]
 "#,
             fs = playback.addr().port(),
@@ -630,6 +631,19 @@ filters = [{{ field = "routeStatus", op = "eq", value = "ACK" }}]
     }
     assert!(status.success(), "SIGTERM ends run cleanly: {status:?}");
     assert!(!logs.contains("s3cret-routing"));
+    assert!(!logs.contains("c3dpdGNoaG9vay1yb3V0aW5nLXRlc3Qtc2VjcmV0"));
+    // JSON lines; every line about a call names it.
+    let mut about_calls = 0;
+    for line in logs.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let message = v["fields"]["message"].as_str().unwrap_or_default();
+        if message.contains("call") || message.contains("routing step") {
+            about_calls += 1;
+            assert!(v["fields"]["call_id"].is_string(), "no call_id: {line}");
+        }
+    }
+    assert!(about_calls >= 2, "{logs}");
     drop(playback);
 }
 

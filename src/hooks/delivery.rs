@@ -448,7 +448,7 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
             .record(s.rowid, attempt_no, rec.clone(), after)
             .await
         {
-            tracing::error!(error = %e, "cannot record a webhook attempt");
+            tracing::error!(webhook, id = %s.request.id, call_id = %s.request.call_id, error = %e, "cannot record a webhook attempt");
         }
         let log_status = rec.status.map(|c| c.to_string()).unwrap_or_default();
         let counted = match verdict {
