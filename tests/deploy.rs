@@ -1,0 +1,128 @@
+//! The systemd unit in `deploy/` stays true to the program: its command line parses, the
+//! outbox lands in its state directory through the environment override it sets, it runs
+//! unprivileged and restarts on failure; `systemd-analyze verify` accepts it where systemd is
+//! installed.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+const UNIT: &str = include_str!("../deploy/switchhook.service");
+
+/// `Key=value` lines by key (a key may repeat).
+fn directives() -> HashMap<&'static str, Vec<&'static str>> {
+    let mut out: HashMap<&str, Vec<&str>> = HashMap::new();
+    for line in UNIT.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with('[') {
+            continue;
+        }
+        let (k, v) = line.split_once('=').expect("Key=value");
+        out.entry(k).or_default().push(v);
+    }
+    out
+}
+
+fn one(d: &HashMap<&str, Vec<&'static str>>, key: &str) -> &'static str {
+    match d.get(key).map(Vec::as_slice) {
+        Some([v]) => v,
+        other => panic!("{key}: {other:?}"),
+    }
+}
+
+#[test]
+fn the_unit_runs_unprivileged_restarts_and_keeps_the_outbox_in_its_state_directory() {
+    let d = directives();
+    assert_eq!(one(&d, "User"), "switchhook");
+    assert_eq!(one(&d, "Restart"), "on-failure");
+    assert_eq!(one(&d, "StateDirectory"), "switchhook");
+    assert_eq!(one(&d, "NoNewPrivileges"), "yes");
+    assert_eq!(one(&d, "CapabilityBoundingSet"), "");
+    assert!(one(&d, "ExecReload").contains("-HUP"));
+    // The outbox path the unit sets is inside the state directory systemd makes.
+    let env = one(&d, "Environment");
+    let (name, path) = env.split_once('=').unwrap();
+    assert_eq!(name, "SWITCHHOOK__STORE__PATH");
+    assert!(path.starts_with("/var/lib/switchhook/"), "{path}");
+    // The command line is one switchhook accepts.
+    let exec: Vec<&str> = one(&d, "ExecStart").split_whitespace().collect();
+    assert!(exec[0].ends_with("/switchhook"));
+    let cli = switchhook::cli::Cli::try_parse_from(&exec).expect("ExecStart parses");
+    assert!(matches!(
+        cli.command,
+        switchhook::cli::CliCommand::Run { config: Some(_) }
+    ));
+}
+
+#[test]
+fn the_store_path_override_the_unit_uses_puts_the_outbox_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("switchhook.toml");
+    let nobody = common::free_addr();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n",
+            nobody.port()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let outbox = state.join("outbox.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchhook"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .current_dir(dir.path())
+        .env("SWITCHHOOK__STORE__PATH", &outbox)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !outbox.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(outbox.exists(), "no outbox at {}", outbox.display());
+    assert!(
+        !dir.path().join("switchhook.db").exists(),
+        "the default path was used instead"
+    );
+}
+
+#[test]
+fn systemd_accepts_the_unit_where_it_is_installed() {
+    let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
+        // No systemd on this machine: the unit's content is checked by the tests above.
+        eprintln!("systemd-analyze not installed; skipped");
+        return;
+    };
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("switchhook.service");
+    // The binary this test built stands in for /usr/local/bin/switchhook.
+    std::fs::write(
+        &unit,
+        UNIT.replace(
+            "/usr/local/bin/switchhook",
+            env!("CARGO_BIN_EXE_switchhook"),
+        ),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    // Only the host's own state (no such user here, no freeswitch.service) may be mentioned.
+    let complaints: Vec<&str> = said
+        .lines()
+        .filter(|l| !l.contains("freeswitch.service") && !l.trim().is_empty())
+        .collect();
+    assert!(out.status.success() && complaints.is_empty(), "{said}");
+}
