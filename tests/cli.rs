@@ -409,6 +409,28 @@ fn deliveries_commands_work_on_the_outbox() {
     assert_eq!(show["request"]["method"], "POST");
     assert!(run(&["purge", "--dead"]).contains("0 delivery(ies) deleted"));
     assert!(run(&["retry"]).contains("0 delivery(ies) queued again"));
+    // A backup is a whole outbox: its own status is the original's; it never overwrites.
+    let copy = dir.path().join("backup.db");
+    let copy_arg = copy.to_str().unwrap();
+    assert!(run(&["backup", copy_arg]).contains("backed up"));
+    let status = |db: &std::path::Path| {
+        let out = switchhook()
+            .args(["deliveries", "--db"])
+            .arg(db)
+            .arg("status")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(status(&copy), status(&db));
+    let again = switchhook()
+        .args(["deliveries", "--db"])
+        .arg(&db)
+        .args(["backup", copy_arg])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
     let bad = switchhook()
         .arg("deliveries")
         .arg("--db")

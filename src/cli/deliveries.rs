@@ -1,6 +1,6 @@
 //! `switchhook deliveries`: the outbox from the command line.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -59,6 +59,11 @@ pub enum Action {
     },
     /// Counts by state and the disabled webhooks.
     Status,
+    /// Write a consistent copy of the outbox to a new file (safe while `run` runs).
+    Backup {
+        /// The new file.
+        to: PathBuf,
+    },
 }
 
 /// Runs one action.
@@ -145,6 +150,9 @@ pub fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> ExitCode
         Action::Enable { webhook } => admin
             .enable(&webhook)
             .map(|n| println!("{webhook} enabled; {n} parked delivery(ies) queued in order")),
+        Action::Backup { to } => admin
+            .backup(&to)
+            .map(|()| println!("outbox backed up to {}", to.display())),
         Action::Status => admin.counts().and_then(|counts| {
             for (state, n) in counts {
                 println!("{state}: {n}");

@@ -150,6 +150,12 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// A backup would overwrite a file.
+    #[error("{path} exists already: back up to a new file")]
+    BackupExists {
+        /// The file named.
+        path: String,
+    },
     /// The transaction this operation was batched into could not begin or commit.
     #[error("outbox {path}: the transaction failed: {message}")]
     Batch {
@@ -379,6 +385,7 @@ impl StoreError {
                 path: path.clone(),
                 message: message.clone(),
             },
+            StoreError::BackupExists { path } => StoreError::BackupExists { path: path.clone() },
             StoreError::Closed => StoreError::Closed,
         }
     }
@@ -743,6 +750,21 @@ impl Admin {
         }
         self.bump()?;
         Ok(n)
+    }
+
+    /// Writes a consistent copy of the outbox to `to` (a new file), also while `run` is
+    /// writing to it: SQLite's `VACUUM INTO` reads one snapshot.
+    pub fn backup(&self, to: &Path) -> Result<(), StoreError> {
+        if to.exists() {
+            return Err(StoreError::BackupExists {
+                path: to.display().to_string(),
+            });
+        }
+        let target = to.to_string_lossy();
+        self.conn
+            .execute("VACUUM INTO ?1", params![target.as_ref()])
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// Counts by state.
