@@ -16,6 +16,11 @@ use crate::session::{CallSession, Segment, SegmentKind, Settings};
 /// How many finished calls the page lists.
 pub const FINISHED: usize = 20;
 
+/// How many calls in progress the page draws (the latest started). A busy PBX has thousands;
+/// drawing them all would cost the event loop a CDR build each, 4 times a second, for a page
+/// nobody can read. The page shows the total beside.
+pub const ACTIVE_SHOWN: usize = 200;
+
 /// One call as the page draws it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallLine {
@@ -96,8 +101,10 @@ pub struct KindColour {
 /// `/live.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct LivePage {
-    /// Calls in progress, oldest first.
+    /// Calls in progress (the latest [`ACTIVE_SHOWN`] started), oldest first.
     pub active: Vec<CallLine>,
+    /// How many calls are in progress in all.
+    pub active_total: usize,
     /// Calls that finished, newest first.
     pub finished: Vec<CallLine>,
     /// Webhook deliveries, newest first.
@@ -109,6 +116,7 @@ pub struct LivePage {
 #[derive(Debug, Default)]
 struct LiveState {
     active: Vec<CallLine>,
+    active_total: usize,
     finished: VecDeque<CallLine>,
     /// The latest event time seen (µs) and when it was seen, so an open segment keeps
     /// growing between events.
@@ -116,20 +124,40 @@ struct LiveState {
 }
 
 /// The live page's state, shared by `run`'s loop (writer) and the admin server (reader).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LiveView {
     state: Mutex<LiveState>,
+    shown: usize,
+}
+
+impl Default for LiveView {
+    fn default() -> Self {
+        LiveView::showing(ACTIVE_SHOWN)
+    }
 }
 
 impl LiveView {
+    /// A view drawing at most `shown` calls in progress.
+    pub fn showing(shown: usize) -> LiveView {
+        LiveView {
+            state: Mutex::default(),
+            shown: shown.max(1),
+        }
+    }
+
     /// Replaces the calls in progress.
     pub fn refresh<'a>(&self, calls: impl Iterator<Item = &'a CallSession>, settings: &Settings) {
-        let mut latest = i64::MIN;
+        let mut calls: Vec<&CallSession> = calls.collect();
+        let total = calls.len();
+        let latest = calls.iter().map(|c| c.end_us()).max().unwrap_or(i64::MIN);
+        // The latest started, without sorting them all.
+        if total > self.shown {
+            calls.select_nth_unstable_by_key(total - self.shown, |c| c.timeline.start_us());
+            calls.drain(..total - self.shown);
+        }
         let mut active: Vec<CallLine> = calls
-            .map(|c| {
-                latest = latest.max(c.end_us());
-                CallLine::from_record(&cdr::build(c, settings), false)
-            })
+            .into_iter()
+            .map(|c| CallLine::from_record(&cdr::build(c, settings), false))
             .collect();
         active.sort_by_key(|c| c.start_us);
         if let Ok(mut s) = self.state.lock() {
@@ -141,6 +169,7 @@ impl LiveView {
                 s.clock = Some((latest, Instant::now()));
             }
             s.active = active;
+            s.active_total = total;
         }
     }
 
@@ -156,9 +185,10 @@ impl LiveView {
 
     /// The page's data, with `deliveries` (newest first).
     pub fn page(&self, deliveries: Vec<DeliveryNote>) -> LivePage {
-        let (mut active, finished, clock) = match self.state.lock() {
+        let (mut active, active_total, finished, clock) = match self.state.lock() {
             Ok(s) => (
                 s.active.clone(),
+                s.active_total,
                 s.finished.iter().cloned().collect(),
                 s.clock,
             ),
@@ -172,6 +202,7 @@ impl LiveView {
         }
         LivePage {
             active,
+            active_total,
             finished,
             deliveries,
             kinds: SegmentKind::ALL
@@ -225,6 +256,34 @@ mod tests {
         assert_eq!(done.answered, Some(true));
         assert!(done.segments.iter().any(|s| s.kind == SegmentKind::Talk));
         assert_eq!(page.kinds.len(), SegmentKind::ALL.len());
+    }
+
+    #[tokio::test]
+    async fn a_busy_pbx_draws_only_its_latest_calls_and_counts_them_all() {
+        let settings = Arc::new(Settings::default());
+        let mut tracker = SessionTracker::new(Arc::clone(&settings));
+        let view = LiveView::showing(2);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/freeswitch-1.10/16-concurrent-mix.esl");
+        let mut stream = crate::replay::open(&path, Limits::default()).await.unwrap();
+        let mut most = 0;
+        while let Some(item) = stream.next().await {
+            let Ok(Ok(Message::Event(ev))) = item else {
+                continue;
+            };
+            tracker.on_event(&ev);
+            view.refresh(tracker.calls(), &settings);
+            let page = view.page(Vec::new());
+            assert_eq!(page.active_total, tracker.active());
+            assert_eq!(page.active.len(), tracker.active().min(2));
+            // The two drawn are the two latest started, oldest first.
+            let mut starts: Vec<i64> = tracker.calls().map(|c| c.timeline.start_us()).collect();
+            starts.sort_unstable();
+            let drawn: Vec<i64> = page.active.iter().map(|c| c.start_us).collect();
+            assert_eq!(drawn, starts[starts.len() - drawn.len()..]);
+            most = most.max(page.active_total);
+        }
+        assert!(most >= 4, "capture 16 has up to 5 calls at once: {most}");
     }
 
     #[test]
