@@ -71,7 +71,7 @@ fn live_json(rt: &tokio::runtime::Runtime, base: &str) -> Option<Value> {
 fn the_live_page_shows_the_demos_calls_in_a_browser() {
     chromium();
     let mut demo = Command::new(env!("CARGO_BIN_EXE_switchhook"))
-        .args(["demo", "--speed", "2", "--stay"])
+        .args(["demo", "--speed", "1", "--stay"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -118,7 +118,7 @@ fn the_live_page_shows_the_demos_calls_in_a_browser() {
     let calls = rows(&dom, "call");
     assert!(!calls.is_empty(), "no call rows rendered:\n{dom}");
     for (id, segments) in &calls {
-        // Capture 16's calls are all about 10 s long and start within 6 s of each other: a
+        // At real speed capture 16's calls last 4 to 14 s and overlap: a
         // call up when the JSON was read is still up a moment later.
         assert!(segments >= &1, "call {id} drew no timeline:\n{dom}");
     }
