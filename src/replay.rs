@@ -53,11 +53,6 @@ impl Progress {
     pub fn finish(&self) {
         self.0.finish_and_clear();
     }
-
-    /// The bar is visible.
-    pub fn is_shown(&self) -> bool {
-        !self.0.is_hidden()
-    }
 }
 
 /// Opens a capture file as a stream of [`crate::esl::Decoded`] items, exactly as the bytes

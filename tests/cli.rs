@@ -138,11 +138,7 @@ fn run_assembles_calls_from_a_live_socket_and_logs_their_cdrs() {
         server.addr().port(),
         dir.path().join("outbox.db").display().to_string()
     ));
-    let mut child = switchhook()
-        .args(["run", "--config"])
-        .arg(f.path())
-        .env("SWITCHHOOK__FREESWITCH__PASSWORD", "s3cret-run")
-        .env_remove("RUST_LOG")
+    let mut child = common::run_command(f.path(), "s3cret-run")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -534,10 +530,7 @@ fn run_serves_metrics_health_and_readiness() {
         server.addr().port(),
         dir.path().join("outbox.db").display().to_string()
     ));
-    let mut child = switchhook()
-        .args(["run", "--config"])
-        .arg(f.path())
-        .env("SWITCHHOOK__FREESWITCH__PASSWORD", "s3cret-admin")
+    let mut child = common::run_command(f.path(), "s3cret-admin")
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -589,9 +582,7 @@ fn readyz_says_why_while_freeswitch_is_unreachable() {
         nobody.port(),
         dir.path().join("outbox.db").display().to_string()
     ));
-    let mut child = switchhook()
-        .args(["run", "--config"])
-        .arg(f.path())
+    let mut child = common::run_command(f.path(), "")
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

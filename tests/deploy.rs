@@ -73,9 +73,7 @@ fn the_store_path_override_the_unit_uses_puts_the_outbox_there() {
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();
     let outbox = state.join("outbox.db");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchhook"))
-        .args(["run", "--config"])
-        .arg(&cfg)
+    let mut child = common::run_command(&cfg, "")
         .current_dir(dir.path())
         .env("SWITCHHOOK__STORE__PATH", &outbox)
         .stderr(Stdio::null())

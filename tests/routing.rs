@@ -569,11 +569,7 @@ filters = [{{ field = "routeStatus", op = "eq", value = "ACK" }}]
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchhook"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("SWITCHHOOK__FREESWITCH__PASSWORD", "s3cret-routing")
-        .env_remove("RUST_LOG")
+    let mut child = common::run_command(&cfg, "s3cret-routing")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -710,12 +710,7 @@ fn a_restart_resumes_pending_deliveries_and_never_enqueues_twice() {
 fn spawn_run(config: &Path, password: &str) -> std::process::Child {
     let log = std::fs::File::create(config.with_extension(format!("log.{}", std::process::id())))
         .unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_switchhook"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("SWITCHHOOK__FREESWITCH__PASSWORD", password)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
+    common::run_command(config, password)
         .stderr(log)
         .spawn()
         .unwrap()

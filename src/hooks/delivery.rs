@@ -437,11 +437,14 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
             Some(o) => judge(o, attempt_no, s.request.max_attempts, now_ms() / 1000),
             None => Verdict::Dead,
         };
-        let after = match verdict {
-            Verdict::Delivered => After::Delivered,
-            Verdict::Retry(d) => After::RetryAt(now_ms() + d.as_millis() as i64),
-            Verdict::Dead => After::Dead,
-            Verdict::Disable => After::Parked,
+        let (after, counted) = match verdict {
+            Verdict::Delivered => (After::Delivered, Outcome::Delivered),
+            Verdict::Retry(d) => (
+                After::RetryAt(now_ms() + d.as_millis() as i64),
+                Outcome::Retried,
+            ),
+            Verdict::Dead => (After::Dead, Outcome::Dead),
+            Verdict::Disable => (After::Parked, Outcome::Parked),
         };
         if let Err(e) = inner
             .outbox
@@ -451,12 +454,6 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
             tracing::error!(webhook, id = %s.request.id, call_id = %s.request.call_id, error = %e, "cannot record a webhook attempt");
         }
         let log_status = rec.status.map(|c| c.to_string()).unwrap_or_default();
-        let counted = match verdict {
-            Verdict::Delivered => Outcome::Delivered,
-            Verdict::Retry(_) => Outcome::Retried,
-            Verdict::Dead => Outcome::Dead,
-            Verdict::Disable => Outcome::Parked,
-        };
         inner.stats.note(
             &s.request,
             counted,

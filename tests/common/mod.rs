@@ -6,6 +6,19 @@ pub mod receiver;
 
 use std::path::PathBuf;
 
+/// `switchhook run --config CONFIG` with the event-socket password from the environment (as
+/// a deployment passes it), `RUST_LOG` cleared so the file's `[log]` applies, stdout dropped.
+/// Callers choose stderr and spawn.
+pub fn run_command(config: &std::path::Path, password: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchhook"));
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .env("SWITCHHOOK__FREESWITCH__PASSWORD", password)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null());
+    cmd
+}
+
 /// The path of a capture under `fixtures/`.
 pub fn fixture(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -82,7 +95,6 @@ impl LogTail {
     }
 
     /// Takes the child's (piped) stdout.
-    #[allow(dead_code)]
     pub fn stdout(child: &mut std::process::Child) -> LogTail {
         LogTail::read(child.stdout.take().expect("stdout piped"))
     }
