@@ -80,7 +80,7 @@ fn main() {
             let addr = server.local_addr().unwrap();
             let stop = CancellationToken::new();
             tokio::spawn(server.serve(stop.clone()));
-            let conv = Arc::new(Conversation::from_captures(&["19-routing-crm-ack"]));
+            let conv = Arc::new(Conversation::for_step(&["19-routing-crm-ack"]));
 
             // Warm up (connection pool, allocator).
             for _ in 0..50 {
@@ -121,7 +121,7 @@ fn main() {
                 }
                 let secs = t0.elapsed().as_secs_f64();
                 println!(
-                    "SUMMARY routing throughput: {total} steps ({width} at a time, each: connect, myevents, 7 sendmsg with their completions, an HTTP GET, exit) in {secs:.2} s = {:.0} steps/s",
+                    "SUMMARY routing throughput: {total} steps ({width} at a time, each: connect, filter, event plain, 7 sendmsg with their completions, an HTTP GET, exit) in {secs:.2} s = {:.0} steps/s",
                     total as f64 / secs
                 );
             }

@@ -77,6 +77,15 @@ fn sendmsg(app: &str, arg: &str) -> String {
     )
 }
 
+/// The step's opening: `connect`, then the subscription capture 23 shows.
+fn opening(uuid: &str) -> Vec<String> {
+    vec![
+        "connect\n".to_owned(),
+        format!("filter Unique-ID {uuid}\n"),
+        "event plain CHANNEL_EXECUTE_COMPLETE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE\n".to_owned(),
+    ]
+}
+
 fn sets(pairs: &[(&str, &str)]) -> Vec<String> {
     pairs
         .iter()
@@ -119,11 +128,11 @@ fn seed_ack() -> Reply {
 async fn an_ack_hands_the_captured_call_its_destination_and_name() {
     let http = Receiver::start(|_, _| seed_ack()).await;
     let mut rig = rig(RoutingConfig::default(), vec![crm(&http.base(), "/route")]).await;
-    let conv = Conversation::from_captures(&["19-routing-crm-ack"]);
+    let conv = Conversation::for_step(&["19-routing-crm-ack"]);
     let t = call(rig.addr, &conv, FakeOptions::default()).await;
     let report = rig.report().await;
 
-    let mut want = vec!["connect\n".to_owned(), "myevents\n".to_owned()];
+    let mut want = opening("ad08414e-a9a9-4ca2-9f6b-2f2f4ea18e10");
     want.extend(sets(&[
         ("switchhook_status", "ACK"),
         ("switchhook_destination", "1003"),
@@ -185,7 +194,7 @@ async fn the_digit_menu_collects_the_code_as_the_capture_did() {
         },
     }));
     let mut rig = rig(RoutingConfig::default(), vec![pin]).await;
-    let conv = Conversation::from_captures(&["20-routing-pin-digits", "19-routing-crm-ack"]);
+    let conv = Conversation::for_step(&["20-routing-pin-digits", "19-routing-crm-ack"]);
     let t = call(
         rig.addr,
         &conv,
@@ -199,9 +208,9 @@ async fn the_digit_menu_collects_the_code_as_the_capture_did() {
     let n = t.normalized();
     // The same answer and play_and_get_digits the captured stand-in sent, byte for byte
     // (but the event-lock).
-    assert_eq!(n[2], sendmsg("answer", ""));
+    assert_eq!(n[3], sendmsg("answer", ""));
     assert_eq!(
-        n[3],
+        n[4],
         sendmsg(
             "play_and_get_digits",
             r"1 4 2 5000 # ivr/ivr-enter_ext_pound.wav ivr/ivr-that_was_an_invalid_entry.wav switchhook_code ^\d{1,4}$"
@@ -227,7 +236,7 @@ async fn a_menu_without_digits_plays_the_timeout_message_and_fails() {
         "menu": {"enabled": true, "attempts": 2, "max_digits": 4},
     }));
     let mut rig = rig(RoutingConfig::default(), vec![pin]).await;
-    let conv = Conversation::from_captures(&["21-routing-pin-timeout", "19-routing-crm-ack"]);
+    let conv = Conversation::for_step(&["21-routing-pin-timeout", "19-routing-crm-ack"]);
     let t = call(
         rig.addr,
         &conv,
@@ -239,9 +248,9 @@ async fn a_menu_without_digits_plays_the_timeout_message_and_fails() {
     .await;
     let report = rig.report().await;
     let n = t.normalized();
-    assert_eq!(n[4], sendmsg("playback", "ivr/ivr-no_valid_entry.wav"));
+    assert_eq!(n[5], sendmsg("playback", "ivr/ivr-no_valid_entry.wav"));
     assert_eq!(
-        &n[5..8],
+        &n[6..9],
         &sets(&[
             ("switchhook_status", "TIMEOUT"),
             ("switchhook_reason", "no digits"),
@@ -268,7 +277,7 @@ async fn a_caller_hanging_up_mid_step_ends_it_and_nothing_more_is_sent() {
         }))],
     )
     .await;
-    let conv = Conversation::from_captures(&["22-routing-caller-hangup", "19-routing-crm-ack"]);
+    let conv = Conversation::for_step(&["22-routing-caller-hangup", "19-routing-crm-ack"]);
     let started = Instant::now();
     let t = call(
         rig.addr,
@@ -281,7 +290,7 @@ async fn a_caller_hanging_up_mid_step_ends_it_and_nothing_more_is_sent() {
     .await;
     let report = rig.report().await;
     let took = started.elapsed();
-    assert_eq!(t.normalized(), vec!["connect\n", "myevents\n"]);
+    assert_eq!(t.normalized(), opening(&report.call_id));
     assert!(t.after_hangup.is_empty(), "{:?}", t.after_hangup);
     assert!(!t.exited);
     assert_eq!(
@@ -321,7 +330,7 @@ async fn hostile_and_broken_replies_take_the_failure_branch_and_inject_nothing()
     for (name, reply, want) in cases {
         let http = Receiver::start(move |_, _| reply.clone()).await;
         let mut rig = rig(RoutingConfig::default(), vec![crm(&http.base(), "/r")]).await;
-        let conv = Conversation::from_captures(&["19-routing-crm-ack"]);
+        let conv = Conversation::for_step(&["19-routing-crm-ack"]);
         let t = call(rig.addr, &conv, FakeOptions::default()).await;
         rig.report().await;
         assert_eq!(
@@ -362,7 +371,7 @@ async fn a_slow_server_times_out_within_the_deadline() {
     let mut r = crm(&http.base(), "/slow");
     r.deadline = Duration::from_millis(300);
     let mut rig = rig(RoutingConfig::default(), vec![r]).await;
-    let conv = Conversation::from_captures(&["19-routing-crm-ack"]);
+    let conv = Conversation::for_step(&["19-routing-crm-ack"]);
     let t = call(rig.addr, &conv, FakeOptions::default()).await;
     let report = rig.report().await;
     assert_eq!(var(&t, "switchhook_status").as_deref(), Some("TIMEOUT"));
@@ -398,8 +407,8 @@ async fn an_outage_opens_the_breaker_and_the_cache_keeps_known_callers_routed() 
         ..Default::default()
     };
     let mut rig = rig(routing, vec![r]).await;
-    let known = Conversation::from_captures(&["19-routing-crm-ack"]);
-    let other = Conversation::from_captures(&["23-routing-api-linger", "19-routing-crm-ack"]);
+    let known = Conversation::for_step(&["19-routing-crm-ack"]);
+    let other = Conversation::for_step(&["23-routing-api-linger", "19-routing-crm-ack"]);
 
     // 1: the server answers; the ACK is kept.
     let t = call(rig.addr, &known, FakeOptions::default()).await;
@@ -441,7 +450,7 @@ async fn route_options_shape_the_commands() {
     vip.caller_id_forwarding = switchhook::routing::config::CallerIdForwarding::Called;
     vip.on_success = "switchhook-ACK".into();
     let mut rig = rig(RoutingConfig::default(), vec![vip]).await;
-    let conv = Conversation::from_captures(&["19-routing-crm-ack"]);
+    let conv = Conversation::for_step(&["19-routing-crm-ack"]);
     let t = call(rig.addr, &conv, FakeOptions::default()).await;
     rig.report().await;
     let n = t.normalized();
@@ -476,12 +485,40 @@ async fn route_options_shape_the_commands() {
 }
 
 #[tokio::test]
+async fn a_refused_subscription_fails_the_step_before_any_decision_is_set() {
+    let http = Receiver::start(|_, _| seed_ack()).await;
+    let mut rig = rig(RoutingConfig::default(), vec![crm(&http.base(), "/r")]).await;
+    let conv = Conversation::for_step(&["19-routing-crm-ack"]);
+    // FreeSWITCH's own `-ERR command not found` (capture 23) answers the filter.
+    let t = call(
+        rig.addr,
+        &conv,
+        FakeOptions {
+            refuse: vec!["filter"],
+            ..Default::default()
+        },
+    )
+    .await;
+    let report = rig.report().await;
+    assert_eq!(
+        report.aborted,
+        Some(switchhook::routing::SocketError::Refused {
+            what: "filter".into(),
+            text: "command not found".into(),
+        })
+    );
+    // The subscription was pipelined with the HTTP call, but nothing was set on the channel.
+    assert_eq!(t.normalized(), opening(&report.call_id));
+    assert!(!t.exited);
+}
+
+#[tokio::test]
 async fn an_unknown_route_fails_without_asking_anyone() {
     let http = Receiver::start(|_, _| seed_ack()).await;
     let mut other = crm(&http.base(), "/r");
     other.name = "billing".into();
     let mut rig = rig(RoutingConfig::default(), vec![other]).await;
-    let conv = Conversation::from_captures(&["19-routing-crm-ack"]);
+    let conv = Conversation::for_step(&["19-routing-crm-ack"]);
     let t = call(rig.addr, &conv, FakeOptions::default()).await;
     rig.report().await;
     assert_eq!(var(&t, "switchhook_status").as_deref(), Some("ERR"));
@@ -500,7 +537,7 @@ async fn many_calls_at_once_each_get_their_own_answer() {
     })
     .await;
     let mut rig = rig(RoutingConfig::default(), vec![crm(&http.base(), "/r")]).await;
-    let conv = Arc::new(Conversation::from_captures(&["19-routing-crm-ack"]));
+    let conv = Arc::new(Conversation::for_step(&["19-routing-crm-ack"]));
     let mut calls = Vec::new();
     for _ in 0..40 {
         let conv = Arc::clone(&conv);
@@ -580,7 +617,7 @@ filters = [{{ field = "routeStatus", op = "eq", value = "ACK" }}]
         "{}",
         log.text()
     );
-    let conv = Conversation::from_captures(&["19-routing-crm-ack"]);
+    let conv = Conversation::for_step(&["19-routing-crm-ack"]);
     let t = rt.block_on(call(addr, &conv, FakeOptions::default()));
     assert_eq!(var(&t, "switchhook_status").as_deref(), Some("ACK"));
     assert_eq!(var(&t, "switchhook_destination").as_deref(), Some("1003"));

@@ -90,6 +90,8 @@ pub struct OutboundSocket {
     uuid: String,
     timeouts: SocketTimeouts,
     replies: VecDeque<Reply>,
+    /// Commands sent with [`OutboundSocket::send_early`] whose replies are not checked yet.
+    unsettled: VecDeque<&'static str>,
     awaited: HashSet<String>,
     completions: HashMap<String, Event>,
     ended: Option<SocketError>,
@@ -108,6 +110,7 @@ impl OutboundSocket {
             uuid: String::new(),
             timeouts,
             replies: VecDeque::new(),
+            unsettled: VecDeque::new(),
             awaited: HashSet::new(),
             completions: HashMap::new(),
             ended: None,
@@ -134,41 +137,52 @@ impl OutboundSocket {
         &self.uuid
     }
 
-    /// Sends a command and waits for its `command/reply`; `-ERR` becomes an error.
-    pub async fn command(&mut self, cmd: &Command, what: &str) -> Result<Reply, SocketError> {
-        self.write(cmd).await?;
-        let reply = self.next_reply().await?;
-        match reply.status() {
-            ReplyStatus::Err(text) => Err(SocketError::Refused {
-                what: what.to_owned(),
-                text,
-            }),
-            _ => Ok(reply),
-        }
+    /// Sends commands in one write without waiting for their replies, so their round trip
+    /// overlaps what comes next (the HTTP call). Their replies are checked by the next
+    /// [`OutboundSocket::execute_all`] before it writes anything: an `-ERR` fails the step
+    /// before any decision reaches the channel.
+    pub async fn send_early(
+        &mut self,
+        cmds: Vec<(Command, &'static str)>,
+    ) -> Result<(), SocketError> {
+        let (cmds, whats): (Vec<Command>, Vec<&'static str>) = cmds.into_iter().unzip();
+        self.write_all(&cmds).await?;
+        self.unsettled.extend(whats);
+        Ok(())
     }
 
-    /// Runs applications in order (`sendmsg` with `event-lock`, sent back to back) and waits
+    /// Reads the replies of the commands sent early; the first `-ERR` is the error.
+    async fn settle(&mut self) -> Result<(), SocketError> {
+        while let Some(what) = self.unsettled.pop_front() {
+            let reply = self.next_reply().await?;
+            if let ReplyStatus::Err(text) = reply.status() {
+                return Err(refused(what, text));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs applications in order (`sendmsg` with `event-lock`, all in one write) and waits
     /// until every one has completed; returns their CHANNEL_EXECUTE_COMPLETE events.
     pub async fn execute_all(
         &mut self,
         apps: &[App],
         limit: Duration,
     ) -> Result<Vec<Event>, SocketError> {
+        self.settle().await?;
         let mut ids = Vec::with_capacity(apps.len());
+        let mut cmds = Vec::with_capacity(apps.len());
         for (app, arg) in apps {
             let id = uuid::Uuid::new_v4().to_string();
-            let cmd = Command::execute(None, app, arg, Some(&id))?.with_event_lock();
-            self.write(&cmd).await?;
-            self.awaited.insert(id.clone());
+            cmds.push(Command::execute(None, app, arg, Some(&id))?.with_event_lock());
             ids.push(id);
         }
+        self.write_all(&cmds).await?;
+        self.awaited.extend(ids.iter().cloned());
         for (app, _) in apps {
             let reply = self.next_reply().await?;
             if let ReplyStatus::Err(text) = reply.status() {
-                return Err(SocketError::Refused {
-                    what: format!("execute {app}"),
-                    text,
-                });
+                return Err(refused(&format!("execute {app}"), text));
             }
         }
         let deadline = Instant::now() + limit;
@@ -241,12 +255,18 @@ impl OutboundSocket {
     }
 
     async fn write(&mut self, cmd: &Command) -> Result<(), SocketError> {
+        self.write_all(std::slice::from_ref(cmd)).await
+    }
+
+    /// Writes commands back to back and flushes once: one segment instead of one per command.
+    async fn write_all(&mut self, cmds: &[Command]) -> Result<(), SocketError> {
         // A command after the hangup would never be answered (capture 22): do not send it.
         self.fail_if_ended()?;
-        self.framed
-            .send(cmd)
-            .await
-            .map_err(|e| SocketError::Io(e.to_string()))
+        let io = |e: std::io::Error| SocketError::Io(e.to_string());
+        for cmd in cmds {
+            self.framed.feed(cmd).await.map_err(io)?;
+        }
+        self.framed.flush().await.map_err(io)
     }
 
     async fn next_reply(&mut self) -> Result<Reply, SocketError> {
@@ -330,5 +350,12 @@ impl OutboundSocket {
         if self.ended.is_none() {
             self.ended = Some(why);
         }
+    }
+}
+
+fn refused(what: &str, text: String) -> SocketError {
+    SocketError::Refused {
+        what: what.to_owned(),
+        text,
     }
 }

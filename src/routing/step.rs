@@ -10,7 +10,7 @@ use super::lookup::{Answer, Question, Route, Source};
 use super::reply::{clean_name, Decision, RoutingStatus};
 use super::server::Router;
 use super::socket::{App, OutboundSocket, SocketError};
-use crate::esl::{Command, Event};
+use crate::esl::{Command, Event, EventFormat};
 
 /// The variable `play_and_get_digits` stores the code in.
 pub const CODE_VARIABLE: &str = "switchhook_code";
@@ -51,8 +51,10 @@ async fn converse(
     router: &Router,
     report: &mut StepReport,
 ) -> Result<(), SocketError> {
-    // Events first, so a hangup during any later wait is seen at once.
-    sock.command(&Command::MyEvents(None), "myevents").await?;
+    // Events first, so a hangup during any later wait is seen at once. Their replies are
+    // checked before the first application is sent; the HTTP call does not wait for them.
+    let subscribe = subscription(sock.uuid());
+    sock.send_early(subscribe).await?;
     let table = router.table();
     let named = data.var("switchhook_route").map(|r| r.into_owned());
     let route = named.as_deref().and_then(|n| table.route(n));
@@ -101,6 +103,30 @@ async fn converse(
     apply(sock, data, Some(route), &answer).await?;
     report.answer = Some(answer);
     sock.exit().await
+}
+
+/// The events a step needs: its applications' completions and the hangup. Capture 23 shows
+/// FreeSWITCH honouring `filter Unique-ID` + `event plain …` on an outbound socket; compared
+/// with `myevents` it leaves out CHANNEL_EXECUTE and the other channel events (about 6 kB
+/// each) that FreeSWITCH would otherwise build and switchhook parse. The filter goes first so
+/// no other channel's events ever arrive. A Unique-ID that is not a plain UUID (a custom
+/// `origination_uuid`) never reaches a command line: that channel gets `myevents`.
+pub fn subscription(uuid: &str) -> Vec<(Command, &'static str)> {
+    const EVENTS: [&str; 3] = [
+        "CHANNEL_EXECUTE_COMPLETE",
+        "CHANNEL_HANGUP",
+        "CHANNEL_HANGUP_COMPLETE",
+    ];
+    let names: Vec<String> = EVENTS.iter().map(|e| (*e).to_owned()).collect();
+    let filtered = uuid::Uuid::try_parse(uuid)
+        .ok()
+        .filter(|u| u.hyphenated().to_string() == uuid.to_ascii_lowercase())
+        .and_then(|_| Command::filter("Unique-ID", uuid).ok())
+        .zip(Command::event(EventFormat::Plain, &names).ok());
+    match filtered {
+        Some((filter, event)) => vec![(filter, "filter"), (event, "event")],
+        None => vec![(Command::MyEvents(None), "myevents")],
+    }
 }
 
 fn is_plain_name(n: &str) -> bool {
@@ -290,6 +316,38 @@ mod tests {
             source: Source::Server,
             latency: Duration::from_millis(12),
             attempts: 1,
+        }
+    }
+
+    #[test]
+    fn the_subscription_filters_on_a_real_uuid_and_falls_back_to_myevents() {
+        let lines = |uuid: &str| -> Vec<(String, &'static str)> {
+            subscription(uuid)
+                .into_iter()
+                .map(|(c, what)| {
+                    let mut b = bytes::BytesMut::new();
+                    c.write_to(&mut b);
+                    (String::from_utf8(b.to_vec()).unwrap(), what)
+                })
+                .collect()
+        };
+        assert_eq!(
+            lines("01884eef-59e4-49f9-a552-67a3aa1aa47c"),
+            vec![
+                (
+                    "filter Unique-ID 01884eef-59e4-49f9-a552-67a3aa1aa47c\n\n".to_owned(),
+                    "filter"
+                ),
+                (
+                    "event plain CHANNEL_EXECUTE_COMPLETE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE\n\n"
+                        .to_owned(),
+                    "event"
+                ),
+            ]
+        );
+        // A custom origination_uuid is not put on a command line.
+        for odd in ["call 1", "x\nexit", "", "01884eef59e449f9a55267a3aa1aa47c"] {
+            assert_eq!(lines(odd), vec![("myevents\n\n".to_owned(), "myevents")]);
         }
     }
 

@@ -7,7 +7,9 @@
 //! `Application-UUID`, applications running one after the other like a channel's queue; the
 //! captured DTMF and `play_and_get_digits` result; `+OK bye` and the disconnect notice on
 //! `exit`. With a hangup scheduled it sends capture 22's hangup events and disconnect notice,
-//! closes, and answers nothing more (quirks 15 and 16).
+//! closes, and answers nothing more (quirks 15 and 16). Events go out only as subscribed:
+//! every channel event after `myevents`, only the named ones after `event plain …` (capture 23
+//! holds no CHANNEL_EXECUTE), none before either.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
@@ -104,13 +106,27 @@ struct Response {
 pub struct Conversation {
     responses: HashMap<String, Response>,
     hangup: Vec<(f64, Vec<u8>)>,
+    /// FreeSWITCH's own `-ERR command not found` reply (capture 23).
+    refusal: Vec<u8>,
 }
 
+/// The capture that holds FreeSWITCH's answers to `filter` and `event plain …`, which a step
+/// sends first; the other routing captures were recorded with `myevents`.
+const SUBSCRIPTION_CAPTURE: &str = "23-routing-api-linger";
+
 impl Conversation {
-    /// Reads a capture's log; later captures only add commands the earlier ones lack.
-    pub fn from_captures(names: &[&str]) -> Conversation {
+    /// A routing step's conversation: the named captures first (later ones only add commands
+    /// the earlier ones lack), then capture 23 for the subscription and the refusal.
+    pub fn for_step(names: &[&str]) -> Conversation {
+        let mut all = names.to_vec();
+        all.push(SUBSCRIPTION_CAPTURE);
+        Conversation::from_captures(&all)
+    }
+
+    fn from_captures(names: &[&str]) -> Conversation {
         let mut responses: HashMap<String, Response> = HashMap::new();
         let mut hangup = Vec::new();
+        let mut refusal = Vec::new();
         for name in names {
             let recs = load_log(name);
             let mut current: Option<(f64, Response)> = None;
@@ -148,6 +164,14 @@ impl Conversation {
                         .collect();
                 }
             }
+            if refusal.is_empty() {
+                if let Some(r) = recs
+                    .iter()
+                    .find(|r| r.from_fs && contains(&r.bytes, b"Reply-Text: -ERR"))
+                {
+                    refusal = r.bytes.clone();
+                }
+            }
             for resp in done {
                 let key = key_of(&resp.command);
                 // A command the hangup interrupted has no answer to learn from.
@@ -162,7 +186,57 @@ impl Conversation {
                 responses.entry(key).or_insert(resp);
             }
         }
-        Conversation { responses, hangup }
+        assert!(!refusal.is_empty(), "no -ERR reply in {names:?}");
+        Conversation {
+            responses,
+            hangup,
+            refusal,
+        }
+    }
+}
+
+/// Which events FreeSWITCH sends on the socket so far.
+#[derive(Debug, Clone, PartialEq)]
+enum Subscription {
+    /// Nothing asked for yet.
+    Nothing,
+    /// `myevents`: every event of the channel.
+    Channel,
+    /// `event plain A B …`: only these.
+    Names(Vec<String>),
+}
+
+impl Subscription {
+    /// After `command`, or None when it does not change the subscription.
+    fn after(command: &str) -> Option<Subscription> {
+        let first = command.lines().next().unwrap_or("").trim();
+        let mut words = first.split_whitespace();
+        match words.next()? {
+            "myevents" => Some(Subscription::Channel),
+            "event" => {
+                words.next()?; // the format
+                Some(Subscription::Names(words.map(str::to_owned).collect()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a frame FreeSWITCH would send goes out: replies and notices always, events only
+    /// when subscribed.
+    fn passes(&self, frame: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(frame);
+        if !text.contains("Content-Type: text/event-") {
+            return true;
+        }
+        let name = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Event-Name: "))
+            .unwrap_or("");
+        match self {
+            Subscription::Nothing => false,
+            Subscription::Channel => true,
+            Subscription::Names(names) => names.iter().any(|n| n == name || n == "ALL"),
+        }
     }
 }
 
@@ -177,6 +251,9 @@ pub struct FakeOptions {
     pub speed: f64,
     /// The caller hangs up this long after the connection (capture 22's frames).
     pub hangup_after: Option<Duration>,
+    /// Commands (by first word, e.g. `filter`) answered with FreeSWITCH's captured
+    /// `-ERR command not found` instead of their own reply.
+    pub refuse: Vec<&'static str>,
 }
 
 impl Default for FakeOptions {
@@ -184,6 +261,7 @@ impl Default for FakeOptions {
         FakeOptions {
             speed: 1.0,
             hangup_after: None,
+            refuse: Vec::new(),
         }
     }
 }
@@ -309,6 +387,7 @@ pub async fn call(addr: SocketAddr, conv: &Conversation, opts: FakeOptions) -> T
     let scale = |secs: f64| Duration::from_secs_f64((secs / opts.speed).max(0.0));
     let mut hangup_at = opts.hangup_after.map(|d| start + d);
     let mut hung_up = false;
+    let mut subscription = Subscription::Nothing;
     let mut pending = String::new();
     // read_until is cancel-safe: a partial line stays in `line` across select! rounds.
     let mut line: Vec<u8> = Vec::new();
@@ -348,6 +427,9 @@ pub async fn call(addr: SocketAddr, conv: &Conversation, opts: FakeOptions) -> T
                     let now = Instant::now();
                     let n = conv.hangup.len();
                     for (i, (d, f)) in conv.hangup.iter().enumerate() {
+                        if i + 1 < n && !subscription.passes(f) {
+                            continue;
+                        }
                         seq += 1;
                         heap.push(Due { at: std::cmp::Reverse(now + scale(*d)), seq: std::cmp::Reverse(seq), bytes: f.clone(), close: i + 1 == n });
                     }
@@ -379,6 +461,20 @@ pub async fn call(addr: SocketAddr, conv: &Conversation, opts: FakeOptions) -> T
                     continue;
                 }
                 let key = sent.key();
+                if opts.refuse.contains(&key.as_str()) {
+                    seq += 1;
+                    heap.push(Due {
+                        at: std::cmp::Reverse(Instant::now()),
+                        seq: std::cmp::Reverse(seq),
+                        bytes: conv.refusal.clone(),
+                        close: false,
+                    });
+                    t.commands.push(sent);
+                    continue;
+                }
+                if let Some(now_subscribed) = Subscription::after(&sent.text) {
+                    subscription = now_subscribed;
+                }
                 let resp = conv.responses.get(&key).or_else(|| {
                     key.starts_with("sendmsg:").then(|| conv.responses.get("sendmsg:set")).flatten()
                 });
@@ -394,6 +490,9 @@ pub async fn call(addr: SocketAddr, conv: &Conversation, opts: FakeOptions) -> T
                 // Applications run one after the other, like the channel's message queue.
                 let base = app_clock.max(now);
                 for (i, (d, f)) in resp.frames.iter().enumerate() {
+                    if !subscription.passes(f) {
+                        continue;
+                    }
                     let at = if i == 0 || !key.starts_with("sendmsg:") {
                         now + scale(*d)
                     } else {
