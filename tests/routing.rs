@@ -140,6 +140,8 @@ async fn an_ack_hands_the_captured_call_its_destination_and_name() {
         ("switchhook_reason", "the routing server answered ACK"),
         ("switchhook_source", "server"),
         ("switchhook_latency_ms", "<ms>"),
+        // The URL without its query (which may carry keys).
+        ("switchhook_url", &format!("{}/route", http.base())),
         ("effective_caller_id_name", "CRM Jo Bloggs (+447700900190)"),
     ]));
     want.push("exit\n".to_owned());

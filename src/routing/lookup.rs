@@ -92,6 +92,8 @@ pub struct Route {
     /// The configuration.
     pub config: RouteConfig,
     url: Template,
+    /// The URL as the channel and the CDR show it: see [`redacted`].
+    pub shown_url: String,
 }
 
 impl Route {
@@ -99,6 +101,7 @@ impl Route {
     pub fn new(config: RouteConfig) -> Route {
         Route {
             url: Template::parse(&config.url),
+            shown_url: redacted(&config.url),
             config,
         }
     }
@@ -108,6 +111,20 @@ impl Route {
         self.url
             .fields()
             .filter(|f| super::config::is_channel_field(f))
+    }
+}
+
+/// A URL (template) cut to scheme, host and path: the query and any `user:password@` may hold
+/// API keys, and the CDR travels to other systems.
+pub fn redacted(url: &str) -> String {
+    let base = url.split(['?', '#']).next().unwrap_or_default();
+    match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}{path}")
+        }
+        None => base.to_owned(),
     }
 }
 
@@ -325,6 +342,24 @@ fn describe(e: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shown_url_keeps_scheme_host_and_path_only() {
+        for (url, shown) in [
+            (
+                "https://crm.example/route?code={code}&key=SECRET",
+                "https://crm.example/route",
+            ),
+            (
+                "https://bot:s3cret@crm.example:8443/r/in#frag",
+                "https://crm.example:8443/r/in",
+            ),
+            ("http://127.0.0.1:8090", "http://127.0.0.1:8090"),
+            ("http://u:p@h?x", "http://h"),
+        ] {
+            assert_eq!(redacted(url), shown, "{url}");
+        }
+    }
 
     fn route(ttl: u64) -> Route {
         let mut c: RouteConfig = serde_json::from_value(

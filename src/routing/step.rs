@@ -238,6 +238,7 @@ pub fn decision_apps(data: &Event, route: Option<&Route>, answer: &Answer) -> Ve
     let Some(route) = route else {
         return apps;
     };
+    apps.push(("set", format!("switchhook_url={}", safe(&route.shown_url))));
     if d.status.is_success() {
         if let Some(name) = &callername {
             apps.push(("set", format!("effective_caller_id_name={name}")));
@@ -373,6 +374,7 @@ mod tests {
             ),
             ("set", "switchhook_source=server".into()),
             ("set", "switchhook_latency_ms=12".into()),
+            ("set", "switchhook_url=http://x/".into()),
             ("transfer", "switchhook-failed".into()),
         ];
         assert_eq!(apps, want);

@@ -144,6 +144,9 @@ pub struct Cdr {
     /// Milliseconds spent asking the routing server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routeLatencyMs: Option<u64>,
+    /// The routing URL asked: scheme, host and path (the query and credentials may hold keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routeUrl: Option<String>,
     /// The millisecond timeline (switchhook's extension).
     pub timeline: Vec<Segment>,
     /// The recordings' manifest: path, offset in the call, length.
@@ -159,7 +162,7 @@ pub struct Cdr {
 /// Every field name a CDR may carry (seed 001's names, then switchhook's extensions): what
 /// webhook templates and filters may name.
 #[rustfmt::skip]
-pub const FIELDS: [&str; 79] = [
+pub const FIELDS: [&str; 80] = [
     "id", "dType", "sVer", "pbxId", "pbxName", "tz", "start", "answer", "end", "dur", "ring",
     "talk", "hold", "park", "lost", "lostinPark", "aban", "ans", "short", "cause", "dir", "type",
     "t2t", "cliNum", "cliName", "cliLoc", "cliArea", "cliState", "cliCtry", "ddiNum", "ddiName",
@@ -170,7 +173,7 @@ pub const FIELDS: [&str; 79] = [
     "rteID", "rteName", "fRngGroupName", "lRngGroupName", "ansGroupName", "hasRec", "rate",
     "rateCost", "rateBand", "rateName", "recordingIds", "directoryMatches", "tags", "timeline",
     "recordings", "partial", "timelineError", "routeStep", "routeStatus", "routeDest",
-    "routeCallerName", "routeReason", "routeSource", "routeLatencyMs",
+    "routeCallerName", "routeReason", "routeSource", "routeLatencyMs", "routeUrl",
 ];
 
 /// The first/last rung and answering device, user and agent fields.
@@ -670,6 +673,7 @@ pub fn build(call: &CallSession, settings: &Settings) -> CallRecord {
         ("routeReason", Attr::RouteReason),
         ("routeSource", Attr::RouteSource),
         ("routeLatencyMs", Attr::RouteLatency),
+        ("routeUrl", Attr::RouteUrl),
     ] {
         if let Some(leg) = call.legs.iter().find(|l| l.attrs.get(attr).is_some()) {
             prov.attr(field, leg, attr);
@@ -793,6 +797,7 @@ pub fn build(call: &CallSession, settings: &Settings) -> CallRecord {
         routeReason: first_attr(Attr::RouteReason),
         routeSource: first_attr(Attr::RouteSource),
         routeLatencyMs: first_attr(Attr::RouteLatency).and_then(|v| v.parse().ok()),
+        routeUrl: first_attr(Attr::RouteUrl),
         timeline: segments,
         recordings: call.recordings.clone(),
         partial: call.partial.clone(),

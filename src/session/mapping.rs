@@ -60,6 +60,9 @@ pub struct MappingConfig {
     /// `routeLatencyMs`: time spent asking the routing server.
     #[serde(default)]
     pub route_latency_ms: Vec<String>,
+    /// `routeUrl`: the routing URL asked (scheme, host and path: no query, no credentials).
+    #[serde(default)]
+    pub route_url: Vec<String>,
     /// Headers starting with this become tags (`variable_switchhook_tag_Support: step1` →
     /// `{"Support": "step1"}`). Empty disables tags.
     pub tag_prefix: String,
@@ -100,6 +103,7 @@ impl Default for MappingConfig {
             route_reason: strings(&["variable_switchhook_reason"]),
             route_source: strings(&["variable_switchhook_source"]),
             route_latency_ms: strings(&["variable_switchhook_latency_ms"]),
+            route_url: strings(&["variable_switchhook_url"]),
             tag_prefix: "variable_switchhook_tag_".into(),
             strip_domain: true,
             trunk_profiles: strings(&["external"]),
@@ -147,10 +151,12 @@ pub enum Attr {
     RouteSource,
     /// [`MappingConfig::route_latency_ms`].
     RouteLatency,
+    /// [`MappingConfig::route_url`].
+    RouteUrl,
 }
 
 impl Attr {
-    const ALL: [Attr; 18] = [
+    const ALL: [Attr; 19] = [
         Attr::DeviceNumber,
         Attr::DeviceName,
         Attr::UserNumber,
@@ -169,6 +175,7 @@ impl Attr {
         Attr::RouteReason,
         Attr::RouteSource,
         Attr::RouteLatency,
+        Attr::RouteUrl,
     ];
 
     /// The configuration key.
@@ -192,6 +199,7 @@ impl Attr {
             Attr::RouteReason => "route_reason",
             Attr::RouteSource => "route_source",
             Attr::RouteLatency => "route_latency_ms",
+            Attr::RouteUrl => "route_url",
         }
     }
 
@@ -215,6 +223,7 @@ impl Attr {
             Attr::RouteReason => &m.route_reason,
             Attr::RouteSource => &m.route_source,
             Attr::RouteLatency => &m.route_latency_ms,
+            Attr::RouteUrl => &m.route_url,
         }
     }
 
@@ -408,6 +417,26 @@ mod tests {
         assert_eq!(s.event, ("CHANNEL_HANGUP_COMPLETE", 2));
         assert_eq!(a.get(Attr::AgentNumber), Some("1003"));
         assert_eq!(a.tags.get("Support").map(String::as_str), Some("step1"));
+    }
+
+    #[test]
+    fn the_routing_variables_feed_the_route_fields() {
+        let m = Mapper::new(&MappingConfig::default());
+        let mut a = LegAttrs::default();
+        m.apply(
+            &event(&[
+                ("variable_switchhook_status", "ACK"),
+                ("variable_switchhook_latency_ms", "12"),
+                ("variable_switchhook_url", "https://crm.example/route"),
+            ]),
+            "CHANNEL_EXECUTE_COMPLETE",
+            1,
+            &mut a,
+        );
+        assert_eq!(a.get(Attr::RouteStatus), Some("ACK"));
+        assert_eq!(a.get(Attr::RouteLatency), Some("12"));
+        assert_eq!(a.get(Attr::RouteUrl), Some("https://crm.example/route"));
+        assert_eq!(Attr::RouteUrl.key(), "route_url");
     }
 
     #[test]
