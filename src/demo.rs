@@ -34,6 +34,8 @@ pub struct DemoOptions {
     /// Keep the admin endpoint (and its live page) up after the capture has played, until
     /// Ctrl-C or SIGTERM.
     pub stay: bool,
+    /// Keep the temporary outbox (removed at exit otherwise, Ctrl-C included).
+    pub keep: bool,
 }
 
 /// Runs the demo until the capture has played and its webhooks arrived (or Ctrl-C).
@@ -48,7 +50,12 @@ pub async fn run(opts: DemoOptions) -> ExitCode {
 }
 
 async fn demo(opts: DemoOptions) -> Result<ExitCode, String> {
-    let dir = tempdir()?;
+    // Removed when dropped: on every way out, unless --keep.
+    let tmp = tempfile::Builder::new()
+        .prefix("switchhook-demo-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let dir = tmp.path().to_path_buf();
     let capture = match opts.capture {
         Some(p) => p,
         None => {
@@ -110,9 +117,13 @@ async fn demo(opts: DemoOptions) -> Result<ExitCode, String> {
     );
     println!("  webhooks      http://{receiver}/webhook (a built-in receiver printing below)");
     println!(
-        "  outbox        {} (inspect with: switchhook deliveries --db {} list)",
+        "  outbox        {} ({})",
         cfg.store.path.display(),
-        cfg.store.path.display()
+        if opts.keep {
+            "kept after the demo"
+        } else {
+            "removed at exit; --keep keeps it"
+        }
     );
     println!("  live page     http://{admin}/ (calls in progress, finished calls, deliveries)");
     println!("  admin         http://{admin}/metrics  /healthz  /readyz");
@@ -140,19 +151,21 @@ async fn demo(opts: DemoOptions) -> Result<ExitCode, String> {
             }
         }
     };
+    let outbox = cfg.store.path.clone();
     let code = crate::live::run_until(cfg, None, stop).await;
     println!(
         "\n{} of {calls} calls delivered their hangup webhook. See the README for `run` with your own FreeSWITCH.",
         hangups.load(Ordering::Relaxed)
     );
     drop(server);
+    if opts.keep {
+        let _ = tmp.keep();
+        println!(
+            "The outbox is kept: switchhook deliveries --db {} status",
+            outbox.display()
+        );
+    }
     Ok(code)
-}
-
-fn tempdir() -> Result<PathBuf, String> {
-    let p = std::env::temp_dir().join(format!("switchhook-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-    Ok(p)
 }
 
 fn base64_secret() -> String {

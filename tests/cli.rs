@@ -491,10 +491,51 @@ timeout_message = "ivr/ivr-no_valid_entry.wav"
 }
 
 #[test]
+fn a_webhook_secret_comes_from_the_environment_and_its_mistakes_are_named() {
+    let hook = |secret_lines: &str| {
+        config_file(&format!(
+            "[[webhooks]]\nname = \"crm\"\ntriggers = [\"call.hangup\"]\nurl = \"https://crm.example/hook\"\n{secret_lines}\n"
+        ))
+    };
+    let secret = "whsec_c3dpdGNoaG9vay1lbnYtc2VjcmV0LXZhbHVl";
+    let check = |f: &tempfile::NamedTempFile, value: Option<&str>| {
+        let mut cmd = switchhook();
+        cmd.arg("check-config").arg(f.path());
+        match value {
+            Some(v) => cmd.env("CRM_HOOK_SECRET", v),
+            None => cmd.env_remove("CRM_HOOK_SECRET"),
+        };
+        cmd.output().unwrap()
+    };
+    let from_env = hook("secret_env = \"CRM_HOOK_SECRET\"");
+    assert_ok(&check(&from_env, Some(secret)));
+    for (f, value, want) in [
+        (&from_env, None, "\"CRM_HOOK_SECRET\" is not set"),
+        (&from_env, Some("  "), "\"CRM_HOOK_SECRET\" is empty"),
+        (
+            &hook(&format!(
+                "secret = \"{secret}\"\nsecret_env = \"CRM_HOOK_SECRET\""
+            )),
+            Some(secret),
+            "set secret or secret_env, not both",
+        ),
+    ] {
+        let out = check(f, value);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("webhooks[0].secret_env"), "{err}");
+        assert!(err.contains(want), "{err}");
+        assert!(!err.contains(secret), "{err}");
+    }
+}
+
+#[test]
 fn demo_streams_the_bundled_capture_and_prints_its_webhooks() {
+    let tmp = tempfile::tempdir().unwrap();
     let out = switchhook()
         .args(["demo", "--speed", "20"])
         .env_remove("RUST_LOG")
+        .env("TMPDIR", tmp.path())
         .output()
         .unwrap();
     assert_ok(&out);
@@ -513,6 +554,45 @@ fn demo_streams_the_bundled_capture_and_prints_its_webhooks() {
         assert!(stdout.contains(t), "{t} missing:\n{stdout}");
     }
     assert!(stdout.contains("5 of 5 calls delivered their hangup webhook"));
+    // Its temporary outbox is gone.
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "the demo left {left:?}");
+}
+
+#[test]
+fn demo_keep_leaves_an_outbox_that_deliveries_can_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = switchhook()
+        .args(["demo", "--speed", "20", "--keep"])
+        .env_remove("RUST_LOG")
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let db = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("The outbox is kept: switchhook deliveries --db "))
+        .and_then(|l| l.strip_suffix(" status"))
+        .unwrap_or_else(|| panic!("no kept outbox in:\n{stdout}"));
+    assert!(std::path::Path::new(db).starts_with(tmp.path()), "{db}");
+    let status = switchhook()
+        .args(["deliveries", "--db", db, "status"])
+        .output()
+        .unwrap();
+    assert_ok(&status);
+    let text = String::from_utf8_lossy(&status.stdout);
+    let counts: Vec<(&str, u64)> = text
+        .lines()
+        .map(|l| {
+            let (state, n) = l.split_once(": ").unwrap();
+            (state, n.parse().unwrap())
+        })
+        .collect();
+    // Every request was delivered, at least one per call (the five hangups).
+    assert_eq!(counts.len(), 1, "{text}");
+    assert_eq!(counts[0].0, "delivered", "{text}");
+    assert!(counts[0].1 >= 5, "{text}");
 }
 
 #[test]

@@ -70,8 +70,10 @@ fn live_json(rt: &tokio::runtime::Runtime, base: &str) -> Option<Value> {
 #[test]
 fn the_live_page_shows_the_demos_calls_in_a_browser() {
     chromium();
+    let tmp = tempfile::tempdir().unwrap();
     let mut demo = Command::new(env!("CARGO_BIN_EXE_switchhook"))
         .args(["demo", "--speed", "1", "--stay"])
+        .env("TMPDIR", tmp.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -172,4 +174,7 @@ fn the_live_page_shows_the_demos_calls_in_a_browser() {
         .status();
     let status = demo.wait().unwrap();
     assert!(status.success(), "{status:?}");
+    // Stopped by a signal, the demo still removed its temporary outbox.
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "the demo left {left:?}");
 }

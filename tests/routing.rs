@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::fake_fs::{call, Conversation, FakeOptions, Transcript};
 use common::receiver::{Receiver, Reply};
+use switchhook::hooks::sign::Signer;
 use switchhook::routing::{RouteConfig, Router, RoutingConfig, RoutingServer, StepReport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -598,7 +599,7 @@ url = "{base}/route?did={{did}}&callerid={{callerid}}"
 name = "routed"
 triggers = ["call.hangup"]
 url = "{hooks}/routed"
-secret = "whsec_c3dpdGNoaG9vay1yb3V0aW5nLXRlc3Qtc2VjcmV0"
+secret_env = "ROUTED_HOOK_SECRET"
 filters = [{{ field = "routeStatus", op = "eq", value = "ACK" }}]
 "#,
             fs = playback.addr().port(),
@@ -608,7 +609,10 @@ filters = [{{ field = "routeStatus", op = "eq", value = "ACK" }}]
         ),
     )
     .unwrap();
+    // The webhook's secret comes from the environment, as from deploy/'s secrets.env.
+    let secret = "whsec_c3dpdGNoaG9vay1yb3V0aW5nLXRlc3Qtc2VjcmV0";
     let mut child = common::run_command(&cfg, "s3cret-routing")
+        .env("ROUTED_HOOK_SECRET", secret)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -656,6 +660,16 @@ filters = [{{ field = "routeStatus", op = "eq", value = "ACK" }}]
     let body: serde_json::Value = serde_json::from_str(&hooks.seen()[0].body).unwrap();
     assert_eq!(body["cdr"]["routeStatus"], "ACK");
     assert_eq!(body["cdr"]["routeDest"], "1003");
+    let signed = &hooks.seen()[0];
+    let ts: i64 = signed.headers["webhook-timestamp"].parse().unwrap();
+    assert_eq!(
+        signed.headers["webhook-signature"],
+        Signer::new(secret).unwrap().sign(
+            &signed.headers["webhook-id"],
+            ts,
+            signed.body.as_bytes()
+        )
+    );
     assert_eq!(http.seen().len(), 1);
     assert_eq!(
         http.seen()[0].uri,

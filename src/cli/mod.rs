@@ -52,6 +52,10 @@ pub enum CliCommand {
         /// Ctrl-C.
         #[arg(long)]
         stay: bool,
+        /// Keep the demo's outbox afterwards (it is removed at exit otherwise) and print
+        /// where it is.
+        #[arg(long)]
+        keep: bool,
     },
     /// Read captured event-socket streams and print what the live pipeline would produce.
     Replay {
@@ -129,12 +133,14 @@ pub async fn run(cli: Cli) -> ExitCode {
             speed,
             capture,
             stay,
+            keep,
         } => {
             init_logging("warn", cli.log_format.unwrap_or(LogFormat::Text));
             crate::demo::run(crate::demo::DemoOptions {
                 speed,
                 capture,
                 stay,
+                keep,
             })
             .await
         }

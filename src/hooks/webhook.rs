@@ -95,6 +95,10 @@ pub struct WebhookConfig {
     /// Standard Webhooks signing secret (`whsec_…`).
     #[serde(default)]
     pub secret: Option<String>,
+    /// The environment variable that holds the signing secret instead (so it can live in
+    /// `secrets.env` rather than the TOML file); read when the configuration is loaded.
+    #[serde(default)]
+    pub secret_env: Option<String>,
     /// Body template (the seed-001 payload when unset).
     #[serde(default)]
     pub body: Option<String>,
@@ -111,6 +115,21 @@ pub struct WebhookConfig {
     /// logged at half of it).
     #[serde(default = "default_disable_after", with = "humantime_serde")]
     pub disable_after: Duration,
+}
+
+/// The signing secret: `secret` itself, or the value of the variable `secret_env` names. The
+/// errors name the variable, never a value.
+fn secret_of(cfg: &WebhookConfig) -> Result<Option<String>, String> {
+    match (&cfg.secret, &cfg.secret_env) {
+        (Some(_), Some(_)) => Err("set secret or secret_env, not both".into()),
+        (Some(s), None) => Ok(Some(s.clone())),
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_owned())),
+            Ok(_) => Err(format!("the environment variable {var:?} is empty")),
+            Err(_) => Err(format!("the environment variable {var:?} is not set")),
+        },
+        (None, None) => Ok(None),
+    }
 }
 
 fn default_retries() -> u8 {
@@ -134,6 +153,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("url", &self.url)
             .field("method", &self.method)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("secret_env", &self.secret_env)
             .finish_non_exhaustive()
     }
 }
@@ -300,13 +320,24 @@ impl Webhook {
             }
             dids.insert(info.e164);
         }
-        let signer = match cfg.secret.as_deref().map(Signer::new) {
-            Some(Ok(s)) => Some(s),
-            Some(Err(e)) => {
-                bad("secret", e);
+        let signer = match secret_of(cfg) {
+            Ok(secret) => match secret.as_deref().map(Signer::new) {
+                Some(Ok(s)) => Some(s),
+                Some(Err(e)) => {
+                    let key = if cfg.secret.is_some() {
+                        "secret"
+                    } else {
+                        "secret_env"
+                    };
+                    bad(key, e);
+                    None
+                }
+                None => None,
+            },
+            Err(e) => {
+                bad("secret_env", e);
                 None
             }
-            None => None,
         };
         if cfg.disable_after < Duration::from_secs(1) {
             bad("disable_after", "must be at least 1 s".into());
@@ -576,6 +607,7 @@ impl WebhookSet {
             headers: BTreeMap::new(),
             custom_data: Map::new(),
             secret: None,
+            secret_env: None,
             body: None,
             enabled: true,
             trigger_id: None,
