@@ -121,7 +121,7 @@ fn main() {
                 }
                 let secs = t0.elapsed().as_secs_f64();
                 println!(
-                    "SUMMARY routing throughput: {total} steps ({width} at a time, each: connect, filter, event plain, 7 sendmsg with their completions, an HTTP GET, exit) in {secs:.2} s = {:.0} steps/s",
+                    "SUMMARY routing throughput: {total} steps ({width} at a time, each: connect, filter, event plain, 8 sendmsg with their completions, an HTTP GET, exit) in {secs:.2} s = {:.0} steps/s",
                     total as f64 / secs
                 );
             }
