@@ -395,10 +395,21 @@ fn track(channels: &mut BTreeMap<String, serde_json::Value>, ev: &Event) {
                 "created_epoch": ev.timestamp_us().map(|t| (t / 1_000_000).to_string()).unwrap_or_default(),
                 "name": ev.get("Channel-Name").unwrap_or_default(),
                 "cid_num": ev.get("Caller-Caller-ID-Number").unwrap_or_default(),
+                "cid_name": ev.get("Caller-Caller-ID-Name").unwrap_or_default(),
                 "dest": ev.get("Caller-Destination-Number").unwrap_or_default(),
+                "context": ev.get("Caller-Context").unwrap_or_default(),
                 "callstate": ev.get("Channel-Call-State").unwrap_or_default(),
             });
             channels.insert(uuid.into_owned(), row);
+        }
+        // FreeSWITCH's channels table follows the call state.
+        Some("CHANNEL_CALLSTATE") => {
+            if let (Some(row), Some(state)) = (
+                channels.get_mut(uuid.as_ref()),
+                ev.get("Channel-Call-State"),
+            ) {
+                row["callstate"] = serde_json::Value::String(state.into_owned());
+            }
         }
         Some("CHANNEL_DESTROY") => {
             channels.remove(uuid.as_ref());

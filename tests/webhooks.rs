@@ -880,3 +880,94 @@ fn a_config_edit_applies_live_and_a_bad_edit_keeps_the_running_one() {
         assert!(!log.contains("reload-test"), "the ESL password reached the log");
     });
 }
+
+/// A call that is up while switchhook restarts (SIGTERM, then a new process on the same outbox
+/// and the same FreeSWITCH): the new process finds it through `show channels` and follows it
+/// to its hangup. No webhook reaches the receiver twice, each trigger fires at most once for
+/// the call, every request is one replay computes for the capture, and the hangup arrives.
+#[test]
+fn a_call_up_across_a_restart_gets_each_webhook_once() {
+    use switchhook::playback::{Pace, PlaybackConfig, PlaybackServer};
+    let rt = rt();
+    rt.block_on(async {
+        let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+        let capture = "freeswitch-1.10/04-hold-unhold.esl";
+        // At twice real speed: answered after about 1.5 s, hung up after about 6 s.
+        let server = PlaybackServer::start(
+            "127.0.0.1:0",
+            PlaybackConfig {
+                password: "restart-test".into(),
+                captures: vec![fixture(capture)],
+                pace: Pace::RealTime { speed: 2.0 },
+                faults: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("outbox.db");
+        let all = switchhook::session::Trigger::ALL.map(|t| format!("\"{}\"", t.name())).join(", ");
+        let text = format!(
+            "[freeswitch]\nhost = \"127.0.0.1\"\nport = {port}\n[log]\nformat = \"json\"\n[store]\npath = {db:?}\n\n\
+             [[webhooks]]\nname = \"crm\"\ntriggers = [{all}]\nurl = \"{base}/crm\"\nretries = 10\n",
+            port = server.addr().port(),
+            db = db.display().to_string(),
+            base = receiver.base(),
+        );
+        let cfg_path = dir.path().join("switchhook.toml");
+        std::fs::write(&cfg_path, &text).unwrap();
+        let (settings, hooks) = compile(&config(&text));
+        let expected: HashSet<String> =
+            requests(capture, &settings, &hooks).await.into_iter().map(|r| r.id).collect();
+        let trigger_of = |r: &common::receiver::Received| -> String {
+            let body: Value = serde_json::from_str(&r.body).unwrap();
+            body["trigger"].as_str().unwrap().to_owned()
+        };
+
+        let mut first = spawn_run(&cfg_path, "restart-test");
+        let answered = receiver
+            .wait_for(Duration::from_secs(30), |seen| {
+                seen.iter().any(|r| trigger_of(r) == "call.answered.extension")
+            })
+            .await;
+        let _ = std::process::Command::new("kill").args(["-TERM", &first.id().to_string()]).status();
+        let status = first.wait().unwrap();
+        assert!(answered, "{:?}", receiver.seen().iter().map(trigger_of).collect::<Vec<_>>());
+        assert!(status.success(), "SIGTERM ends run cleanly: {status:?}");
+        let before = receiver.seen().len();
+        assert!(server.position() < server.total_events(), "the call was still up at the stop");
+
+        let mut second = spawn_run(&cfg_path, "restart-test");
+        let hung_up = receiver
+            .wait_for(Duration::from_secs(60), |seen| seen.iter().any(|r| trigger_of(r) == "call.hangup"))
+            .await;
+        // The outbox records each answer just after the receiver has it: wait until nothing is
+        // left to send, so a late duplicate would show.
+        let settled = async {
+            loop {
+                let counts = Admin::open(&db).and_then(|a| a.counts()).unwrap_or_default();
+                if counts.len() == 1 && counts[0].0 == "delivered" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let settled = tokio::time::timeout(Duration::from_secs(10), settled).await.is_ok();
+        second.kill().unwrap();
+        second.wait().unwrap();
+        let seen = receiver.seen();
+        let triggers: Vec<String> = seen.iter().map(trigger_of).collect();
+        assert!(hung_up, "{triggers:?}");
+        assert!(settled, "{:?}", Admin::open(&db).unwrap().counts());
+        assert!(seen.len() > before, "the second process delivered the rest: {triggers:?}");
+        let ids: Vec<&str> = seen.iter().map(|r| r.headers["webhook-id"].as_str()).collect();
+        let unique: HashSet<&str> = ids.iter().copied().collect();
+        assert_eq!(unique.len(), ids.len(), "a webhook arrived twice: {triggers:?}");
+        let fired: HashSet<&String> = triggers.iter().collect();
+        assert_eq!(fired.len(), triggers.len(), "a trigger fired twice: {triggers:?}");
+        assert_eq!(triggers.iter().filter(|t| *t == "call.hangup").count(), 1);
+        for id in &unique {
+            assert!(expected.contains(*id), "{id} is not a request replay computes: {triggers:?}");
+        }
+    });
+}

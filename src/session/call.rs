@@ -2,6 +2,7 @@
 
 use super::leg::{AppKind, FsFigures, Leg, LegState};
 use super::mapping::{Attr, Mapper};
+use super::moments::Trigger;
 use super::timeline::{SegmentKind, Timeline};
 use crate::esl::Event;
 
@@ -54,6 +55,8 @@ pub struct CallSession {
     pub ivr_digits: String,
     /// Legs the caller talked with, in order (indexes into `legs`).
     pub talked_with: Vec<usize>,
+    /// Adopted mid-call already bridged: answered before switchhook saw it.
+    pub answered_unseen: bool,
     /// The caller's leg hung up while parked.
     pub hung_up_parked: bool,
     /// `Core-UUID` and `FreeSWITCH-Switchname` of the first event.
@@ -153,6 +156,7 @@ impl CallSession {
             voicemail_left: false,
             ivr_digits: String::new(),
             talked_with: Vec::new(),
+            answered_unseen: false,
             hung_up_parked: false,
             pbx: (get("Core-UUID"), get("FreeSWITCH-Switchname")),
             origin,
@@ -190,8 +194,10 @@ impl CallSession {
     /// a leg that turned out to belong here. Legs rung for a group keep it.
     pub fn absorb(&mut self, mut other: CallSession) {
         for leg in other.legs.iter_mut() {
+            // As for a leg added directly (an adopted queue agent's leg arrives this way).
             if leg.outbound && leg.group.is_none() {
                 leg.group = self.group_now.clone();
+                leg.via_queue |= self.in_queue;
             }
         }
         self.timeline.tick(other.timeline.last_us());
@@ -205,6 +211,105 @@ impl CallSession {
         self.legs.extend(other.legs);
         self.talked_with
             .extend(other.talked_with.into_iter().map(|i| i + base));
+        self.answered_unseen |= other.answered_unseen;
+    }
+
+    /// Brings a leg first seen mid-call up to date from the channel state every channel
+    /// event carries: its creation, progress and answer times, the bridge, hold. Runs once,
+    /// on the leg's first event; the call is partial (its earlier history is unknown), but
+    /// it is neither missed nor a new call, and its triggers come out as the ones an
+    /// uninterrupted switchhook fired, so the outbox recognises them by their `webhook-id`.
+    pub fn catch_up(&mut self, uuid: &str, name: &'static str, ev: &Event, mapper: &Mapper) {
+        let Some(i) = self.leg_index(uuid).filter(|&i| self.legs[i].catching_up) else {
+            return;
+        };
+        // A leg in the middle of an application says so in every event: a caller waiting in
+        // a queue is in it again, and the ring group a bridge rings is learned as from the
+        // bridge's own CHANNEL_EXECUTE and given to the rung legs.
+        let app = ev.var("current_application").unwrap_or_default();
+        if let Some(kind) = AppKind::of(&app) {
+            self.legs[i].app = Some(kind);
+            if kind == AppKind::Queue {
+                self.in_queue = true;
+                self.group_now = ev
+                    .var("current_application_data")
+                    .map(|q| q.into_owned())
+                    .filter(|q| !q.is_empty());
+            }
+        }
+        if app == "bridge" {
+            let at = self.timeline.last_us();
+            mapper.apply(ev, name, at, &mut self.legs[i].attrs);
+            let data = ev.var("current_application_data").unwrap_or_default();
+            self.learn_group(i, &data, ev);
+            let group = self.group_now.clone();
+            for (j, l) in self.legs.iter_mut().enumerate() {
+                if j != i && l.outbound && !l.trunk && l.group.is_none() {
+                    l.group = group.clone();
+                }
+            }
+        }
+        let time = |h: &str| {
+            ev.get(h)
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|t| *t > 0)
+        };
+        let call_state = ev.get("Channel-Call-State").unwrap_or_default();
+        let leg = &mut self.legs[i];
+        leg.catching_up = false;
+        if let Some(created) = time("Caller-Channel-Created-Time") {
+            leg.created_us = created;
+        }
+        if leg.outbound && leg.rang_us.is_none() {
+            leg.rang_us = time("Caller-Channel-Progress-Time")
+                .or_else(|| time("Caller-Channel-Progress-Media-Time"));
+            if leg.rang_us.is_some() && leg.state == LegState::Down {
+                leg.state = LegState::Ringing;
+            }
+        }
+        if let Some(answered) = time("Caller-Channel-Answered-Time") {
+            leg.answered_us.get_or_insert(answered);
+            if leg.outbound {
+                leg.rang_us.get_or_insert(answered);
+            }
+            if leg.is_up() {
+                leg.state = LegState::Answered;
+            }
+        }
+        leg.held = call_state == "HELD";
+        if leg.outbound && !leg.trunk && leg.rang_us.is_some() {
+            self.fired.passed(&[Trigger::Dialed]);
+        }
+        let answered = self.legs[i].answered_us.is_some();
+        let bridged = answered && matches!(&*call_state, "ACTIVE" | "HELD");
+        if let Some(other) = ev.get("Other-Leg-Unique-ID").filter(|_| bridged) {
+            if let Some(j) = self.leg_index(&other) {
+                self.legs[i].bridged_to = Some(other.into_owned());
+                self.legs[j]
+                    .bridged_to
+                    .get_or_insert_with(|| uuid.to_owned());
+            }
+        }
+        // Bridged now, or earlier (a bridging leg keeps its bridge time into the hangup).
+        let talked = (bridged && ev.get("Other-Leg-Unique-ID").is_some())
+            || (answered && time("Caller-Channel-Bridged-Time").is_some());
+        if talked {
+            // Answered before switchhook saw it: which answer trigger it was (extension, ring
+            // group, queue) needs the history that is gone; the CDR still says answered.
+            self.answered_unseen = true;
+            self.fired.passed(&[
+                Trigger::AnsweredExtension,
+                Trigger::AnsweredRingGroup,
+                Trigger::AnsweredQueue,
+                Trigger::ClickToCallAnswered,
+                Trigger::MissedOrAnswered,
+            ]);
+        }
+    }
+
+    /// A call adopted from `show channels`: it was received before switchhook saw it.
+    pub fn adopted(&mut self) {
+        self.fired.passed(&[Trigger::Received]);
     }
 
     /// Applies one event about leg `uuid` (already part of this call) at `at_us`.
@@ -353,19 +458,25 @@ impl CallSession {
             // on the bridge itself, not only on the lifecycle events.
             mapper.apply(ev, name, at, &mut self.legs[i].attrs);
             let data = ev.get("Application-Data").unwrap_or_default();
-            let leg = &self.legs[i];
-            self.group_now = if let Some(g) = leg.attrs.get(Attr::Group) {
-                Some(g.to_owned())
-            } else if is_multi_target(&data) {
-                let dest = ev
-                    .get("Caller-Destination-Number")
-                    .map(|d| d.into_owned())
-                    .unwrap_or_else(|| leg.destination.clone());
-                Some(dest)
-            } else {
-                None
-            };
+            self.learn_group(i, &data, ev);
         }
+    }
+
+    /// The ring group leg `i` is bridging to: the mapped group variable, or, for a bridge to
+    /// several targets, the number dialled.
+    fn learn_group(&mut self, i: usize, bridge_data: &str, ev: &Event) {
+        let leg = &self.legs[i];
+        self.group_now = if let Some(g) = leg.attrs.get(Attr::Group) {
+            Some(g.to_owned())
+        } else if is_multi_target(bridge_data) {
+            let dest = ev
+                .get("Caller-Destination-Number")
+                .map(|d| d.into_owned())
+                .unwrap_or_else(|| leg.destination.clone());
+            Some(dest)
+        } else {
+            None
+        };
     }
 
     fn on_hangup(&mut self, i: usize, ev: &Event, at: i64) {

@@ -424,7 +424,9 @@ pub fn build(call: &CallSession, settings: &Settings) -> CallRecord {
         answering.insert(0, caller);
     }
     // A talk segment means a bridge with the caller; a partial call may have lost it.
-    let ans = !call.talked_with.is_empty() || (call.partial.is_some() && ms.talk > 0);
+    let ans = !call.talked_with.is_empty()
+        || (call.partial.is_some() && ms.talk > 0)
+        || call.answered_unseen;
 
     let caller_trunk = caller.trunk;
     let other_trunk = call.legs.iter().skip(1).any(|l| l.trunk);

@@ -126,6 +126,9 @@ pub struct Leg {
     pub attrs: LegAttrs,
     /// FreeSWITCH's own figures, once hung up.
     pub fs: FsFigures,
+    /// First seen mid-call (switchhook started or reconnected while it was up): its next
+    /// event's headers say what it missed (see [`super::CallSession::catch_up`]).
+    pub catching_up: bool,
 }
 
 impl Leg {
@@ -162,6 +165,7 @@ impl Leg {
             cause: None,
             attrs: LegAttrs::default(),
             fs: FsFigures::default(),
+            catching_up: false,
         }
     }
 

@@ -17,7 +17,7 @@ pub mod numbers;
 pub mod rates;
 pub mod timeline;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ pub use moments::{Moment, Trigger};
 pub use timeline::{Segment, SegmentKind};
 
 use crate::config::Config;
-use crate::esl::{ChannelSnapshot, Event};
+use crate::esl::{ChannelSnapshot, Event, Headers};
 use directory::Directory;
 use mapping::Mapper;
 use numbers::NumberReader;
@@ -182,6 +182,44 @@ pub struct SessionTracker {
     since_sweep: u32,
     /// Moments found and not yet taken; `None` when nobody asked for them.
     moments: Option<Vec<Moment>>,
+    /// Legs first seen mid-call whose next event has not come yet (so the per-event path
+    /// looks for them only while there are any).
+    catching_up: usize,
+}
+
+/// A `show channels` row as the headers a channel event would carry, for [`Leg::new`].
+fn snapshot_event(c: &ChannelSnapshot) -> Event {
+    let col = |k: &str| match c.row.get(k) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let pairs = [
+        ("Unique-ID", c.uuid.clone()),
+        ("Channel-Call-UUID", c.call_uuid.clone().unwrap_or_default()),
+        ("Call-Direction", col("direction")),
+        ("Channel-Name", col("name")),
+        ("Caller-Caller-ID-Number", col("cid_num")),
+        ("Caller-Caller-ID-Name", col("cid_name")),
+        ("Caller-Destination-Number", col("dest")),
+        ("Caller-Context", col("context")),
+        ("FreeSWITCH-Hostname", col("hostname")),
+    ];
+    Event::from_envelope(Headers::from_pairs(
+        pairs
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (*k, v.as_str())),
+    ))
+}
+
+/// A `show channels` row's `created_epoch` (seconds), in µs.
+fn snapshot_created_us(c: &ChannelSnapshot) -> Option<i64> {
+    let epoch = match c.row.get("created_epoch") {
+        Some(serde_json::Value::String(s)) => s.trim().parse::<i64>().ok(),
+        Some(serde_json::Value::Number(n)) => n.as_i64(),
+        _ => None,
+    };
+    epoch.filter(|e| *e > 0).map(|e| e * 1_000_000)
 }
 
 /// Events that start a channel's life (a leg first seen with another is joined late).
@@ -208,6 +246,7 @@ impl SessionTracker {
             now_us: 0,
             since_sweep: 0,
             moments: None,
+            catching_up: 0,
         }
     }
 
@@ -296,6 +335,11 @@ impl SessionTracker {
             }
             _ => key,
         };
+        let key = if self.catching_up > 0 {
+            self.catch_up(key, &uuid, name, ev)
+        } else {
+            key
+        };
         let Some(call) = self.calls.get_mut(&key) else {
             return out;
         };
@@ -315,6 +359,40 @@ impl SessionTracker {
         out
     }
 
+    /// Brings leg `uuid` of call `key` up to date if it was first seen mid-call; returns the
+    /// call it belongs to. An adopted queue agent's leg has its own `call_uuid`: its first
+    /// event names the caller's leg (`cc_member_session_uuid`), and the two calls become one,
+    /// as they were for an uninterrupted switchhook.
+    fn catch_up(&mut self, key: u64, uuid: &str, name: &'static str, ev: &Event) -> u64 {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return key;
+        };
+        // Events without the channel's variables (CHANNEL_STATE, CHANNEL_CALLSTATE) cannot
+        // say what application the leg is in or which queue caller it serves: wait for one
+        // that can.
+        if !call.legs.iter().any(|l| l.catching_up && l.uuid == uuid)
+            || !ev
+                .headers()
+                .names()
+                .any(|(_, n)| n.starts_with("variable_"))
+        {
+            return key;
+        }
+        call.catch_up(uuid, name, ev, &self.settings.mapping);
+        self.catching_up -= 1;
+        let member = ev
+            .var("cc_member_session_uuid")
+            .filter(|m| m.as_ref() != uuid)
+            .and_then(|m| self.legs.get(m.as_ref()).copied());
+        match member {
+            Some(parent) if parent != key => {
+                self.merge(parent, key);
+                parent
+            }
+            _ => key,
+        }
+    }
+
     /// The event stream had a gap: every call in progress becomes partial.
     pub fn on_gap(&mut self, reason: &str) {
         for call in self.calls.values_mut() {
@@ -322,10 +400,12 @@ impl SessionTracker {
         }
     }
 
-    /// After a reconnect: calls none of whose legs FreeSWITCH still has ended while we were
-    /// away; they are emitted, partial.
-    pub fn on_resync(&mut self, alive: &[ChannelSnapshot]) -> Vec<CallRecord> {
-        let alive: HashSet<&str> = alive.iter().map(|c| c.uuid.as_str()).collect();
+    /// After a (re)connect: calls none of whose legs FreeSWITCH still has ended while we were
+    /// away; they are emitted, partial. Channels FreeSWITCH has that no call knows (calls up
+    /// while switchhook started or was away) are adopted, see [`SessionTracker::adopt`].
+    pub fn on_resync(&mut self, snapshots: &[ChannelSnapshot]) -> Vec<CallRecord> {
+        self.adopt(snapshots);
+        let alive: HashSet<&str> = snapshots.iter().map(|c| c.uuid.as_str()).collect();
         let mut done = Vec::new();
         for (key, call) in self.calls.iter_mut() {
             let at = call.timeline.last_us();
@@ -348,6 +428,63 @@ impl SessionTracker {
             }
         }
         out
+    }
+
+    /// Opens a call for each group of unknown channels (by `call_uuid`), the call's own
+    /// channel first, so the call has the id, caller and direction an uninterrupted
+    /// switchhook gave it; each leg catches up on its next event.
+    fn adopt(&mut self, snapshots: &[ChannelSnapshot]) {
+        let mut calls: BTreeMap<&str, Vec<&ChannelSnapshot>> = BTreeMap::new();
+        for c in snapshots {
+            if c.uuid.is_empty()
+                || self.legs.contains_key(&c.uuid)
+                || self.finished.contains(&c.uuid)
+            {
+                continue;
+            }
+            // Torn down already (a bridge's far end may still be up): what is left of it are
+            // hangup events whose answer and bridge cannot be told apart any more, so its
+            // stragglers are ignored rather than reported as a missed call.
+            if matches!(c.row.get("callstate"), Some(serde_json::Value::String(s)) if s == "HANGUP")
+            {
+                self.finished.insert(c.uuid.clone());
+                continue;
+            }
+            let call = c.call_uuid.as_deref().filter(|u| !u.is_empty());
+            calls.entry(call.unwrap_or(&c.uuid)).or_default().push(c);
+        }
+        for (call_uuid, mut rows) in calls {
+            rows.sort_by_key(|r| (r.uuid != call_uuid, snapshot_created_us(r)));
+            let mut key = None;
+            for row in rows {
+                let ev = snapshot_event(row);
+                let at = snapshot_created_us(row).unwrap_or(self.now_us);
+                let mut leg = Leg::new(row.uuid.clone(), &ev, at, &self.settings.mapping.config);
+                leg.catching_up = true;
+                self.catching_up += 1;
+                let k = match key {
+                    Some(k) => {
+                        if let Some(call) = self.calls.get_mut(&k) {
+                            call.add_leg(leg);
+                        }
+                        k
+                    }
+                    None => {
+                        let k = self.next_key;
+                        self.next_key += 1;
+                        let mut call = CallSession::new(leg, &ev);
+                        call.mark_gap(
+                            "in progress when switchhook connected: earlier events were not received",
+                        );
+                        call.adopted();
+                        self.calls.insert(k, call);
+                        key = Some(k);
+                        k
+                    }
+                };
+                self.legs.insert(row.uuid.clone(), k);
+            }
+        }
     }
 
     /// Ends every call in progress (end of a replayed file, shutdown), partial.
@@ -403,6 +540,9 @@ impl SessionTracker {
     /// Ends a call without firing its end-of-call moments.
     fn finish_quietly(&mut self, call: &CallSession) -> CallRecord {
         for leg in &call.legs {
+            if leg.catching_up {
+                self.catching_up = self.catching_up.saturating_sub(1);
+            }
             self.legs.remove(&leg.uuid);
             self.finished.insert(leg.uuid.clone());
         }
@@ -413,9 +553,13 @@ impl SessionTracker {
 
     /// Finds the call a new leg belongs to, or opens one.
     fn attach(&mut self, uuid: &str, name: &'static str, ev: &Event, ts: i64) -> u64 {
-        let leg = Leg::new(uuid.to_owned(), ev, ts, &self.settings.mapping.config);
+        let mut leg = Leg::new(uuid.to_owned(), ev, ts, &self.settings.mapping.config);
         let parent = self.parent_of(uuid, ev);
         let late = !is_birth(name, ev);
+        if late {
+            leg.catching_up = true;
+            self.catching_up += 1;
+        }
         let key = match parent {
             Some(k) => {
                 if let Some(call) = self.calls.get_mut(&k) {
@@ -431,6 +575,10 @@ impl SessionTracker {
                     call.partial = Some(format!(
                         "first seen mid-call ({name}): earlier events were not received"
                     ));
+                    // The id an uninterrupted switchhook gave the call: its first leg's.
+                    if let Some(first) = ev.get("Channel-Call-UUID").filter(|u| !u.is_empty()) {
+                        call.id = first.into_owned();
+                    }
                 }
                 self.calls.insert(key, call);
                 key

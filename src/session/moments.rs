@@ -118,6 +118,15 @@ impl Fired {
         new
     }
 
+    /// Marks triggers whose moment passed before switchhook saw the call (it was adopted
+    /// mid-call): they fired in an earlier run, or happened while switchhook was stopped, and
+    /// the history needed to tell which of them it was is gone.
+    pub(crate) fn passed(&mut self, ts: &[Trigger]) {
+        for &t in ts {
+            self.claim(t);
+        }
+    }
+
     /// Whether `t` has fired.
     pub fn has(&self, t: Trigger) -> bool {
         self.bits & t.bit() != 0
