@@ -529,16 +529,23 @@ fn a_webhook_secret_comes_from_the_environment_and_its_mistakes_are_named() {
     }
 }
 
-#[test]
-fn demo_streams_the_bundled_capture_and_prints_its_webhooks() {
-    let tmp = tempfile::tempdir().unwrap();
+/// `switchhook demo --speed 20 [extra]` with its temporary files under `tmp`.
+fn demo(tmp: &tempfile::TempDir, extra: &[&str]) -> std::process::Output {
     let out = switchhook()
         .args(["demo", "--speed", "20"])
+        .args(extra)
         .env_remove("RUST_LOG")
         .env("TMPDIR", tmp.path())
         .output()
         .unwrap();
     assert_ok(&out);
+    out
+}
+
+#[test]
+fn demo_streams_the_bundled_capture_and_prints_its_webhooks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = demo(&tmp, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let hangups = stdout
         .lines()
@@ -562,13 +569,7 @@ fn demo_streams_the_bundled_capture_and_prints_its_webhooks() {
 #[test]
 fn demo_keep_leaves_an_outbox_that_deliveries_can_read() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = switchhook()
-        .args(["demo", "--speed", "20", "--keep"])
-        .env_remove("RUST_LOG")
-        .env("TMPDIR", tmp.path())
-        .output()
-        .unwrap();
-    assert_ok(&out);
+    let out = demo(&tmp, &["--keep"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let db = stdout
         .lines()

@@ -462,27 +462,14 @@ impl SessionTracker {
                 let mut leg = Leg::new(row.uuid.clone(), &ev, at, &self.settings.mapping.config);
                 leg.catching_up = true;
                 self.catching_up += 1;
-                let k = match key {
-                    Some(k) => {
-                        if let Some(call) = self.calls.get_mut(&k) {
-                            call.add_leg(leg);
-                        }
-                        k
-                    }
-                    None => {
-                        let k = self.next_key;
-                        self.next_key += 1;
-                        let mut call = CallSession::new(leg, &ev);
-                        call.mark_gap(
-                            "in progress when switchhook connected: earlier events were not received",
-                        );
-                        call.adopted();
-                        self.calls.insert(k, call);
-                        key = Some(k);
-                        k
-                    }
-                };
-                self.legs.insert(row.uuid.clone(), k);
+                let (k, opened) = self.open_or_join(key, leg, &ev);
+                if let Some(call) = self.calls.get_mut(&k).filter(|_| opened) {
+                    call.mark_gap(
+                        "in progress when switchhook connected: earlier events were not received",
+                    );
+                    call.adopted();
+                }
+                key = Some(k);
             }
         }
     }
@@ -560,32 +547,39 @@ impl SessionTracker {
             leg.catching_up = true;
             self.catching_up += 1;
         }
-        let key = match parent {
+        let (key, opened) = self.open_or_join(parent, leg, ev);
+        if let Some(call) = self.calls.get_mut(&key).filter(|_| opened && late) {
+            call.partial = Some(format!(
+                "first seen mid-call ({name}): earlier events were not received"
+            ));
+            // The id an uninterrupted switchhook gave the call: its first leg's.
+            if let Some(first) = ev.get("Channel-Call-UUID").filter(|u| !u.is_empty()) {
+                call.id = first.into_owned();
+            }
+        }
+        key
+    }
+
+    /// Adds `leg` to call `parent`, or opens a call with it; returns the call and whether it
+    /// is new.
+    fn open_or_join(&mut self, parent: Option<u64>, leg: Leg, ev: &Event) -> (u64, bool) {
+        let uuid = leg.uuid.clone();
+        let (key, opened) = match parent {
             Some(k) => {
                 if let Some(call) = self.calls.get_mut(&k) {
                     call.add_leg(leg);
                 }
-                k
+                (k, false)
             }
             None => {
-                let key = self.next_key;
+                let k = self.next_key;
                 self.next_key += 1;
-                let mut call = CallSession::new(leg, ev);
-                if late {
-                    call.partial = Some(format!(
-                        "first seen mid-call ({name}): earlier events were not received"
-                    ));
-                    // The id an uninterrupted switchhook gave the call: its first leg's.
-                    if let Some(first) = ev.get("Channel-Call-UUID").filter(|u| !u.is_empty()) {
-                        call.id = first.into_owned();
-                    }
-                }
-                self.calls.insert(key, call);
-                key
+                self.calls.insert(k, CallSession::new(leg, ev));
+                (k, true)
             }
         };
-        self.legs.insert(uuid.to_owned(), key);
-        key
+        self.legs.insert(uuid, key);
+        (key, opened)
     }
 
     /// The call a leg belongs to by its event's links: mod_callcenter's member session, the
