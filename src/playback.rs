@@ -106,7 +106,7 @@ struct Shared {
     json: Vec<CapturedFrame>,
     cursor: usize,
     connections: usize,
-    channels: BTreeMap<String, serde_json::Value>,
+    channels: ChannelTable,
     commands: Vec<Vec<String>>,
 }
 
@@ -210,7 +210,7 @@ async fn serve(sock: TcpStream, cfg: PlaybackConfig, shared: Arc<Mutex<Shared>>,
         let skip = cfg.faults.outage_events.min(s.plain.len() - s.cursor);
         for i in s.cursor..s.cursor + skip {
             let ev = s.plain[i].event.clone();
-            track(&mut s.channels, &ev);
+            s.channels.track(&ev);
         }
         s.cursor += skip;
     }
@@ -350,18 +350,7 @@ async fn read_command<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Option<V
 
 fn api(line: &str, shared: &Arc<Mutex<Shared>>) -> String {
     match line.trim() {
-        "show channels as json" => {
-            let s = shared.lock().expect("lock");
-            if s.channels.is_empty() {
-                "{\"row_count\": 0}\n".into()
-            } else {
-                let rows: Vec<_> = s.channels.values().cloned().collect();
-                format!(
-                    "{}\n",
-                    serde_json::json!({"row_count": rows.len(), "rows": rows})
-                )
-            }
-        }
+        "show channels as json" => shared.lock().expect("lock").channels.show_json(),
         "eval ${domain}" => "127.0.0.1".into(),
         other => format!(
             "-ERR {} Command not found!\n",
@@ -384,37 +373,73 @@ fn background_job(job: &str, cmd: &str, result: &str) -> String {
     )
 }
 
-fn track(channels: &mut BTreeMap<String, serde_json::Value>, ev: &Event) {
-    let Some(uuid) = ev.unique_id() else { return };
-    match ev.name().as_deref() {
-        Some("CHANNEL_CREATE") => {
+/// FreeSWITCH's `channels` table, kept from the events the way its core keeps it
+/// (`switch_core_sqldb.c`): a row from CHANNEL_CREATE to CHANNEL_DESTROY; `call_uuid` only once
+/// the channel is originated (CHANNEL_ORIGINATE) or bridges (CHANNEL_BRIDGE); the call state
+/// from CHANNEL_CALLSTATE and CALL_UPDATE; caller and destination once routed (CS_ROUTING).
+#[derive(Debug, Default, Clone)]
+pub struct ChannelTable {
+    rows: BTreeMap<String, serde_json::Value>,
+}
+
+impl ChannelTable {
+    /// Applies one event.
+    pub fn track(&mut self, ev: &Event) {
+        let Some(uuid) = ev.unique_id() else { return };
+        let header =
+            |h: &str| serde_json::Value::String(ev.get(h).unwrap_or_default().into_owned());
+        let name = ev.name();
+        if name.as_deref() == Some("CHANNEL_CREATE") {
+            let epoch = ev.timestamp_us().map(|t| t / 1_000_000).unwrap_or_default();
             let row = serde_json::json!({
                 "uuid": uuid,
-                "call_uuid": ev.get("Channel-Call-UUID").unwrap_or_default(),
-                "direction": ev.get("Call-Direction").unwrap_or_default(),
-                "created_epoch": ev.timestamp_us().map(|t| (t / 1_000_000).to_string()).unwrap_or_default(),
-                "name": ev.get("Channel-Name").unwrap_or_default(),
-                "cid_num": ev.get("Caller-Caller-ID-Number").unwrap_or_default(),
-                "cid_name": ev.get("Caller-Caller-ID-Name").unwrap_or_default(),
-                "dest": ev.get("Caller-Destination-Number").unwrap_or_default(),
-                "context": ev.get("Caller-Context").unwrap_or_default(),
-                "callstate": ev.get("Channel-Call-State").unwrap_or_default(),
+                "direction": header("Call-Direction"),
+                "created_epoch": epoch.to_string(),
+                "name": header("Channel-Name"),
+                "state": header("Channel-State"),
+                "callstate": header("Channel-Call-State"),
+                "context": header("Caller-Context"),
+                "call_uuid": "",
             });
-            channels.insert(uuid.into_owned(), row);
+            self.rows.insert(uuid.into_owned(), row);
+            return;
         }
-        // FreeSWITCH's channels table follows the call state.
-        Some("CHANNEL_CALLSTATE") => {
-            if let (Some(row), Some(state)) = (
-                channels.get_mut(uuid.as_ref()),
-                ev.get("Channel-Call-State"),
-            ) {
-                row["callstate"] = serde_json::Value::String(state.into_owned());
+        if name.as_deref() == Some("CHANNEL_DESTROY") {
+            self.rows.remove(uuid.as_ref());
+            return;
+        }
+        let Some(row) = self.rows.get_mut(uuid.as_ref()) else {
+            return;
+        };
+        let mut set = |k: &str, h: &str| row[k] = header(h);
+        match name.as_deref() {
+            Some("CHANNEL_ORIGINATE" | "CHANNEL_BRIDGE") => set("call_uuid", "Channel-Call-UUID"),
+            Some("CHANNEL_CALLSTATE" | "CALL_UPDATE") => set("callstate", "Channel-Call-State"),
+            Some("CHANNEL_STATE") if ev.get("Channel-State").as_deref() == Some("CS_ROUTING") => {
+                set("cid_name", "Caller-Caller-ID-Name");
+                set("cid_num", "Caller-Caller-ID-Number");
+                set("dest", "Caller-Destination-Number");
+                set("context", "Caller-Context");
             }
+            _ => {}
         }
-        Some("CHANNEL_DESTROY") => {
-            channels.remove(uuid.as_ref());
+    }
+
+    /// Whether no channel exists.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// What `show channels as json` answers.
+    pub fn show_json(&self) -> String {
+        if self.rows.is_empty() {
+            return "{\"row_count\": 0}\n".into();
         }
-        _ => {}
+        let rows: Vec<_> = self.rows.values().cloned().collect();
+        format!(
+            "{}\n",
+            serde_json::json!({"row_count": rows.len(), "rows": rows})
+        )
     }
 }
 
@@ -441,7 +466,7 @@ async fn stream_events(
             }
             let i = s.cursor;
             let plain = s.plain[i].clone();
-            track(&mut s.channels, &plain.event);
+            s.channels.track(&plain.event);
             s.cursor += 1;
             match format {
                 EventFormat::Json if i < s.json.len() => s.json[i].clone(),

@@ -259,6 +259,9 @@ impl CallSession {
         leg.catching_up = false;
         if let Some(created) = time("Caller-Channel-Created-Time") {
             leg.created_us = created;
+            if i == 0 {
+                self.timeline.refine_start(created);
+            }
         }
         if leg.outbound && leg.rang_us.is_none() {
             leg.rang_us = time("Caller-Channel-Progress-Time")

@@ -309,9 +309,12 @@ impl SessionTracker {
         let key = match self.legs.get(uuid.as_ref()) {
             Some(k) => *k,
             None => {
+                // A channel's last words (its destroy, and the CS_DESTROY state after it)
+                // never open a call: they are stragglers of one that ended unseen.
                 if self.finished.contains(&uuid)
                     || !name.starts_with("CHANNEL_")
                     || name == "CHANNEL_DESTROY"
+                    || ev.get("Channel-State").is_some_and(|s| s == "CS_DESTROY")
                 {
                     return out;
                 }
@@ -360,9 +363,9 @@ impl SessionTracker {
     }
 
     /// Brings leg `uuid` of call `key` up to date if it was first seen mid-call; returns the
-    /// call it belongs to. An adopted queue agent's leg has its own `call_uuid`: its first
-    /// event names the caller's leg (`cc_member_session_uuid`), and the two calls become one,
-    /// as they were for an uninterrupted switchhook.
+    /// call it belongs to. An adopted leg listed apart from the call it has joined (a queue
+    /// agent's, a retrieved parked call's) is merged into it, as an uninterrupted switchhook
+    /// had it.
     fn catch_up(&mut self, key: u64, uuid: &str, name: &'static str, ev: &Event) -> u64 {
         let Some(call) = self.calls.get_mut(&key) else {
             return key;
@@ -380,16 +383,41 @@ impl SessionTracker {
         }
         call.catch_up(uuid, name, ev, &self.settings.mapping);
         self.catching_up -= 1;
-        let member = ev
-            .var("cc_member_session_uuid")
-            .filter(|m| m.as_ref() != uuid)
-            .and_then(|m| self.legs.get(m.as_ref()).copied());
-        match member {
+        // The leg's call now: a queue agent's names its caller (`cc_member_session_uuid`),
+        // a bridged leg's `Channel-Call-UUID` names the call it joined (valet retrieval,
+        // attended transfer), which `show channels` may still list apart.
+        let links: Vec<String> = [
+            ev.var("cc_member_session_uuid"),
+            ev.get("Channel-Call-UUID"),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|m| m.as_ref() != uuid)
+        .map(|m| m.into_owned())
+        .collect();
+        // It serves a call whose teardown was under way at the adoption (left alone): so is
+        // it.
+        if links.iter().any(|l| self.finished.contains(l)) {
+            if let Some(call) = self.calls.remove(&key) {
+                for leg in &call.legs {
+                    if leg.catching_up {
+                        self.catching_up = self.catching_up.saturating_sub(1);
+                    }
+                    self.legs.remove(&leg.uuid);
+                    self.finished.insert(leg.uuid.clone());
+                }
+            }
+            return key;
+        }
+        match links.iter().find_map(|l| self.legs.get(l).copied()) {
             Some(parent) if parent != key => {
                 self.merge(parent, key);
                 parent
             }
-            _ => key,
+            // Failing those, the leg it is bridged with (an attended transfer's consultation
+            // leg, listed under a call uuid of its own): the older call takes in the younger,
+            // as on a bridge.
+            _ => self.merge_bridged(key, ev),
         }
     }
 
@@ -448,6 +476,14 @@ impl SessionTracker {
             if matches!(c.row.get("callstate"), Some(serde_json::Value::String(s)) if s == "HANGUP")
             {
                 self.finished.insert(c.uuid.clone());
+                // Its call's own leg, destroyed already, may still send a last CHANNEL_STATE.
+                if let Some(first) = c
+                    .call_uuid
+                    .as_deref()
+                    .filter(|u| !u.is_empty() && !snapshots.iter().any(|o| o.uuid == *u))
+                {
+                    self.finished.insert(first.to_owned());
+                }
                 continue;
             }
             let call = c.call_uuid.as_deref().filter(|u| !u.is_empty());
@@ -464,6 +500,8 @@ impl SessionTracker {
                 self.catching_up += 1;
                 let (k, opened) = self.open_or_join(key, leg, &ev);
                 if let Some(call) = self.calls.get_mut(&k).filter(|_| opened) {
+                    // Its id even when its own leg is gone: the one it had.
+                    call.id = call_uuid.to_owned();
                     call.mark_gap(
                         "in progress when switchhook connected: earlier events were not received",
                     );

@@ -145,6 +145,19 @@ impl Timeline {
         }
     }
 
+    /// Moves the start to `start_us` when nothing has happened on the timeline yet and it is
+    /// within the first stretch: an adopted call's start is known only to the second from
+    /// `show channels` until its first event gives the microsecond.
+    pub fn refine_start(&mut self, start_us: i64) {
+        if self.closed.is_empty()
+            && self.open.2 == self.start_us
+            && (self.start_us..=self.last_us).contains(&start_us)
+        {
+            self.start_us = start_us;
+            self.open.2 = start_us;
+        }
+    }
+
     /// The same timeline starting earlier, the added stretch `unknown` (a call joined after a
     /// reconnect, whose start FreeSWITCH reported later).
     pub fn with_earlier_start(mut self, start_us: i64) -> Self {
