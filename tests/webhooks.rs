@@ -883,14 +883,21 @@ fn a_config_edit_applies_live_and_a_bad_edit_keeps_the_running_one() {
 
 /// A call that is up while switchhook restarts (SIGTERM, then a new process on the same outbox
 /// and the same FreeSWITCH): the new process finds it through `show channels` and follows it
-/// to its hangup. No webhook reaches the receiver twice, each trigger fires at most once for
-/// the call, every request is one replay computes for the capture, and the hangup arrives.
+/// to its hangup. No webhook reaches the receiver twice (the one in flight at the SIGTERM is
+/// answered and recorded before the process exits), each trigger fires at most once for the
+/// call, every request is one replay computes for the capture, and the hangup arrives.
 #[test]
 fn a_call_up_across_a_restart_gets_each_webhook_once() {
     use switchhook::playback::{Pace, PlaybackConfig, PlaybackServer};
     let rt = rt();
     rt.block_on(async {
-        let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+        // The fourth request (call.missed_or_answered, sent with the answer) takes 1.5 s: it
+        // is in flight when the SIGTERM comes.
+        let receiver = Receiver::start(|_, nth| Reply {
+            delay: Duration::from_millis(if nth == 4 { 1500 } else { 0 }),
+            ..Reply::status(200)
+        })
+        .await;
         let capture = "freeswitch-1.10/04-hold-unhold.esl";
         // At twice real speed: answered after about 1.5 s, hung up after about 6 s.
         let server = PlaybackServer::start(
@@ -930,9 +937,16 @@ fn a_call_up_across_a_restart_gets_each_webhook_once() {
                 seen.iter().any(|r| trigger_of(r) == "call.answered.extension")
             })
             .await;
+        let in_flight = async {
+            while receiver.arrived("/crm") < 4 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let in_flight = tokio::time::timeout(Duration::from_secs(10), in_flight).await.is_ok();
         let _ = std::process::Command::new("kill").args(["-TERM", &first.id().to_string()]).status();
         let status = first.wait().unwrap();
         assert!(answered, "{:?}", receiver.seen().iter().map(trigger_of).collect::<Vec<_>>());
+        assert!(in_flight, "the fourth request was sent before the stop");
         assert!(status.success(), "SIGTERM ends run cleanly: {status:?}");
         let before = receiver.seen().len();
         assert!(server.position() < server.total_events(), "the call was still up at the stop");
@@ -963,11 +977,19 @@ fn a_call_up_across_a_restart_gets_each_webhook_once() {
         let ids: Vec<&str> = seen.iter().map(|r| r.headers["webhook-id"].as_str()).collect();
         let unique: HashSet<&str> = ids.iter().copied().collect();
         assert_eq!(unique.len(), ids.len(), "a webhook arrived twice: {triggers:?}");
+        // Nor was one sent twice and dropped half way (an abandoned attempt).
+        assert_eq!(receiver.arrived("/crm"), ids.len(), "{triggers:?}");
         let fired: HashSet<&String> = triggers.iter().collect();
         assert_eq!(fired.len(), triggers.len(), "a trigger fired twice: {triggers:?}");
         assert_eq!(triggers.iter().filter(|t| *t == "call.hangup").count(), 1);
         for id in &unique {
             assert!(expected.contains(*id), "{id} is not a request replay computes: {triggers:?}");
         }
+        // `sequence` keeps increasing across the restart, in the order the receiver got them.
+        let sequences: Vec<u64> = seen
+            .iter()
+            .map(|r| serde_json::from_str::<Value>(&r.body).unwrap()["sequence"].as_u64().unwrap())
+            .collect();
+        assert!(sequences.windows(2).all(|w| w[0] < w[1]), "{sequences:?} for {triggers:?}");
     });
 }

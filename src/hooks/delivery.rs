@@ -28,6 +28,10 @@ pub struct DeliveryOptions {
     pub per_webhook: usize,
     /// How often the outbox is checked for changes made by `switchhook deliveries`.
     pub rescan_every: Duration,
+    /// At [`DeliveryQueue::close`], how long attempts already in flight may take to finish
+    /// and be recorded; what is still in flight then is abandoned (pending, resent on the
+    /// next start, so the receiver may see it twice).
+    pub drain: Duration,
 }
 
 impl Default for DeliveryOptions {
@@ -35,6 +39,7 @@ impl Default for DeliveryOptions {
         DeliveryOptions {
             per_webhook: 64,
             rescan_every: Duration::from_secs(1),
+            drain: Duration::from_secs(10),
         }
     }
 }
@@ -55,8 +60,14 @@ struct Inner {
     opts: DeliveryOptions,
     stats: Arc<DeliveryStats>,
     idle: Notify,
-    /// Cancelled by [`DeliveryQueue::close`]: chains stop where they are.
+    /// Cancelled by [`DeliveryQueue::close`]: no attempt starts after it.
     stop: tokio_util::sync::CancellationToken,
+    /// Cancelled when the drain is over: attempts still in flight are abandoned.
+    abandon: tokio_util::sync::CancellationToken,
+    /// Attempts sent and not yet recorded.
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Notified when an attempt has been recorded.
+    recorded: Notify,
     /// Submitted and not yet committed.
     intake_backlog: std::sync::atomic::AtomicUsize,
 }
@@ -102,6 +113,9 @@ impl DeliveryQueue {
             idle: Notify::new(),
             intake_backlog: std::sync::atomic::AtomicUsize::new(0),
             stop: tokio_util::sync::CancellationToken::new(),
+            abandon: tokio_util::sync::CancellationToken::new(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            recorded: Notify::new(),
         });
         // Read before the first scan, so a change made in between is picked up by the poll.
         let generation = inner.outbox.generation().await?;
@@ -161,8 +175,10 @@ impl DeliveryQueue {
     }
 
     /// Stops taking requests and waits until everything submitted is committed to the
-    /// outbox. Attempts in flight are abandoned: they are pending in the outbox and resume
-    /// on the next start.
+    /// outbox; no new attempt starts. Attempts already in flight get [`DeliveryOptions::drain`]
+    /// to finish and be recorded, so a receiver that answered is not sent the same request
+    /// again after a restart; what is still in flight then is abandoned (pending in the
+    /// outbox, resumed on the next start).
     pub async fn close(self) {
         let DeliveryQueue {
             inner,
@@ -172,6 +188,25 @@ impl DeliveryQueue {
         drop(intake);
         let _ = intake_done.await;
         inner.stop.cancel();
+        let drained = async {
+            loop {
+                let recorded = inner.recorded.notified();
+                if inner.in_flight.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                recorded.await;
+            }
+        };
+        if tokio::time::timeout(inner.opts.drain, drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = inner.in_flight.load(Ordering::SeqCst),
+                "webhook attempts still in flight at shutdown: abandoned, resent on the next start"
+            );
+        }
+        inner.abandon.cancel();
     }
 
     /// Waits until no delivery is pending in memory (tests, benchmarks, `demo`).
@@ -381,13 +416,34 @@ async fn run_chain(inner: Arc<Inner>, key: ChainKey) {
     }
 }
 
-/// The chain must stop: its webhook is disabled.
+/// The chain must stop: its webhook is disabled, or the queue is closing.
 struct Stop;
+
+/// An attempt from its send to its record; [`DeliveryQueue::close`] waits for these.
+struct InFlight<'a>(&'a Inner);
+
+impl<'a> InFlight<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(inner)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.recorded.notify_waiters();
+    }
+}
 
 /// Delivers one request, with every retry it takes. `None` when it is finished with.
 async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
     let webhook = s.request.webhook.clone();
     loop {
+        // Closing: nothing new goes out (a zero wait below would race the stop).
+        if inner.stop.is_cancelled() {
+            return Some(Stop);
+        }
         if inner
             .disabled
             .lock()
@@ -415,6 +471,7 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
             .unwrap_or_default();
         let signer = hooks.get(&webhook).and_then(|h| h.signer.clone());
         let attempt_no = s.attempts + 1;
+        let mut in_flight = None;
         let (outcome, rec, took) = if s.request.signed && signer.is_none() {
             let rec = AttemptRecord {
                 error: Some("the webhook's secret is no longer configured: cannot sign".into()),
@@ -422,13 +479,18 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
             };
             (None, rec, None)
         } else {
-            let permit = limit_for(inner, &webhook).acquire_owned().await.ok();
+            let permit = tokio::select! {
+                p = limit_for(inner, &webhook).acquire_owned() => p.ok(),
+                _ = inner.stop.cancelled() => return Some(Stop),
+            };
             inner.stats.attempts.fetch_add(1, Ordering::Relaxed);
+            in_flight = Some(InFlight::new(inner));
             let sent = std::time::Instant::now();
             let r = tokio::select! {
                 r = attempt(&inner.client, &s.request, signer.as_ref()) => r,
-                // Abandoned: still pending in the outbox, resumed on the next start.
-                _ = inner.stop.cancelled() => return Some(Stop),
+                // Abandoned after the drain: still pending in the outbox, resumed on the next
+                // start.
+                _ = inner.abandon.cancelled() => return Some(Stop),
             };
             drop(permit);
             (Some(r.0), r.1, Some(sent.elapsed()))
@@ -453,6 +515,7 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
         {
             tracing::error!(webhook, id = %s.request.id, call_id = %s.request.call_id, error = %e, "cannot record a webhook attempt");
         }
+        drop(in_flight);
         let log_status = rec.status.map(|c| c.to_string()).unwrap_or_default();
         inner.stats.note(
             &s.request,

@@ -125,6 +125,9 @@ impl Fired {
         for &t in ts {
             self.claim(t);
         }
+        // Numbered after any moment the call can have had (each trigger fires at most once),
+        // so `sequence` keeps increasing per call across the restart; it may skip numbers.
+        self.seq = self.seq.max(Trigger::ALL.len() as u32);
     }
 
     /// Whether `t` has fired.

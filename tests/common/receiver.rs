@@ -158,6 +158,17 @@ impl Receiver {
         self.shared.seen.lock().unwrap().clone()
     }
 
+    /// Requests that have arrived at `path`, answered or not yet.
+    pub fn arrived(&self, path: &str) -> usize {
+        self.shared
+            .hits
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// `http://127.0.0.1:port`.
     pub fn base(&self) -> String {
         format!("http://{}", self.addr)
