@@ -509,6 +509,31 @@ fn a_webhook_secret_comes_from_the_environment_and_its_mistakes_are_named() {
     };
     let from_env = hook("secret_env = \"CRM_HOOK_SECRET\"");
     assert_ok(&check(&from_env, Some(secret)));
+    // A header's value from the environment: the same three mistakes, named by key path.
+    let header = hook("headers_env = { \"Authorization\" = \"CRM_HOOK_SECRET\" }");
+    assert_ok(&check(&header, Some("Bearer abc")));
+    let twice = hook(
+        "headers = { \"authorization\" = \"x\" }\nheaders_env = { \"Authorization\" = \"CRM_HOOK_SECRET\" }",
+    );
+    for (f, value, want) in [
+        (&header, None, "\"CRM_HOOK_SECRET\" is not set"),
+        (&header, Some("Bearer\u{7}bell"), "not a valid header value"),
+        (
+            &twice,
+            Some("Bearer abc"),
+            "Authorization is in headers too",
+        ),
+    ] {
+        let out = check(f, value);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("webhooks[0].headers_env.Authorization"),
+            "{err}"
+        );
+        assert!(err.contains(want), "{err}");
+        assert!(!err.contains("bell") && !err.contains("abc"), "{err}");
+    }
     for (f, value, want) in [
         (&from_env, None, "\"CRM_HOOK_SECRET\" is not set"),
         (&from_env, Some("  "), "\"CRM_HOOK_SECRET\" is empty"),

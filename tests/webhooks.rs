@@ -993,3 +993,62 @@ fn a_call_up_across_a_restart_gets_each_webhook_once() {
         assert!(sequences.windows(2).all(|w| w[0] < w[1]), "{sequences:?} for {triggers:?}");
     });
 }
+
+/// `headers_env`: a token from the environment reaches the receiver on every attempt, and
+/// neither the outbox file nor the log ever holds it.
+#[test]
+fn a_header_from_the_environment_is_sent_but_never_stored() {
+    let rt = rt();
+    rt.block_on(async {
+        let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+        let server = common::playback("freeswitch-1.10/03-abandoned-short.esl", "env-header").await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("outbox.db");
+        let text = format!(
+            "[freeswitch]\nhost = \"127.0.0.1\"\nport = {port}\n[log]\nformat = \"json\"\nlevel = \"debug\"\n[store]\npath = {db:?}\n\n\
+             [[webhooks]]\nname = \"crm\"\ntriggers = [\"call.received\", \"call.hangup\"]\nurl = \"{base}/crm\"\n\
+             headers = {{ \"X-Call\" = \"{{id}}\" }}\nheaders_env = {{ \"Authorization\" = \"CRM_TOKEN\" }}\n",
+            port = server.addr().port(),
+            db = db.display().to_string(),
+            base = receiver.base(),
+        );
+        let cfg_path = dir.path().join("switchhook.toml");
+        std::fs::write(&cfg_path, &text).unwrap();
+        let token = "Bearer tok_3f9a1c77e2b54d0e";
+        let log_path = dir.path().join("run.log");
+        let mut child = common::run_command(&cfg_path, "env-header")
+            .env("CRM_TOKEN", token)
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap();
+        let arrived = receiver.wait_for(Duration::from_secs(30), |s| s.len() >= 2).await;
+        let recorded = async {
+            let want = vec![("delivered".to_owned(), 2)];
+            while Admin::open(&db).and_then(|a| a.counts()).ok() != Some(want.clone()) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let recorded = tokio::time::timeout(Duration::from_secs(10), recorded).await.is_ok();
+        let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        child.wait().unwrap();
+        assert!(arrived && recorded, "{:?}", receiver.seen());
+        for r in receiver.seen() {
+            assert_eq!(r.headers["authorization"], token);
+            assert!(!r.headers["x-call"].is_empty());
+        }
+        let mut stored = Vec::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.to_string_lossy().contains("outbox.db") {
+                stored.extend(std::fs::read(&path).unwrap());
+            }
+        }
+        assert!(!stored.is_empty());
+        let secret = &token.as_bytes()[7..];
+        assert!(!stored.windows(secret.len()).any(|w| w == secret), "the token is in the outbox");
+        // The request itself is there (the outbox was read, not an empty file).
+        assert!(stored.windows(6).any(|w| w == b"X-Call"));
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        assert!(!log.contains(&token[7..]), "the token is in the log");
+    });
+}

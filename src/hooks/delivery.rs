@@ -470,6 +470,10 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
             .map(|h| Arc::clone(&h))
             .unwrap_or_default();
         let signer = hooks.get(&webhook).and_then(|h| h.signer.clone());
+        let secret_headers = hooks
+            .get(&webhook)
+            .map(|h| h.secret_headers.clone())
+            .unwrap_or_default();
         let attempt_no = s.attempts + 1;
         let mut in_flight = None;
         let (outcome, rec, took) = if s.request.signed && signer.is_none() {
@@ -487,7 +491,7 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
             in_flight = Some(InFlight::new(inner));
             let sent = std::time::Instant::now();
             let r = tokio::select! {
-                r = attempt(&inner.client, &s.request, signer.as_ref()) => r,
+                r = attempt(&inner.client, &s.request, signer.as_ref(), &secret_headers.0) => r,
                 // Abandoned after the drain: still pending in the outbox, resumed on the next
                 // start.
                 _ = inner.abandon.cancelled() => return Some(Stop),
@@ -630,6 +634,7 @@ async fn attempt(
     client: &reqwest::Client,
     req: &Request,
     signer: Option<&super::sign::Signer>,
+    secret_headers: &[(String, String)],
 ) -> (Attempt, AttemptRecord) {
     let method = match reqwest::Method::from_bytes(req.method.as_bytes()) {
         Ok(m) => m,
@@ -643,6 +648,7 @@ async fn attempt(
         .iter()
         .cloned()
         .chain(req.signature_headers(signer, now_ms() / 1000))
+        .chain(secret_headers.iter().cloned())
     {
         rb = rb.header(k, v);
     }

@@ -89,6 +89,10 @@ pub struct WebhookConfig {
     /// Extra headers (values are templates).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Headers whose values come from environment variables (header name → variable), for
+    /// tokens: added to each attempt as it is sent, never stored in the outbox, never logged.
+    #[serde(default)]
+    pub headers_env: BTreeMap<String, String>,
     /// Static key/values sent as `customData`.
     #[serde(default)]
     pub custom_data: Map<String, Value>,
@@ -154,6 +158,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("method", &self.method)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("secret_env", &self.secret_env)
+            .field("headers_env", &self.headers_env)
             .finish_non_exhaustive()
     }
 }
@@ -195,7 +200,21 @@ pub struct Webhook {
     tz: Option<jiff::tz::TimeZone>,
     /// Its signing key.
     pub signer: Option<Signer>,
+    /// The `headers_env` headers with their values, added per attempt.
+    pub secret_headers: SecretHeaders,
     trigger_id: String,
+}
+
+/// Header values read from the environment. `Debug` shows the names only.
+#[derive(Clone, Default)]
+pub struct SecretHeaders(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for SecretHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| (name, "<redacted>")))
+            .finish()
+    }
 }
 
 /// All configured webhooks, compiled.
@@ -274,12 +293,15 @@ impl Webhook {
             },
             None => None,
         };
-        let mut headers = Vec::new();
-        for (name, value) in &cfg.headers {
+        let settable = |name: &str| {
             let reserved = name.to_ascii_lowercase().starts_with("webhook-")
                 || name.eq_ignore_ascii_case("content-length")
                 || name.eq_ignore_ascii_case("host");
-            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() || reserved {
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok() && !reserved
+        };
+        let mut headers = Vec::new();
+        for (name, value) in &cfg.headers {
+            if !settable(name) {
                 bad(
                     &format!("headers.{name}"),
                     "not a header name switchhook may set".into(),
@@ -288,6 +310,27 @@ impl Webhook {
             let t = Template::parse(value);
             check_fields(&format!("headers.{name}"), &t, &mut bad);
             headers.push((name.clone(), t));
+        }
+        let mut secret_headers = Vec::new();
+        for (name, var) in &cfg.headers_env {
+            let key = format!("headers_env.{name}");
+            if !settable(name) {
+                bad(&key, "not a header name switchhook may set".into());
+            } else if cfg.headers.keys().any(|h| h.eq_ignore_ascii_case(name)) {
+                bad(&key, format!("{name} is in headers too"));
+            }
+            match std::env::var(var) {
+                Ok(v) if v.trim().is_empty() => {
+                    bad(&key, format!("the environment variable {var:?} is empty"))
+                }
+                // The message names the variable, never the value.
+                Ok(v) if reqwest::header::HeaderValue::from_str(v.trim()).is_err() => bad(
+                    &key,
+                    format!("the environment variable {var:?} is not a valid header value"),
+                ),
+                Ok(v) => secret_headers.push((name.clone(), v.trim().to_owned())),
+                Err(_) => bad(&key, format!("the environment variable {var:?} is not set")),
+            }
         }
         let body = cfg.body.as_ref().map(|b| Template::parse(b));
         if let Some(t) = &body {
@@ -362,6 +405,7 @@ impl Webhook {
             numbers: dids,
             tz,
             signer,
+            secret_headers: SecretHeaders(secret_headers),
             trigger_id,
         })
     }
@@ -608,6 +652,7 @@ impl WebhookSet {
             custom_data: Map::new(),
             secret: None,
             secret_env: None,
+            headers_env: BTreeMap::new(),
             body: None,
             enabled: true,
             trigger_id: None,
