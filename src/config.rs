@@ -483,6 +483,12 @@ fn validate(cfg: &Config, issues: &mut Vec<ConfigIssue>) {
             format!("{:?} is not ip:port", cfg.admin.listen),
         );
     }
+    if let Err(e) = cfg.admin.credentials() {
+        bad("admin.password_env", e);
+    }
+    if cfg.admin.user.is_empty() || cfg.admin.user.contains(':') {
+        bad("admin.user", "must be non-empty and without ':'".into());
+    }
     if cfg.store.path.as_os_str().is_empty() {
         bad("store.path", "must name a file".into());
     }

@@ -137,8 +137,20 @@ pub async fn run_until(
             outbox: cfg.store.path.clone(),
             live: Arc::clone(live),
         };
+        // check-config has vouched for the variable; a failure here is a race with the
+        // environment, and the endpoint then stays closed rather than open.
+        let credentials = match cfg.admin.credentials() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("admin.password_env: {e}");
+                client.shutdown().await;
+                queue.close().await;
+                return ExitCode::from(2);
+            }
+        };
         match AdminServer::bind(&cfg.admin.listen, sources).await {
             Ok(server) => {
+                let server = server.require(credentials);
                 tracing::info!(listen = %cfg.admin.listen, "admin endpoint listening (live page at /, /metrics /healthz /readyz)");
                 tokio::spawn(server.serve(stop_admin.clone()));
             }

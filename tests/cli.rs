@@ -680,6 +680,88 @@ fn run_serves_metrics_health_and_readiness() {
 }
 
 #[test]
+fn an_admin_password_guards_call_data_and_metrics_but_not_the_probes() {
+    use std::process::Stdio;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(common::playback(
+        "freeswitch-1.10/03-abandoned-short.esl",
+        "s3cret-esl",
+    ));
+    let admin = common::free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let f = config_file(&format!(
+        "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n[store]\npath = {:?}\n[admin]\nlisten = \"{admin}\"\npassword_env = \"ADMIN_PW\"\nuser = \"ops\"\n",
+        server.addr().port(),
+        dir.path().join("outbox.db").display().to_string()
+    ));
+    // Without the variable, check-config names the key.
+    let out = switchhook()
+        .arg("check-config")
+        .arg(f.path())
+        .env_remove("ADMIN_PW")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("admin.password_env") && err.contains("\"ADMIN_PW\" is not set"),
+        "{err}"
+    );
+
+    let password = "correct horse";
+    let mut child = common::run_command(f.path(), "s3cret-esl")
+        .env("ADMIN_PW", password)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let get = |path: &str, auth: Option<(&str, &str)>| {
+        let url = format!("http://{admin}{path}");
+        rt.block_on(async {
+            let mut rb = reqwest::Client::new().get(&url);
+            if let Some((u, p)) = auth {
+                rb = rb.basic_auth(u, Some(p));
+            }
+            match rb.send().await {
+                Ok(r) => Some((
+                    r.status().as_u16(),
+                    r.headers()
+                        .get("www-authenticate")
+                        .map(|v| v.to_str().unwrap_or("").to_owned()),
+                )),
+                Err(_) => None,
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while get("/healthz", None).is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let results: Vec<_> = ["/metrics", "/", "/live.json"]
+        .iter()
+        .map(|p| {
+            (
+                *p,
+                get(p, None),
+                get(p, Some(("ops", "wrong"))),
+                get(p, Some(("switchhook", password))),
+                get(p, Some(("ops", password))),
+            )
+        })
+        .collect();
+    let probes = (get("/healthz", None), get("/readyz", None));
+    child.kill().unwrap();
+    let _ = child.wait();
+    let challenge = Some("Basic realm=\"switchhook\", charset=\"UTF-8\"".to_owned());
+    for (path, none, wrong, other_user, right) in results {
+        assert_eq!(none, Some((401, challenge.clone())), "{path}");
+        assert_eq!(wrong, Some((401, challenge.clone())), "{path}");
+        assert_eq!(other_user, Some((401, challenge.clone())), "{path}");
+        assert_eq!(right, Some((200, None)), "{path}");
+    }
+    assert_eq!(probes.0, Some((200, None)));
+    assert!(matches!(probes.1, Some((200 | 503, None))), "{probes:?}");
+}
+
+#[test]
 fn readyz_says_why_while_freeswitch_is_unreachable() {
     let (nobody, admin) = (common::free_addr(), common::free_addr());
     let dir = tempfile::tempdir().unwrap();

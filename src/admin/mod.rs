@@ -4,6 +4,7 @@
 //! deliveries (`/`). Off unless `[admin] listen` is set; keep it on loopback or behind a
 //! firewall.
 
+pub mod auth;
 pub mod live;
 pub mod metrics;
 pub mod server;
@@ -15,9 +16,41 @@ pub use metrics::{PipelineStats, Sources};
 pub use server::AdminServer;
 
 /// `[admin]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// `ip:port` of the admin endpoint; empty (the default): off.
     pub listen: String,
+    /// The environment variable holding a password: when set, `/`, `/live.json` and
+    /// `/metrics` require HTTP Basic authentication as `user` (`/healthz` and `/readyz` stay
+    /// open for probes). Empty (the default): no authentication.
+    pub password_env: String,
+    /// The Basic-auth user name.
+    pub user: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: String::new(),
+            password_env: String::new(),
+            user: "switchhook".into(),
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The Basic-auth credentials, read from the environment; Err names the variable (never
+    /// a value). None: no authentication.
+    pub fn credentials(&self) -> Result<Option<auth::Credentials>, String> {
+        if self.password_env.is_empty() {
+            return Ok(None);
+        }
+        let var = &self.password_env;
+        match std::env::var(var) {
+            Ok(p) if !p.is_empty() => Ok(Some(auth::Credentials::new(&self.user, &p))),
+            Ok(_) => Err(format!("the environment variable {var:?} is empty")),
+            Err(_) => Err(format!("the environment variable {var:?} is not set")),
+        }
+    }
 }

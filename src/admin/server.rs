@@ -11,6 +11,7 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use super::auth::{self, Credentials};
 use super::metrics::{Snapshot, Sources};
 use crate::hooks::store::Admin;
 
@@ -18,6 +19,7 @@ use crate::hooks::store::Admin;
 pub struct AdminServer {
     listener: tokio::net::TcpListener,
     sources: Sources,
+    credentials: Option<Credentials>,
 }
 
 impl AdminServer {
@@ -26,7 +28,14 @@ impl AdminServer {
         Ok(AdminServer {
             listener: tokio::net::TcpListener::bind(addr).await?,
             sources,
+            credentials: None,
         })
+    }
+
+    /// Requires these credentials on the live page, its data and `/metrics`.
+    pub fn require(mut self, credentials: Option<Credentials>) -> AdminServer {
+        self.credentials = credentials;
+        self
     }
 
     /// The bound address.
@@ -36,12 +45,18 @@ impl AdminServer {
 
     /// Serves until `stop`.
     pub async fn serve(self, stop: CancellationToken) {
+        // Call data and metrics behind the credentials, if any; the probes stay open.
+        let mut guarded = axum::Router::new()
+            .route("/metrics", get(metrics))
+            .route("/", get(live_page))
+            .route("/live.json", get(live_json));
+        if let Some(creds) = self.credentials {
+            guarded = guarded.layer(axum::middleware::from_fn_with_state(creds, auth::require));
+        }
         let app = axum::Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
-            .route("/metrics", get(metrics))
-            .route("/", get(live_page))
-            .route("/live.json", get(live_json))
+            .merge(guarded)
             .with_state(self.sources);
         let _ = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
