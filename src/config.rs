@@ -197,6 +197,16 @@ pub struct ConfigErrors(pub Vec<ConfigIssue>);
 
 const ENV_PREFIX: &str = "SWITCHHOOK";
 
+/// A secret kept out of the configuration file: the value of environment variable `var`,
+/// trimmed. The error names the variable, never a value.
+pub fn from_env(var: &str) -> Result<String, String> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
+        Ok(_) => Err(format!("the environment variable {var:?} is empty")),
+        Err(_) => Err(format!("the environment variable {var:?} is not set")),
+    }
+}
+
 fn sources(path: Option<&Path>) -> config::ConfigBuilder<config::builder::DefaultState> {
     let mut b = config::Config::builder();
     if let Some(p) = path {

@@ -425,11 +425,6 @@ impl ChannelTable {
         }
     }
 
-    /// Whether no channel exists.
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
     /// What `show channels as json` answers.
     pub fn show_json(&self) -> String {
         if self.rows.is_empty() {

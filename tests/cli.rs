@@ -621,22 +621,45 @@ fn demo_keep_leaves_an_outbox_that_deliveries_can_read() {
     assert!(counts[0].1 >= 5, "{text}");
 }
 
+/// What an admin-endpoint test runs `switchhook run` with: capture 03 played back, the outbox
+/// in a temporary directory, the admin endpoint on a free port.
+struct AdminRig {
+    _server: switchhook::playback::PlaybackServer,
+    _dir: tempfile::TempDir,
+    admin: std::net::SocketAddr,
+    config: tempfile::NamedTempFile,
+}
+
+const ADMIN_RIG_ESL_PASSWORD: &str = "s3cret-admin";
+
+/// An [`AdminRig`] with `admin_extra` lines added to `[admin]`.
+fn admin_rig(rt: &tokio::runtime::Runtime, admin_extra: &str) -> AdminRig {
+    let server = rt.block_on(common::playback(
+        "freeswitch-1.10/03-abandoned-short.esl",
+        ADMIN_RIG_ESL_PASSWORD,
+    ));
+    let admin = common::free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&format!(
+        "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n[store]\npath = {:?}\n[admin]\nlisten = \"{admin}\"\n{admin_extra}",
+        server.addr().port(),
+        dir.path().join("outbox.db").display().to_string()
+    ));
+    AdminRig {
+        _server: server,
+        _dir: dir,
+        admin,
+        config,
+    }
+}
+
 #[test]
 fn run_serves_metrics_health_and_readiness() {
     use std::process::Stdio;
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = rt.block_on(common::playback(
-        "freeswitch-1.10/03-abandoned-short.esl",
-        "s3cret-admin",
-    ));
-    let admin = common::free_addr();
-    let dir = tempfile::tempdir().unwrap();
-    let f = config_file(&format!(
-        "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n[store]\npath = {:?}\n[admin]\nlisten = \"{admin}\"\n",
-        server.addr().port(),
-        dir.path().join("outbox.db").display().to_string()
-    ));
-    let mut child = common::run_command(f.path(), "s3cret-admin")
+    let rig = admin_rig(&rt, "");
+    let (admin, f) = (rig.admin, &rig.config);
+    let mut child = common::run_command(f.path(), ADMIN_RIG_ESL_PASSWORD)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -683,17 +706,8 @@ fn run_serves_metrics_health_and_readiness() {
 fn an_admin_password_guards_call_data_and_metrics_but_not_the_probes() {
     use std::process::Stdio;
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = rt.block_on(common::playback(
-        "freeswitch-1.10/03-abandoned-short.esl",
-        "s3cret-esl",
-    ));
-    let admin = common::free_addr();
-    let dir = tempfile::tempdir().unwrap();
-    let f = config_file(&format!(
-        "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n[store]\npath = {:?}\n[admin]\nlisten = \"{admin}\"\npassword_env = \"ADMIN_PW\"\nuser = \"ops\"\n",
-        server.addr().port(),
-        dir.path().join("outbox.db").display().to_string()
-    ));
+    let rig = admin_rig(&rt, "password_env = \"ADMIN_PW\"\nuser = \"ops\"\n");
+    let (admin, f) = (rig.admin, &rig.config);
     // Without the variable, check-config names the key.
     let out = switchhook()
         .arg("check-config")
@@ -708,7 +722,7 @@ fn an_admin_password_guards_call_data_and_metrics_but_not_the_probes() {
     );
 
     let password = "correct horse";
-    let mut child = common::run_command(f.path(), "s3cret-esl")
+    let mut child = common::run_command(f.path(), ADMIN_RIG_ESL_PASSWORD)
         .env("ADMIN_PW", password)
         .stderr(Stdio::null())
         .spawn()

@@ -623,7 +623,7 @@ fn calls_stay_in_order_and_a_dead_endpoint_delays_nobody_else() {
             },
         })
         .await;
-        let all = switchhook::session::Trigger::ALL.map(|t| format!("\"{}\"", t.name())).join(", ");
+        let all = all_triggers();
         let text = format!(
             "[[webhooks]]\nname = \"crm\"\ntriggers = [{all}]\nurl = \"{0}/crm\"\n\n\
              [[webhooks]]\nname = \"dead\"\ntriggers = [{all}]\nurl = \"{0}/dead\"\nretries = 3\ntimeout = \"300ms\"\n",
@@ -706,6 +706,32 @@ fn a_restart_resumes_pending_deliveries_and_never_enqueues_twice() {
     });
 }
 
+/// Every trigger name, quoted, for a TOML list.
+fn all_triggers() -> String {
+    switchhook::session::Trigger::ALL
+        .map(|t| format!("\"{}\"", t.name()))
+        .join(", ")
+}
+
+/// Writes a `run` configuration into `dir`: the playback server on `port`, JSON logs at
+/// debug level, the outbox `dir/outbox.db`, then `webhooks`. Returns its path, the outbox's
+/// and the text.
+fn run_config(
+    dir: &Path,
+    port: u16,
+    webhooks: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let db = dir.join("outbox.db");
+    let text = format!(
+        "[freeswitch]\nhost = \"127.0.0.1\"\nport = {port}\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\
+         [store]\npath = {db:?}\n\n{webhooks}",
+        db = db.display().to_string(),
+    );
+    let path = dir.join("switchhook.toml");
+    std::fs::write(&path, &text).unwrap();
+    (path, db, text)
+}
+
 /// Runs `switchhook run` with `config`; its log goes to a file in the config's directory.
 fn spawn_run(config: &Path, password: &str) -> std::process::Child {
     let log = std::fs::File::create(config.with_extension(format!("log.{}", std::process::id())))
@@ -728,18 +754,16 @@ fn sigkill_with_deliveries_pending_loses_nothing() {
         let server =
             common::playback("freeswitch-1.10/16-concurrent-mix.esl", "kill-9-test").await;
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("outbox.db");
-        let all = switchhook::session::Trigger::ALL.map(|t| format!("\"{}\"", t.name())).join(", ");
-        let text = format!(
-            "[freeswitch]\nhost = \"127.0.0.1\"\nport = {port}\n[log]\nformat = \"json\"\n[store]\npath = {db:?}\n\n\
-             [[webhooks]]\nname = \"crm\"\ntriggers = [{all}]\nurl = \"{base}/crm\"\nretries = 10\n\n\
-             [[webhooks]]\nname = \"signed\"\ntriggers = [\"call.hangup\"]\nurl = \"{base}/signed\"\nretries = 10\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
-            port = server.addr().port(),
-            db = db.display().to_string(),
-            base = receiver.base(),
+        let all = all_triggers();
+        let (cfg_path, db, text) = run_config(
+            dir.path(),
+            server.addr().port(),
+            &format!(
+                "[[webhooks]]\nname = \"crm\"\ntriggers = [{all}]\nurl = \"{base}/crm\"\nretries = 10\n\n\
+                 [[webhooks]]\nname = \"signed\"\ntriggers = [\"call.hangup\"]\nurl = \"{base}/signed\"\nretries = 10\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+                base = receiver.base(),
+            ),
         );
-        let cfg_path = dir.path().join("switchhook.toml");
-        std::fs::write(&cfg_path, &text).unwrap();
         // What must arrive: every request replay computes for the capture.
         let (settings, hooks) = compile(&config(&text));
         let expected = requests("freeswitch-1.10/16-concurrent-mix.esl", &settings, &hooks).await;
@@ -912,17 +936,15 @@ fn a_call_up_across_a_restart_gets_each_webhook_once() {
         .await
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("outbox.db");
-        let all = switchhook::session::Trigger::ALL.map(|t| format!("\"{}\"", t.name())).join(", ");
-        let text = format!(
-            "[freeswitch]\nhost = \"127.0.0.1\"\nport = {port}\n[log]\nformat = \"json\"\n[store]\npath = {db:?}\n\n\
-             [[webhooks]]\nname = \"crm\"\ntriggers = [{all}]\nurl = \"{base}/crm\"\nretries = 10\n",
-            port = server.addr().port(),
-            db = db.display().to_string(),
-            base = receiver.base(),
+        let (cfg_path, db, text) = run_config(
+            dir.path(),
+            server.addr().port(),
+            &format!(
+                "[[webhooks]]\nname = \"crm\"\ntriggers = [{all}]\nurl = \"{base}/crm\"\nretries = 10\n",
+                all = all_triggers(),
+                base = receiver.base(),
+            ),
         );
-        let cfg_path = dir.path().join("switchhook.toml");
-        std::fs::write(&cfg_path, &text).unwrap();
         let (settings, hooks) = compile(&config(&text));
         let expected: HashSet<String> =
             requests(capture, &settings, &hooks).await.into_iter().map(|r| r.id).collect();
@@ -1003,17 +1025,15 @@ fn a_header_from_the_environment_is_sent_but_never_stored() {
         let receiver = Receiver::start(|_, _| Reply::status(200)).await;
         let server = common::playback("freeswitch-1.10/03-abandoned-short.esl", "env-header").await;
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("outbox.db");
-        let text = format!(
-            "[freeswitch]\nhost = \"127.0.0.1\"\nport = {port}\n[log]\nformat = \"json\"\nlevel = \"debug\"\n[store]\npath = {db:?}\n\n\
-             [[webhooks]]\nname = \"crm\"\ntriggers = [\"call.received\", \"call.hangup\"]\nurl = \"{base}/crm\"\n\
-             headers = {{ \"X-Call\" = \"{{id}}\" }}\nheaders_env = {{ \"Authorization\" = \"CRM_TOKEN\" }}\n",
-            port = server.addr().port(),
-            db = db.display().to_string(),
-            base = receiver.base(),
+        let (cfg_path, db, _) = run_config(
+            dir.path(),
+            server.addr().port(),
+            &format!(
+                "[[webhooks]]\nname = \"crm\"\ntriggers = [\"call.received\", \"call.hangup\"]\nurl = \"{base}/crm\"\n\
+                 headers = {{ \"X-Call\" = \"{{id}}\" }}\nheaders_env = {{ \"Authorization\" = \"CRM_TOKEN\" }}\n",
+                base = receiver.base(),
+            ),
         );
-        let cfg_path = dir.path().join("switchhook.toml");
-        std::fs::write(&cfg_path, &text).unwrap();
         let token = "Bearer tok_3f9a1c77e2b54d0e";
         let log_path = dir.path().join("run.log");
         let mut child = common::run_command(&cfg_path, "env-header")

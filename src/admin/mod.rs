@@ -46,11 +46,7 @@ impl AdminConfig {
         if self.password_env.is_empty() {
             return Ok(None);
         }
-        let var = &self.password_env;
-        match std::env::var(var) {
-            Ok(p) if !p.is_empty() => Ok(Some(auth::Credentials::new(&self.user, &p))),
-            Ok(_) => Err(format!("the environment variable {var:?} is empty")),
-            Err(_) => Err(format!("the environment variable {var:?} is not set")),
-        }
+        let password = crate::config::from_env(&self.password_env)?;
+        Ok(Some(auth::Credentials::new(&self.user, &password)))
     }
 }

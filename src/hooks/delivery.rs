@@ -469,11 +469,9 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
             .read()
             .map(|h| Arc::clone(&h))
             .unwrap_or_default();
-        let signer = hooks.get(&webhook).and_then(|h| h.signer.clone());
-        let secret_headers = hooks
-            .get(&webhook)
-            .map(|h| h.secret_headers.clone())
-            .unwrap_or_default();
+        let hook = hooks.get(&webhook);
+        let signer = hook.and_then(|h| h.signer.clone());
+        let secret_headers = hook.map_or(&[][..], |h| &h.secret_headers.0[..]);
         let attempt_no = s.attempts + 1;
         let mut in_flight = None;
         let (outcome, rec, took) = if s.request.signed && signer.is_none() {
@@ -491,7 +489,7 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
             in_flight = Some(InFlight::new(inner));
             let sent = std::time::Instant::now();
             let r = tokio::select! {
-                r = attempt(&inner.client, &s.request, signer.as_ref(), &secret_headers.0) => r,
+                r = attempt(&inner.client, &s.request, signer.as_ref(), secret_headers) => r,
                 // Abandoned after the drain: still pending in the outbox, resumed on the next
                 // start.
                 _ = inner.abandon.cancelled() => return Some(Stop),

@@ -127,11 +127,7 @@ fn secret_of(cfg: &WebhookConfig) -> Result<Option<String>, String> {
     match (&cfg.secret, &cfg.secret_env) {
         (Some(_), Some(_)) => Err("set secret or secret_env, not both".into()),
         (Some(s), None) => Ok(Some(s.clone())),
-        (None, Some(var)) => match std::env::var(var) {
-            Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_owned())),
-            Ok(_) => Err(format!("the environment variable {var:?} is empty")),
-            Err(_) => Err(format!("the environment variable {var:?} is not set")),
-        },
+        (None, Some(var)) => crate::config::from_env(var).map(Some),
         (None, None) => Ok(None),
     }
 }
@@ -319,17 +315,14 @@ impl Webhook {
             } else if cfg.headers.keys().any(|h| h.eq_ignore_ascii_case(name)) {
                 bad(&key, format!("{name} is in headers too"));
             }
-            match std::env::var(var) {
-                Ok(v) if v.trim().is_empty() => {
-                    bad(&key, format!("the environment variable {var:?} is empty"))
-                }
+            match crate::config::from_env(var) {
                 // The message names the variable, never the value.
-                Ok(v) if reqwest::header::HeaderValue::from_str(v.trim()).is_err() => bad(
+                Ok(v) if reqwest::header::HeaderValue::from_str(&v).is_err() => bad(
                     &key,
                     format!("the environment variable {var:?} is not a valid header value"),
                 ),
-                Ok(v) => secret_headers.push((name.clone(), v.trim().to_owned())),
-                Err(_) => bad(&key, format!("the environment variable {var:?} is not set")),
+                Ok(v) => secret_headers.push((name.clone(), v)),
+                Err(e) => bad(&key, e),
             }
         }
         let body = cfg.body.as_ref().map(|b| Template::parse(b));

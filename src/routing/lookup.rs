@@ -114,18 +114,20 @@ impl Route {
     }
 }
 
-/// A URL (template) cut to scheme, host and path: the query and any `user:password@` may hold
-/// API keys, and the CDR travels to other systems.
+/// A route's URL template as the channel and the CDR show it: scheme, host and path, its
+/// placeholders empty (no caller's data), without the query or any `user:password@` (they may
+/// hold API keys, and the CDR travels to other systems). The template is rendered and parsed
+/// as the configuration check does, so a checked route always has one.
 pub fn redacted(url: &str) -> String {
-    let base = url.split(['?', '#']).next().unwrap_or_default();
-    match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            format!("{scheme}://{host}{path}")
-        }
-        None => base.to_owned(),
-    }
+    let rendered = Template::parse(url).render(&Map::new(), Escape::Url);
+    let Ok(mut u) = reqwest::Url::parse(&rendered) else {
+        return String::new();
+    };
+    u.set_query(None);
+    u.set_fragment(None);
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.into()
 }
 
 type Cache = LruCache<(String, String, String), (Decision, Instant)>;
@@ -354,8 +356,13 @@ mod tests {
                 "https://bot:s3cret@crm.example:8443/r/in#frag",
                 "https://crm.example:8443/r/in",
             ),
-            ("http://127.0.0.1:8090", "http://127.0.0.1:8090"),
-            ("http://u:p@h?x", "http://h"),
+            ("http://127.0.0.1:8090", "http://127.0.0.1:8090/"),
+            ("http://u:p@h?x", "http://h/"),
+            // A caller's number in the path stays out too.
+            (
+                "https://crm.example/r/{did}/in",
+                "https://crm.example/r//in",
+            ),
         ] {
             assert_eq!(redacted(url), shown, "{url}");
         }
