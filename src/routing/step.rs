@@ -195,9 +195,14 @@ async fn collect_code(
     // Each try is the prompt, the wait and the error message: bound the whole menu generously.
     let limit = (menu.timeout + Duration::from_secs(60)) * menu.attempts;
     let done = sock.execute("play_and_get_digits", arg, limit).await?;
-    // The result comes only as variables on the completion (capture 20); after failed tries
-    // `read_result` is `failure` and the code variable is absent (capture 21).
-    let ok = done.var("read_result").as_deref() == Some("success");
+    // The result comes only as variables on the completion. After failed tries `read_result`
+    // is `failure` and the code variable is absent. A code ended by the digit timeout instead
+    // of a terminator is a success for play_and_get_digits (it matches the regex and is set),
+    // but `read_result` keeps the `timeout` of the last read (switch_ivr_play_say.c).
+    let ok = matches!(
+        done.var("read_result").as_deref(),
+        Some("success") | Some("timeout")
+    );
     let code = done.var(CODE_VARIABLE).map(|c| c.into_owned()).filter(|c| {
         ok && (menu.min_digits as usize..=menu.max_digits as usize).contains(&c.len())
             && c.bytes().all(|b| b.is_ascii_digit())

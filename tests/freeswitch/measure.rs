@@ -1,0 +1,144 @@
+//! Measured on the rig (run only when named: `cargo test --release --test freeswitch --
+//! --ignored measure`): the latency from the caller's hangup to the hangup webhook, and what
+//! switchhook's subscription costs the PBX in CPU time.
+//!
+//! Each call comes from the carrier to 1001; the SIM's phone answers, and 0.5 s later the
+//! caller hangs up. The clock starts when the SIM has executed the hangup (`uuid_kill`
+//! returned) and stops when the receiver has the `call.hangup` request. The PBX's CPU time is
+//! `utime + stime` from `/proc/<pid>/stat` over the same calls, with no switchhook, with
+//! switchhook subscribed to `ALL`, and with the events call assembly reads.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::receiver::{Receiver, Reply};
+use crate::live::{hangup_webhook, run_config, runtime};
+use crate::rig::{wait_until, Rig, Switchhook, SIM_ESL};
+
+/// The events call assembly reads (the README's list).
+const NEEDED: &str = r#"["CHANNEL_CREATE", "CHANNEL_DESTROY", "CHANNEL_STATE", "CHANNEL_CALLSTATE", "CHANNEL_OUTGOING",
+  "CHANNEL_ORIGINATE", "CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA", "CHANNEL_ANSWER",
+  "CHANNEL_BRIDGE", "CHANNEL_UNBRIDGE", "CHANNEL_HOLD", "CHANNEL_UNHOLD", "CHANNEL_PARK",
+  "CHANNEL_UNPARK", "CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP",
+  "CHANNEL_HANGUP_COMPLETE", "DTMF", "RECORD_START", "RECORD_STOP", "BACKGROUND_JOB",
+  "CUSTOM callcenter::info valet_parking::info vm::maintenance"]"#;
+
+/// The PBX's CPU time so far, in clock ticks (1/100 s).
+fn pbx_cpu_ticks(rig: &Rig) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", rig.pbx_pid())).unwrap();
+    // The fields after the command name (which is in parentheses): utime is the 12th, stime
+    // the 13th of them.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn sim_phone_ringing(rig: &Rig) -> Option<String> {
+    let rows: Value = serde_json::from_str(&rig.fs_cli(SIM_ESL, "show channels as json")).ok()?;
+    rows["rows"].as_array()?.iter().find_map(|r| {
+        (r["dest"] == "1001" && r["application"] == "park")
+            .then(|| r["uuid"].as_str().unwrap().to_owned())
+    })
+}
+
+/// One call; returns when the SIM has hung the caller up (its Instant).
+fn one_call(rig: &Rig, n: usize) -> (String, Instant) {
+    let caller = uuid::Uuid::new_v4().to_string();
+    let cli = format!("+4477009{:05}", 10_000 + n);
+    let reply = rig.fs_cli(
+        SIM_ESL,
+        &format!(
+            "bgapi originate {{origination_uuid={caller},origination_caller_id_number={cli},\
+             ignore_early_media=true}}sofia/carrier/+441610001001@127.0.0.1:5080 &park"
+        ),
+    );
+    assert!(reply.contains("+OK"), "{reply}");
+    let mut phone = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            phone = sim_phone_ringing(rig);
+            phone.is_some()
+        }),
+        "the phone did not ring"
+    );
+    rig.fs_cli(
+        SIM_ESL,
+        &format!("uuid_transfer {} talk XML sim_talk", phone.unwrap()),
+    );
+    // Pacing, not synchronisation: half a second of talk.
+    std::thread::sleep(Duration::from_millis(500));
+    let out = rig.fs_cli(SIM_ESL, &format!("uuid_kill {caller} NORMAL_CLEARING"));
+    let hung_up = Instant::now();
+    assert!(out.contains("+OK"), "{out}");
+    (cli, hung_up)
+}
+
+/// `calls` calls with `events` (None: no switchhook); returns the PBX's CPU ticks and the
+/// hangup-to-webhook latencies.
+fn batch(rig: &Rig, events: Option<&str>, calls: usize) -> (u64, Vec<Duration>) {
+    let rt = runtime();
+    let receiver = rt.block_on(Receiver::start(|_, _| Reply::status(200)));
+    let run = events.map(|ev| {
+        let run = Switchhook::start(&run_config(&hangup_webhook(&receiver)).replacen(
+            "[log]",
+            &format!("events = {ev}\n[log]"),
+            1,
+        ));
+        assert!(
+            run.wait_for("subscribed", 1, Duration::from_secs(30)),
+            "{}",
+            run.log()
+        );
+        run
+    });
+    rig.wait_idle();
+    let start = pbx_cpu_ticks(rig);
+    let mut latencies = Vec::new();
+    for n in 0..calls {
+        let (cli, hung_up) = one_call(rig, n);
+        if run.is_some() {
+            let find = |seen: &[crate::common::receiver::Received]| {
+                seen.iter().find_map(|r| {
+                    let b: Value = serde_json::from_str(&r.body).ok()?;
+                    (b["cdr"]["cliNum"] == cli.as_str()).then_some(r.at)
+                })
+            };
+            assert!(rt.block_on(receiver.wait_for(Duration::from_secs(30), |s| find(s).is_some())));
+            latencies.push(find(&receiver.seen()).unwrap() - hung_up);
+        }
+        rig.wait_idle();
+    }
+    (pbx_cpu_ticks(rig) - start, latencies)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+pub fn measure(rig: &Rig) {
+    let calls: usize = std::env::var("SWITCHHOOK_RIG_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let (none, _) = batch(rig, None, calls);
+    let (all, mut lat_all) = batch(rig, Some(r#"["ALL"]"#), calls);
+    let (needed, mut lat_needed) = batch(rig, Some(NEEDED), calls);
+    println!("  {calls} calls per batch");
+    println!(
+        "  PBX CPU: {:.1} ms/call without switchhook, {:.1} ms/call subscribed to ALL, \
+         {:.1} ms/call subscribed to the events assembly reads",
+        none as f64 * 10.0 / calls as f64,
+        all as f64 * 10.0 / calls as f64,
+        needed as f64 * 10.0 / calls as f64
+    );
+    for (what, lat) in [("ALL", &mut lat_all), ("needed", &mut lat_needed)] {
+        lat.sort();
+        println!(
+            "  hangup -> webhook ({what}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            percentile(lat, 0.5).as_secs_f64() * 1e3,
+            percentile(lat, 0.99).as_secs_f64() * 1e3,
+            lat.last().unwrap().as_secs_f64() * 1e3
+        );
+    }
+}
