@@ -702,3 +702,28 @@ fn terminate(pid: u32) {
         .args(["-TERM", &pid.to_string()])
         .status();
 }
+
+#[tokio::test]
+async fn a_peer_that_connects_and_leaves_before_the_channel_data_ends_its_step() {
+    // A health probe, a port scan, or a channel gone before FreeSWITCH sent its data: the
+    // step must end (and free its task) instead of polling the closed socket for ever.
+    use tokio::io::AsyncReadExt;
+    let mut rig = rig(RoutingConfig::default(), vec![]).await;
+    for _ in 0..3 {
+        let mut probe = tokio::net::TcpStream::connect(rig.addr).await.unwrap();
+        let mut connect = [0u8; 9];
+        probe.read_exact(&mut connect).await.unwrap();
+        assert_eq!(&connect, b"connect\n\n");
+        drop(probe);
+        let report = rig.report().await;
+        assert!(
+            matches!(
+                report.aborted,
+                Some(switchhook::routing::SocketError::Closed)
+            ),
+            "{:?}",
+            report.aborted
+        );
+        assert!(report.answer.is_none());
+    }
+}

@@ -507,12 +507,18 @@ fn resync_ends_calls_that_finished_during_the_outage_and_expiry_bounds_memory() 
         t.on_event(ev);
     }
     assert_eq!(t.active(), 1);
-    let ts = first[39].timestamp_us().unwrap() + 5 * 3600 * 1_000_000;
-    let heartbeat = Event::parse_plain(bytes::Bytes::from(format!(
-        "Event-Name: HEARTBEAT\nEvent-Date-Timestamp: {ts}\n"
-    )))
-    .unwrap();
-    let recs = t.on_event(&heartbeat);
+    // Five hours on, HEARTBEATs keep coming every 20 s: the clock takes the jump once three
+    // agree (one alone would be an outlier), and the call has expired.
+    let later = first[39].timestamp_us().unwrap() + 5 * 3600 * 1_000_000;
+    let heartbeat = |ts: i64| {
+        Event::parse_plain(bytes::Bytes::from(format!(
+            "Event-Name: HEARTBEAT\nEvent-Date-Timestamp: {ts}\n"
+        )))
+        .unwrap()
+    };
+    assert!(t.on_event(&heartbeat(later)).is_empty());
+    assert!(t.on_event(&heartbeat(later + 20_000_000)).is_empty());
+    let recs = t.on_event(&heartbeat(later + 40_000_000));
     assert_eq!(recs.len(), 1);
     assert!(recs[0]
         .cdr
@@ -705,4 +711,55 @@ fn a_restart_mid_call_adopts_the_calls_in_progress_and_fires_nothing_new() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     assert!(checked >= 60, "only {checked} cuts had calls in progress");
+}
+
+/// Capture 01's HEARTBEAT with its `Event-Date-Timestamp` moved to `ts` (a mutation of a
+/// real event, as a glitching clock or a corrupt frame would make it).
+fn heartbeat_at(events: &[Event], ts: &str) -> Event {
+    let hb = events
+        .iter()
+        .find(|e| e.name().as_deref() == Some("HEARTBEAT"))
+        .expect("capture 01 has a HEARTBEAT");
+    let pairs: Vec<(String, String)> = hb
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            let v = if k == "Event-Date-Timestamp" {
+                ts.to_owned()
+            } else {
+                v.into_owned()
+            };
+            (k.to_owned(), v)
+        })
+        .collect();
+    Event::from_envelope(switchhook::esl::Headers::from_pairs(
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    ))
+}
+
+#[test]
+fn a_far_timestamp_is_ignored_by_the_clock_and_expires_nothing() {
+    let events = events("01-inbound-answered");
+    let whole = assemble(events.clone());
+    let answer = events
+        .iter()
+        .position(|e| e.name().as_deref() == Some("CHANNEL_ANSWER"))
+        .unwrap();
+    let eight_days = (events[answer].timestamp_us().unwrap() + 8 * 86_400 * 1_000_000).to_string();
+    for far in [i64::MAX.to_string(), eight_days, "0".to_owned()] {
+        // The far HEARTBEAT mid-call, then one more: before the clock ignored it, the first
+        // expired the call in progress, and so would every later sweep.
+        let mut mutated = events.clone();
+        mutated.insert(answer + 1, heartbeat_at(&events, &far));
+        mutated.insert(answer + 2, heartbeat_at(&events, &far));
+        let mut t = SessionTracker::new(settings());
+        let mut out = BTreeMap::new();
+        for ev in &mutated {
+            for r in t.on_event(ev) {
+                out.insert(r.cdr.id.clone(), serde_json::to_value(&r.cdr).unwrap());
+            }
+        }
+        assert_eq!(out, whole, "with a HEARTBEAT at {far}");
+        assert_eq!(t.clock_outliers(), 2);
+    }
 }

@@ -75,12 +75,10 @@ impl Default for ReplyRules {
 }
 
 impl ReplyRules {
-    /// Rules with a destination pattern (anchored if it is not) and a caller-name bound.
+    /// Rules with a destination pattern and a caller-name bound. The pattern is always
+    /// anchored here: one that looks anchored can still match a part (`^[0-9]+|sales$`).
     pub fn new(destination: &str, callername_max: usize) -> Result<ReplyRules, String> {
-        let anchored = match (destination.starts_with('^'), destination.ends_with('$')) {
-            (true, true) => destination.to_owned(),
-            _ => format!("^(?:{destination})$"),
-        };
+        let anchored = format!("^(?:{destination})$");
         Ok(ReplyRules {
             destination: Regex::new(&anchored)
                 .map_err(|e| format!("bad destination pattern: {e}"))?,
@@ -175,7 +173,7 @@ pub fn judge(
         None => return Decision::bare(RoutingStatus::Invalid, "reply has no status"),
     };
     let destination = match fields.destination.filter(|d| !d.is_empty()) {
-        Some(d) if rules.destination.is_match(&d) => Some(d),
+        Some(d) if rules.destination.is_match(&d) && safe_destination(&d) => Some(d),
         Some(_) => {
             return Decision::bare(
                 RoutingStatus::Invalid,
@@ -194,6 +192,33 @@ pub fn judge(
         callername,
         reason: format!("the routing server answered {}", status.as_str()),
     }
+}
+
+/// Whether a destination is safe on a `set` line and in a dial string, whatever the
+/// configured pattern allows: nothing FreeSWITCH expands (`${…}`), quotes or escapes, no
+/// dial-string separators or channel-variable brackets, no whitespace or control characters.
+fn safe_destination(d: &str) -> bool {
+    d.chars().all(|c| {
+        !c.is_control()
+            && !c.is_whitespace()
+            && !matches!(
+                c,
+                '$' | '{'
+                    | '}'
+                    | '['
+                    | ']'
+                    | '<'
+                    | '>'
+                    | '\''
+                    | '"'
+                    | '`'
+                    | '\\'
+                    | '|'
+                    | ','
+                    | ';'
+                    | '^'
+            )
+    })
 }
 
 /// Drops control characters and characters that mean something to FreeSWITCH's variable
@@ -324,6 +349,43 @@ mod tests {
         );
         let huge = format!("status=ACK&callername={}", "x".repeat(10_000));
         assert_eq!(j(&huge).status, RoutingStatus::Invalid);
+    }
+
+    #[test]
+    fn a_loose_pattern_cannot_let_an_expansion_through() {
+        // Looks anchored, is not: the alternation leaves each side open.
+        let loose = ReplyRules::new(r"^[0-9]+|sales$", 64).unwrap();
+        let permissive = ReplyRules::new(r".*", 64).unwrap();
+        for dest in [
+            "1${system(touch /tmp/pwned)}",
+            "1003 XML default",
+            "1003\nexit",
+            "1003,sofia/gateway/x/1",
+            "[origination_caller_id_number=1]1003",
+            "1003'",
+            "1003\"",
+            "1003\\",
+            "\u{7f}1003",
+        ] {
+            let body = format!(
+                "status=ACK&destination={}",
+                form_urlencoded::byte_serialize(dest.as_bytes()).collect::<String>()
+            );
+            for rules in [&loose, &permissive] {
+                let d = judge(200, None, body.as_bytes(), rules);
+                assert_eq!(d.status, RoutingStatus::Invalid, "{dest:?}");
+            }
+        }
+        // What the loose pattern means to allow still passes.
+        for ok in ["1003", "sales"] {
+            let body = format!("status=ACK&destination={ok}");
+            let d = judge(200, None, body.as_bytes(), &loose);
+            assert_eq!(d.destination.as_deref(), Some(ok));
+        }
+        assert_eq!(
+            judge(200, None, b"status=ACK&destination=1sales", &loose).status,
+            RoutingStatus::Invalid
+        );
     }
 
     #[test]

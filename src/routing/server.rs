@@ -256,6 +256,11 @@ impl RoutingServer {
 fn log(r: &StepReport, peer: SocketAddr) {
     let route = r.route.as_deref().unwrap_or("-");
     match (&r.answer, &r.aborted) {
+        // A health probe or a port scan, or a channel gone before FreeSWITCH sent its data:
+        // there is no call to speak of.
+        (None, Some(e)) if r.call_id.is_empty() => {
+            tracing::debug!(%peer, reason = %e, "routing connection ended before the channel data")
+        }
         (_, Some(e)) if e.call_gone() => {
             tracing::info!(call_id = %r.call_id, route, reason = %e, "routing step ended: the caller left")
         }

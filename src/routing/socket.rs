@@ -127,7 +127,16 @@ impl OutboundSocket {
                     return Ok((sock, data));
                 }
                 Some(other) => return Err(SocketError::Unexpected(other.kind())),
-                None => continue,
+                // A closed stream stays closed: without this check a peer that connects and
+                // leaves before the channel data would be polled forever (an ended stream
+                // is always ready, so the deadline never fires).
+                None => sock.fail_if_ended()?,
+            }
+            if Instant::now() >= deadline {
+                return Err(SocketError::Timeout(
+                    timeouts.reply,
+                    "waiting for the channel data",
+                ));
             }
         }
     }

@@ -9,6 +9,7 @@
 
 pub mod call;
 pub mod cdr;
+mod clock;
 pub mod directory;
 pub mod leg;
 pub mod mapping;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use call::CallSession;
 pub use cdr::{CallRecord, Cdr};
+use clock::EventClock;
 pub use leg::{Leg, LegState};
 pub use moments::{Moment, Trigger};
 pub use timeline::{Segment, SegmentKind};
@@ -178,7 +180,8 @@ pub struct SessionTracker {
     legs: HashMap<String, u64>,
     finished: RecentlyFinished,
     next_key: u64,
-    now_us: i64,
+    /// The stream's time: what expiry measures against.
+    clock: EventClock,
     since_sweep: u32,
     /// Moments found and not yet taken; `None` when nobody asked for them.
     moments: Option<Vec<Moment>>,
@@ -243,7 +246,7 @@ impl SessionTracker {
             legs: HashMap::new(),
             finished: RecentlyFinished::default(),
             next_key: 0,
-            now_us: 0,
+            clock: EventClock::default(),
             since_sweep: 0,
             moments: None,
             catching_up: 0,
@@ -271,6 +274,11 @@ impl SessionTracker {
         self.settings = settings;
     }
 
+    /// Event timestamps ignored by the clock as too far from the stream's time.
+    pub fn clock_outliers(&self) -> u64 {
+        self.clock.outliers()
+    }
+
     /// Calls in progress.
     pub fn active(&self) -> usize {
         self.calls.len()
@@ -293,8 +301,22 @@ impl SessionTracker {
             return out;
         };
         let name = call::intern_name(&name);
-        let ts = ev.timestamp_us().unwrap_or(self.now_us);
-        self.now_us = self.now_us.max(ts);
+        // The event keeps its own time for its call; only the clock that drives expiry is
+        // protected from a timestamp far from the others.
+        let ts = match ev.timestamp_us() {
+            Some(ts) => {
+                if self.clock.observe(ts) {
+                    tracing::warn!(
+                        event = name,
+                        timestamp_us = ts,
+                        clock_us = self.clock.now_us(),
+                        "event timestamp far from the stream's clock: ignored for expiry"
+                    );
+                }
+                ts
+            }
+            None => self.clock.now_us(),
+        };
         self.since_sweep += 1;
         if name == "HEARTBEAT" || self.since_sweep >= 4096 {
             self.since_sweep = 0;
@@ -494,7 +516,7 @@ impl SessionTracker {
             let mut key = None;
             for row in rows {
                 let ev = snapshot_event(row);
-                let at = snapshot_created_us(row).unwrap_or(self.now_us);
+                let at = snapshot_created_us(row).unwrap_or(self.clock.now_us());
                 let mut leg = Leg::new(row.uuid.clone(), &ev, at, &self.settings.mapping.config);
                 leg.catching_up = true;
                 self.catching_up += 1;
@@ -528,7 +550,10 @@ impl SessionTracker {
     }
 
     fn expire(&mut self, out: &mut Vec<CallRecord>) {
-        let limit = self.now_us.saturating_sub(self.settings.expire_after_us);
+        let limit = self
+            .clock
+            .now_us()
+            .saturating_sub(self.settings.expire_after_us);
         let mut stale: Vec<u64> = self
             .calls
             .iter()
