@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use common::fixture;
@@ -88,7 +87,8 @@ fn check(scenario: &str, rec: &CallRecord, want: &Want) {
 fn check_against_freeswitch(scenario: &str, rec: &CallRecord) {
     let dir = fixture(&format!("freeswitch-1.10/{scenario}.cdr"));
     let a = dir.join(format!("a_{}.cdr.json", rec.cdr.id));
-    let fs = read_vars(&a).unwrap_or_else(|| panic!("{scenario}: no A-leg CDR {}", a.display()));
+    let fs = common::freeswitch_cdr_vars(&a)
+        .unwrap_or_else(|| panic!("{scenario}: no A-leg CDR {}", a.display()));
     let num = |v: &BTreeMap<String, String>, k: &str| -> i64 {
         v.get(k).and_then(|x| x.parse().ok()).unwrap_or(0)
     };
@@ -107,7 +107,7 @@ fn check_against_freeswitch(scenario: &str, rec: &CallRecord) {
     // Hold: FreeSWITCH accumulates it on the leg that held.
     let mut fs_hold = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
-        if let Some(v) = read_vars(&entry.unwrap().path()) {
+        if let Some(v) = common::freeswitch_cdr_vars(&entry.unwrap().path()) {
             fs_hold = fs_hold.max(num(&v, "hold_accum_ms"));
         }
     }
@@ -117,17 +117,6 @@ fn check_against_freeswitch(scenario: &str, rec: &CallRecord) {
         rec.ms.hold,
         fs_hold
     );
-}
-
-fn read_vars(path: &Path) -> Option<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: Value = serde_json::from_str(&text).ok()?;
-    let vars = v.get("variables")?.as_object()?;
-    Some(
-        vars.iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-            .collect(),
-    )
 }
 
 fn golden() -> Vec<(&'static str, Vec<Want>)> {

@@ -139,3 +139,18 @@ impl LogTail {
         self.lines.join("\n")
     }
 }
+
+/// The channel variables of one of FreeSWITCH's JSON CDRs (mod_json_cdr), or None when the
+/// file is not one.
+pub fn freeswitch_cdr_vars(
+    path: &std::path::Path,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let vars = v.get("variables")?.as_object()?;
+    Some(
+        vars.iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect(),
+    )
+}

@@ -36,16 +36,7 @@ impl<'a> Installed<'a> {
         if !self.rig.fs_cli(PBX_ESL, "reloadxml").contains("+OK") {
             return false;
         }
-        let log = self.rig.dir().join("pbx/log/freeswitch.log");
-        let ups = || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .matches("Socket up listening on 127.0.0.1:8021")
-                .count()
-        };
-        let n = ups();
-        self.rig.fs_cli(PBX_ESL, "bgapi reload mod_event_socket");
-        wait_until(Duration::from_secs(20), || ups() > n)
+        self.rig.reload_event_socket()
     }
 }
 

@@ -18,42 +18,23 @@ fn event_socket_conf(rig: &Rig) -> std::path::PathBuf {
         .join("autoload_configs/event_socket.conf.xml")
 }
 
-/// Reloads mod_event_socket (from a background job: the reload closes the connection that
-/// asked for it) and waits until it listens again.
-fn reload_event_socket(rig: &Rig) {
-    let before = rig.fs_cli(PBX_ESL, "status");
-    assert!(before.contains("is ready"), "{before}");
-    rig.fs_cli(PBX_ESL, "bgapi reload mod_event_socket");
-    let log = rig.dir().join("pbx/log/freeswitch.log");
-    let ups = |s: &str| s.matches("Socket up listening on 127.0.0.1:8021").count();
-    let n = ups(&std::fs::read_to_string(&log).unwrap_or_default());
+/// Waits until `run` has logged `count` refusals; the first must quote FreeSWITCH's `text`.
+fn refused_with(run: &Switchhook, count: usize, text: &str) {
     assert!(
-        wait_until(Duration::from_secs(20), || ups(&std::fs::read_to_string(
-            &log
-        )
-        .unwrap_or_default())
-            > n),
-        "mod_event_socket did not come back"
+        run.wait_for(REFUSED, count, Duration::from_secs(30)),
+        "{}",
+        run.log()
     );
+    let refused = &run.lines(REFUSED)[0];
+    let error = refused["fields"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains(text), "{refused}");
 }
 
 pub fn wrong_password_and_acl_refusal_are_reported_and_retried(rig: &Rig) {
     // A wrong password: refused with FreeSWITCH's reply, logged as such (never the password),
     // and retried with backoff rather than giving up or spinning.
     let mut run = Switchhook::start_with(&run_config(""), "not-the-password");
-    assert!(
-        run.wait_for(REFUSED, 2, Duration::from_secs(30)),
-        "{}",
-        run.log()
-    );
-    let refused = &run.lines(REFUSED)[0];
-    assert!(
-        refused["fields"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("invalid"),
-        "{refused}"
-    );
+    refused_with(&run, 2, "invalid");
     assert!(run.running(), "run gave up: {}", run.log());
     assert!(
         !run.log().contains("not-the-password"),
@@ -73,32 +54,17 @@ pub fn wrong_password_and_acl_refusal_are_reported_and_retried(rig: &Rig) {
         run.log()
     );
     std::fs::write(&conf, original.replace("loopback.auto", "rfc1918.auto")).unwrap();
-    reload_event_socket(rig);
     assert!(
-        run.wait_for(REFUSED, 1, Duration::from_secs(30)),
-        "{}",
-        run.log()
+        rig.reload_event_socket(),
+        "mod_event_socket did not come back"
     );
-    let refused = &run.lines(REFUSED)[0];
-    assert!(
-        refused["fields"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("Access Denied"),
-        "{refused}"
-    );
+    refused_with(&run, 1, "Access Denied");
     assert!(run.running());
     // fs_cli is refused too now, so the ACL goes back by restarting the PBX (its start
     // recreates the configuration).
     std::fs::write(&conf, &original).unwrap();
     rig.script("stop.sh", &["pbx"]);
-    rig.script("start.sh", &["pbx"]);
-    rig.wait_registered();
-    assert!(
-        run.wait_for("subscribed", 2, Duration::from_secs(60)),
-        "{}",
-        run.log()
-    );
+    pbx_back(rig, &run, 2);
 }
 
 pub fn event_socket_reload_and_fsctl_pause_lose_no_call(rig: &Rig) {
@@ -112,7 +78,10 @@ pub fn event_socket_reload_and_fsctl_pause_lose_no_call(rig: &Rig) {
     );
 
     // The event socket reloaded under switchhook: it reconnects and subscribes again.
-    reload_event_socket(rig);
+    assert!(
+        rig.reload_event_socket(),
+        "mod_event_socket did not come back"
+    );
     assert!(
         run.wait_for("subscribed", 2, Duration::from_secs(30)),
         "{}",
@@ -166,6 +135,19 @@ fn call_in_progress(rig: &Rig, cli: &str, did: &str) {
     );
 }
 
+/// Starts the stopped PBX (after hanging up what the SIM still holds of its calls) and waits
+/// until the phones are registered and `run` has subscribed for the `nth` time.
+fn pbx_back(rig: &Rig, run: &Switchhook, nth: usize) {
+    let _ = rig.fs_cli(SIM_ESL, "hupall NORMAL_CLEARING");
+    rig.script("start.sh", &["pbx"]);
+    rig.wait_registered();
+    assert!(
+        run.wait_for("subscribed", nth, Duration::from_secs(60)),
+        "{}",
+        run.log()
+    );
+}
+
 fn channel_count(rig: &Rig, port: u16) -> usize {
     rig.fs_cli(port, "show channels count")
         .split_whitespace()
@@ -201,14 +183,7 @@ pub fn pbx_restart_mid_call_marks_it_partial_and_later_calls_are_whole(rig: &Rig
     call_in_progress(rig, "+447700900601", "+441610001001");
     assert!(rt.block_on(receiver.wait_for(Duration::from_secs(20), |s| s.len() == 1)));
     rig.script("stop.sh", &["pbx"]);
-    let _ = rig.fs_cli(SIM_ESL, "hupall NORMAL_CLEARING");
-    rig.script("start.sh", &["pbx"]);
-    rig.wait_registered();
-    assert!(
-        run.wait_for("subscribed", 2, Duration::from_secs(60)),
-        "{}",
-        run.log()
-    );
+    pbx_back(rig, &run, 2);
     assert!(
         rt.block_on(receiver.wait_for(Duration::from_secs(30), |_| {
             !webhooks(&receiver, "call.hangup").is_empty()
@@ -238,14 +213,7 @@ pub fn pbx_restart_mid_call_marks_it_partial_and_later_calls_are_whole(rig: &Rig
     // start.sh takes a PBX whose pid still answers for a running one: wait until it is gone.
     let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
     assert!(wait_until(Duration::from_secs(20), || !proc_dir.exists()));
-    let _ = rig.fs_cli(SIM_ESL, "hupall NORMAL_CLEARING");
-    rig.script("start.sh", &["pbx"]);
-    rig.wait_registered();
-    assert!(
-        run.wait_for("subscribed", 3, Duration::from_secs(60)),
-        "{}",
-        run.log()
-    );
+    pbx_back(rig, &run, 3);
     let crashed: Vec<String> = webhooks(&receiver, "call.received")[1..]
         .iter()
         .map(|b| b["cdr"]["id"].as_str().unwrap().to_owned())

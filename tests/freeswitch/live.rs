@@ -143,7 +143,7 @@ pub fn agrees_with_freeswitch(scenario: &str, cdr_dir: &Path, cdr: &Value) {
     let id = cdr["id"].as_str().unwrap();
     let legs: Vec<BTreeMap<String, String>> = std::fs::read_dir(cdr_dir)
         .unwrap_or_else(|e| panic!("{scenario}: {}: {e}", cdr_dir.display()))
-        .filter_map(|e| read_vars(&e.unwrap().path()))
+        .filter_map(|e| crate::common::freeswitch_cdr_vars(&e.unwrap().path()))
         .collect();
     let first = legs
         .iter()
@@ -199,15 +199,4 @@ pub fn agrees_with_freeswitch(scenario: &str, cdr_dir: &Path, cdr: &Value) {
         "{scenario} {id}: hold {} ms, FreeSWITCH {fs_hold} ms",
         ms("hold")
     );
-}
-
-fn read_vars(path: &Path) -> Option<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: Value = serde_json::from_str(&text).ok()?;
-    let vars = v.get("variables")?.as_object()?;
-    Some(
-        vars.iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-            .collect(),
-    )
 }

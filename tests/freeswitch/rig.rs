@@ -161,6 +161,21 @@ impl Rig {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Reloads mod_event_socket on the PBX (from a background job: the reload closes the
+    /// connection that asks for it) and waits until it listens again; whether it did.
+    pub fn reload_event_socket(&self) -> bool {
+        let log = self.dir().join("pbx/log/freeswitch.log");
+        let ups = || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches("Socket up listening on 127.0.0.1:8021")
+                .count()
+        };
+        let before = ups();
+        self.fs_cli(PBX_ESL, "bgapi reload mod_event_socket");
+        wait_until(Duration::from_secs(20), || ups() > before)
+    }
+
     /// Waits until phones 1001-1004 are registered to the PBX (after a PBX start they retry
     /// every 10 s).
     pub fn wait_registered(&self) {

@@ -56,6 +56,23 @@ fn check(rig: &Rig, what: &str, args: &[&str]) -> Value {
     reports.into_iter().next().unwrap()
 }
 
+const CALLER_LEFT: &str = "routing step ended: the caller left";
+
+/// The call in report `r` ended with the caller: nothing set, no branch, and `run` logged it
+/// (its `before + 1`th such line).
+fn caller_left(run: &Switchhook, r: &Value, before: usize) {
+    assert_eq!(
+        (&r["bridged"], &r["fallback_ran"], &r["status"]),
+        (&Value::Bool(false), &Value::Bool(false), &Value::Null),
+        "{r}"
+    );
+    assert!(
+        run.wait_for(CALLER_LEFT, before + 1, Duration::from_secs(10)),
+        "{}",
+        run.log()
+    );
+}
+
 /// A form reply.
 fn form(body: &str) -> Reply {
     Reply::body("application/x-www-form-urlencoded", body)
@@ -175,7 +192,7 @@ pub fn routing_steps_end_where_the_reply_says(rig: &Rig) {
         delay: Duration::from_secs(5),
         ..form("status=ACK&destination=1003")
     });
-    let left_before = run.lines("routing step ended: the caller left").len();
+    let left_before = run.lines(CALLER_LEFT).len();
     let r = check(
         rig,
         "the caller hangs up during the HTTP call",
@@ -188,20 +205,7 @@ pub fn routing_steps_end_where_the_reply_says(rig: &Rig) {
             "1",
         ],
     );
-    assert_eq!(
-        (&r["bridged"], &r["fallback_ran"], &r["status"]),
-        (&Value::Bool(false), &Value::Bool(false), &Value::Null),
-        "{r}"
-    );
-    assert!(
-        run.wait_for(
-            "routing step ended: the caller left",
-            left_before + 1,
-            Duration::from_secs(10)
-        ),
-        "{}",
-        run.log()
-    );
+    caller_left(&run, &r, left_before);
 }
 
 pub fn routing_digit_menus_on_the_real_dial_plan(rig: &Rig) {
@@ -262,26 +266,13 @@ pub fn routing_digit_menus_on_the_real_dial_plan(rig: &Rig) {
             "--expect-fallback",
         ],
     );
-    let left_before = run.lines("routing step ended: the caller left").len();
+    let left_before = run.lines(CALLER_LEFT).len();
     let r = check(
         rig,
         "the caller hangs up during the menu",
         &["--did", PIN_DID, "--cli", "+447700900313", "--talk", "1.5"],
     );
-    assert_eq!(
-        (&r["bridged"], &r["fallback_ran"], &r["status"]),
-        (&Value::Bool(false), &Value::Bool(false), &Value::Null),
-        "{r}"
-    );
-    assert!(
-        run.wait_for(
-            "routing step ended: the caller left",
-            left_before + 1,
-            Duration::from_secs(10)
-        ),
-        "{}",
-        run.log()
-    );
+    caller_left(&run, &r, left_before);
     // Only the codes entered reached the routing server; nothing was asked for the calls
     // without one.
     let asked: Vec<String> = lookup.seen().iter().map(|r| r.uri.clone()).collect();
