@@ -141,13 +141,14 @@ fn run_assembles_calls_from_a_live_socket_and_logs_their_cdrs() {
     let mut child = common::run_command(f.path(), "s3cret-run")
         .stderr(Stdio::piped())
         .spawn()
+        .map(common::ChildGuard)
         .unwrap();
     // Read the log as it comes until the call's record appears (or 60 s pass).
     let mut log = common::LogTail::follow(&mut child);
     log.wait_for("call finished", std::time::Duration::from_secs(60));
     child.kill().unwrap();
     let _ = child.wait();
-    let logs = log.text();
+    let logs = log.finish(std::time::Duration::from_secs(10));
     let finished: Vec<serde_json::Value> = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -662,6 +663,7 @@ fn run_serves_metrics_health_and_readiness() {
     let mut child = common::run_command(f.path(), ADMIN_RIG_ESL_PASSWORD)
         .stderr(Stdio::null())
         .spawn()
+        .map(common::ChildGuard)
         .unwrap();
     let get = |path: &str| {
         let url = format!("http://{admin}{path}");
@@ -726,6 +728,7 @@ fn an_admin_password_guards_call_data_and_metrics_but_not_the_probes() {
         .env("ADMIN_PW", password)
         .stderr(Stdio::null())
         .spawn()
+        .map(common::ChildGuard)
         .unwrap();
     let get = |path: &str, auth: Option<(&str, &str)>| {
         let url = format!("http://{admin}{path}");
@@ -787,6 +790,7 @@ fn readyz_says_why_while_freeswitch_is_unreachable() {
     let mut child = common::run_command(f.path(), "")
         .stderr(std::process::Stdio::null())
         .spawn()
+        .map(common::ChildGuard)
         .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

@@ -78,6 +78,7 @@ fn the_store_path_override_the_unit_uses_puts_the_outbox_there() {
         .env("SWITCHHOOK__STORE__PATH", &outbox)
         .stderr(Stdio::null())
         .spawn()
+        .map(common::ChildGuard)
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !outbox.exists() && Instant::now() < deadline {

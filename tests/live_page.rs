@@ -77,6 +77,7 @@ fn the_live_page_shows_the_demos_calls_in_a_browser() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
+        .map(common::ChildGuard)
         .unwrap();
     let mut out = LogTail::stdout(&mut demo);
     assert!(

@@ -615,6 +615,7 @@ filters = [{{ field = "routeStatus", op = "eq", value = "ACK" }}]
         .env("ROUTED_HOOK_SECRET", secret)
         .stderr(Stdio::piped())
         .spawn()
+        .map(common::ChildGuard)
         .unwrap();
     let mut log = common::LogTail::follow(&mut child);
     let limit = Duration::from_secs(30);
@@ -655,7 +656,7 @@ filters = [{{ field = "routeStatus", op = "eq", value = "ACK" }}]
     });
     terminate(child.id());
     let status = child.wait().unwrap();
-    let logs = log.text();
+    let logs = log.finish(std::time::Duration::from_secs(10));
     assert!(arrived, "{logs}");
     let body: serde_json::Value = serde_json::from_str(&hooks.seen()[0].body).unwrap();
     assert_eq!(body["cdr"]["routeStatus"], "ACK");

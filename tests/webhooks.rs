@@ -733,12 +733,13 @@ fn run_config(
 }
 
 /// Runs `switchhook run` with `config`; its log goes to a file in the config's directory.
-fn spawn_run(config: &Path, password: &str) -> std::process::Child {
+fn spawn_run(config: &Path, password: &str) -> common::ChildGuard {
     let log = std::fs::File::create(config.with_extension(format!("log.{}", std::process::id())))
         .unwrap();
     common::run_command(config, password)
         .stderr(log)
         .spawn()
+        .map(common::ChildGuard)
         .unwrap()
 }
 
@@ -1040,6 +1041,7 @@ fn a_header_from_the_environment_is_sent_but_never_stored() {
             .env("CRM_TOKEN", token)
             .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()
+            .map(common::ChildGuard)
             .unwrap();
         let arrived = receiver.wait_for(Duration::from_secs(30), |s| s.len() >= 2).await;
         let recorded = async {

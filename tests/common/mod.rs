@@ -81,6 +81,30 @@ pub async fn playback(capture: &str, password: &str) -> switchhook::playback::Pl
     .unwrap()
 }
 
+/// A child process that is killed (and reaped) when the guard goes, also when a test fails
+/// before it stops the process itself.
+pub struct ChildGuard(pub std::process::Child);
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A child process's stderr, read line by line as it comes.
 pub struct LogTail {
     rx: std::sync::mpsc::Receiver<String>,
@@ -137,6 +161,19 @@ impl LogTail {
     /// The lines read so far, joined.
     pub fn text(&self) -> String {
         self.lines.join("\n")
+    }
+
+    /// Reads the rest of the log, until the child closes it (it has exited) or `limit`
+    /// passes, and returns all of it.
+    pub fn finish(&mut self, limit: std::time::Duration) -> String {
+        let end = std::time::Instant::now() + limit;
+        while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+            match self.rx.recv_timeout(left) {
+                Ok(l) => self.lines.push(l),
+                Err(_) => break,
+            }
+        }
+        self.text()
     }
 }
 

@@ -6,7 +6,8 @@
 //! caller hangs up. The clock starts when the SIM has executed the hangup (`uuid_kill`
 //! returned) and stops when the receiver has the `call.hangup` request. The PBX's CPU time is
 //! `utime + stime` from `/proc/<pid>/stat` over the same calls, with no switchhook, with
-//! switchhook subscribed to `ALL`, and with the events call assembly reads.
+//! switchhook subscribed to `ALL`, and with the events call assembly reads, in rotating
+//! rounds.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -91,7 +92,7 @@ fn after_last_leg(rig: &Rig, id: &str, arrived: Instant) -> Duration {
         .as_micros() as i64;
     let dir = rig.dir().join("pbx/log/json_cdr");
     let mut end_us = 0;
-    // The B leg names its call in call_uuid; both files are written within moments.
+    // The B leg names the A leg as its originator; both files are written within moments.
     assert!(wait_until(Duration::from_secs(10), || {
         let ends: Vec<i64> = std::fs::read_dir(&dir)
             .into_iter()
@@ -99,7 +100,7 @@ fn after_last_leg(rig: &Rig, id: &str, arrived: Instant) -> Duration {
             .filter_map(|e| crate::common::freeswitch_cdr_vars(&e.ok()?.path()))
             .filter(|v| {
                 v.get("uuid").map(String::as_str) == Some(id)
-                    || v.get("call_uuid").map(String::as_str) == Some(id)
+                    || v.get("originator").map(String::as_str) == Some(id)
             })
             .filter_map(|v| v.get("end_uepoch")?.parse().ok())
             .collect();
@@ -157,33 +158,50 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 pub fn measure(rig: &Rig) {
-    let calls: usize = std::env::var("SWITCHHOOK_RIG_CALLS")
+    // Rounds of three batches in a rotating order, so that a drift of the machine (or of
+    // FreeSWITCH warming up) spreads over all three instead of favouring one.
+    let per_batch: usize = std::env::var("SWITCHHOOK_RIG_CALLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
-    let (none, _) = batch(rig, None, calls);
-    let (all, lat_all) = batch(rig, Some(r#"["ALL"]"#), calls);
-    let (needed, lat_needed) = batch(rig, Some(NEEDED), calls);
-    println!("  {calls} calls per batch");
-    println!(
-        "  PBX CPU: {:.1} ms/call without switchhook, {:.1} ms/call subscribed to ALL, \
-         {:.1} ms/call subscribed to the events assembly reads",
-        none as f64 * 10.0 / calls as f64,
-        all as f64 * 10.0 / calls as f64,
-        needed as f64 * 10.0 / calls as f64
-    );
-    for (what, lat) in [("ALL", &lat_all), ("needed", &lat_needed)] {
-        let mut total: Vec<Duration> = lat.iter().map(|l| l.total).collect();
-        let mut ours: Vec<Duration> = lat.iter().map(|l| l.switchhook).collect();
+        .unwrap_or(20);
+    let rounds = 3;
+    let configs: [(&str, Option<&str>); 3] = [
+        ("no switchhook", None),
+        ("subscribed to ALL", Some(r#"["ALL"]"#)),
+        ("subscribed to the events assembly reads", Some(NEEDED)),
+    ];
+    let mut cpu = [Vec::new(), Vec::new(), Vec::new()];
+    let mut latencies = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for i in 0..configs.len() {
+            let c = (i + round) % configs.len();
+            let (ticks, lat) = batch(rig, configs[c].1, per_batch);
+            cpu[c].push(ticks as f64 * 10.0 / per_batch as f64);
+            latencies[c].extend(lat);
+        }
+    }
+    println!("  {rounds} rounds of {per_batch} calls per configuration");
+    for (c, (what, _)) in configs.iter().enumerate() {
+        let v = &cpu[c];
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
+        println!("  PBX CPU {what}: {mean:.1} ms/call (rounds {lo:.1}-{hi:.1})");
+    }
+    for (c, (what, _)) in configs.iter().enumerate().skip(1) {
+        let mut total: Vec<Duration> = latencies[c].iter().map(|l| l.total).collect();
+        let mut ours: Vec<Duration> = latencies[c].iter().map(|l| l.switchhook).collect();
         total.sort();
         ours.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
-            "  hangup -> webhook ({what}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
+            "  hangup -> webhook, {what}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} calls); \
              after FreeSWITCH ended the last leg: p50 {:.1} ms, p99 {:.1} ms",
             ms(percentile(&total, 0.5)),
             ms(percentile(&total, 0.99)),
             ms(*total.last().unwrap()),
+            total.len(),
             ms(percentile(&ours, 0.5)),
             ms(percentile(&ours, 0.99)),
         );
