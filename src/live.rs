@@ -148,6 +148,15 @@ pub async fn run_until(
                 return ExitCode::from(2);
             }
         };
+        let exposed = cfg
+            .admin
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| !a.ip().is_loopback());
+        if exposed && credentials.is_none() {
+            // /live.json carries callers' numbers: beyond loopback it wants a password.
+            tracing::warn!(listen = %cfg.admin.listen, "the admin endpoint listens beyond loopback without a password: anyone who reaches it sees the calls (set [admin] password_env)");
+        }
         match AdminServer::bind(&cfg.admin.listen, sources).await {
             Ok(server) => {
                 let server = server.require(credentials);

@@ -8,6 +8,7 @@
 
 use regex::Regex;
 use serde_json::Value;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// Where a routing step ended. These tokens, and only these, become `switchhook_status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -198,9 +199,9 @@ pub fn judge(
 /// configured pattern allows: nothing FreeSWITCH expands (`${…}`), quotes or escapes, no
 /// dial-string separators or channel-variable brackets, no whitespace or control characters.
 fn safe_destination(d: &str) -> bool {
+    // Printable ASCII only: no control, space, line, direction or zero-width character.
     d.chars().all(|c| {
-        !c.is_control()
-            && !c.is_whitespace()
+        c.is_ascii_graphic()
             && !matches!(
                 c,
                 '$' | '{'
@@ -227,8 +228,12 @@ pub fn clean_name(name: &str, max: usize) -> String {
     let kept: String = name
         .chars()
         .map(|c| if c.is_whitespace() { ' ' } else { c })
+        // Format characters (direction overrides, zero-width spaces, the BOM) would let a
+        // name display as something other than what it is.
         .filter(|c| {
-            !c.is_control() && !matches!(c, '$' | '{' | '}' | '\'' | '"' | '\\' | '|' | '^')
+            !c.is_control()
+                && c.general_category() != GeneralCategory::Format
+                && !matches!(c, '$' | '{' | '}' | '\'' | '"' | '\\' | '|' | '^')
         })
         .collect();
     kept.split_whitespace()
@@ -352,6 +357,15 @@ mod tests {
     }
 
     #[test]
+    fn direction_and_zero_width_characters_leave_caller_names() {
+        assert_eq!(
+            clean_name("Jo\u{202e}sselB\u{200b} \u{feff}Bloggs\u{2066}", 64),
+            "JosselB Bloggs"
+        );
+        assert_eq!(clean_name("Zoë Ærø 山田", 64), "Zoë Ærø 山田");
+    }
+
+    #[test]
     fn a_loose_pattern_cannot_let_an_expansion_through() {
         // Looks anchored, is not: the alternation leaves each side open.
         let loose = ReplyRules::new(r"^[0-9]+|sales$", 64).unwrap();
@@ -366,6 +380,9 @@ mod tests {
             "1003\"",
             "1003\\",
             "\u{7f}1003",
+            "1003\u{202e}",
+            "\u{200b}1003",
+            "1003\u{feff}",
         ] {
             let body = format!(
                 "status=ACK&destination={}",

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::config::{CallerIdForwarding, CallerNameMode, MenuConfig};
 use super::lookup::{Answer, Question, Route, Source};
-use super::reply::{clean_name, Decision, RoutingStatus};
+use super::reply::{clean_name, Decision, ReplyRules, RoutingStatus};
 use super::server::Router;
 use super::socket::{App, OutboundSocket, SocketError};
 use crate::esl::{Command, Event, EventFormat};
@@ -70,7 +70,7 @@ async fn converse(
             latency: Duration::ZERO,
             attempts: 0,
         };
-        apply(sock, data, None, &answer).await?;
+        apply(sock, data, None, &answer, table.rules()).await?;
         report.answer = Some(answer);
         return sock.exit().await;
     };
@@ -90,7 +90,7 @@ async fn converse(
                     latency: Duration::ZERO,
                     attempts: 0,
                 };
-                apply(sock, data, Some(route), &answer).await?;
+                apply(sock, data, Some(route), &answer, table.rules()).await?;
                 report.answer = Some(answer);
                 return sock.exit().await;
             }
@@ -100,7 +100,7 @@ async fn converse(
     let answer = sock
         .while_connected(router.asker().ask(route, &q, table.rules()))
         .await?;
-    apply(sock, data, Some(route), &answer).await?;
+    apply(sock, data, Some(route), &answer, table.rules()).await?;
     report.answer = Some(answer);
     sock.exit().await
 }
@@ -221,13 +221,18 @@ fn safe(v: &str) -> String {
 }
 
 /// The applications that hand the decision to the dial plan, in order.
-pub fn decision_apps(data: &Event, route: Option<&Route>, answer: &Answer) -> Vec<App> {
+pub fn decision_apps(
+    data: &Event,
+    route: Option<&Route>,
+    answer: &Answer,
+    rules: &ReplyRules,
+) -> Vec<App> {
     let d = &answer.decision;
     let mut apps: Vec<App> = vec![("set", format!("switchhook_status={}", d.status.as_str()))];
     if let Some(dest) = &d.destination {
         apps.push(("set", format!("switchhook_destination={dest}")));
     }
-    let callername = route.and_then(|r| final_name(data, r, d));
+    let callername = route.and_then(|r| final_name(data, r, d, rules.callername_max()));
     if let Some(name) = &callername {
         apps.push(("set", format!("switchhook_callername={name}")));
     }
@@ -271,7 +276,10 @@ pub fn decision_apps(data: &Event, route: Option<&Route>, answer: &Answer) -> Ve
 }
 
 /// The caller name the callee is offered, per the route's mode; None on failure.
-fn final_name(data: &Event, route: &Route, d: &Decision) -> Option<String> {
+/// The caller name the step sets: the reply's (already cleaned and bounded), or the route's
+/// text before or instead of the caller's own, cleaned and cut to `max` characters like a
+/// reply's.
+fn final_name(data: &Event, route: &Route, d: &Decision, max: usize) -> Option<String> {
     if !d.status.is_success() {
         return None;
     }
@@ -285,7 +293,7 @@ fn final_name(data: &Event, route: &Route, d: &Decision) -> Option<String> {
         CallerNameMode::Prepend => format!("{text} {caller}"),
         CallerNameMode::Replace => text.to_owned(),
     };
-    Some(safe(&name)).filter(|n| !n.is_empty())
+    Some(clean_name(&name, max)).filter(|n| !n.is_empty())
 }
 
 async fn apply(
@@ -293,8 +301,9 @@ async fn apply(
     data: &Event,
     route: Option<&Route>,
     answer: &Answer,
+    rules: &ReplyRules,
 ) -> Result<(), SocketError> {
-    let apps = decision_apps(data, route, answer);
+    let apps = decision_apps(data, route, answer, rules);
     sock.execute_all(&apps, Duration::from_secs(10)).await?;
     Ok(())
 }
@@ -370,6 +379,7 @@ mod tests {
                 RoutingStatus::Nak,
                 "the routing server answered NAK",
             )),
+            &ReplyRules::default(),
         );
         let want: Vec<App> = vec![
             ("set", "switchhook_status=NAK".into()),
@@ -386,6 +396,25 @@ mod tests {
     }
 
     #[test]
+    fn a_prepended_name_is_cut_at_callername_max() {
+        let ack = Decision {
+            status: RoutingStatus::Ack,
+            destination: Some("1003".into()),
+            callername: None,
+            reason: "ok".into(),
+        };
+        let prepend = route(serde_json::json!({
+            "name": "crm", "url": "http://x/", "caller_name": "prepend", "caller_name_text": "VIP",
+        }));
+        let rules = ReplyRules::new(r"[0-9]+", 8).unwrap();
+        let apps = decision_apps(&data(), Some(&prepend), &answer(ack), &rules);
+        assert!(
+            apps.contains(&("set", "effective_caller_id_name=VIP syst".into())),
+            "{apps:?}"
+        );
+    }
+
+    #[test]
     fn a_replaced_or_prepended_name_is_cleaned_like_a_reply() {
         let ack = Decision {
             status: RoutingStatus::Ack,
@@ -396,13 +425,23 @@ mod tests {
         let prepend = route(serde_json::json!({
             "name": "crm", "url": "http://x/", "caller_name": "prepend", "caller_name_text": "VIP",
         }));
-        let apps = decision_apps(&data(), Some(&prepend), &answer(ack.clone()));
+        let apps = decision_apps(
+            &data(),
+            Some(&prepend),
+            &answer(ack.clone()),
+            &ReplyRules::default(),
+        );
         // The caller's own name came from the network: its ${...} is defused too.
         assert!(apps.contains(&("set", "effective_caller_id_name=VIP system(x) Jo".into())));
         let replace = route(serde_json::json!({
             "name": "crm", "url": "http://x/", "caller_name": "replace", "caller_name_text": "Sales line",
         }));
-        let apps = decision_apps(&data(), Some(&replace), &answer(ack));
+        let apps = decision_apps(
+            &data(),
+            Some(&replace),
+            &answer(ack.clone()),
+            &ReplyRules::default(),
+        );
         assert!(apps.contains(&("set", "switchhook_callername=Sales line".into())));
         assert!(apps.contains(&("set", "effective_caller_id_name=Sales line".into())));
         assert!(apps
