@@ -33,7 +33,7 @@ pub enum Verdict {
 /// The longest `Retry-After` honoured: a receiver asking for days is parked for an hour.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-/// The delay after attempt `n` (1-based): `n` × 2 s, as the seed specifies.
+/// The delay after attempt `n` (1-based): `n` × 2 s, the documented retry schedule.
 pub fn backoff(attempt: u32) -> Duration {
     Duration::from_secs(2 * u64::from(attempt.max(1)))
 }

@@ -49,7 +49,7 @@ pub enum Format {
     Form,
 }
 
-/// One `[[webhooks]]` entry (the configuration contract of issue 4).
+/// One `[[webhooks]]` entry: a configuration contract users script against.
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
@@ -103,7 +103,7 @@ pub struct WebhookConfig {
     /// `secrets.env` rather than the TOML file); read when the configuration is loaded.
     #[serde(default)]
     pub secret_env: Option<String>,
-    /// Body template (the seed-001 payload when unset).
+    /// Body template (the standard CloudSessionCdr payload when unset).
     #[serde(default)]
     pub body: Option<String>,
     /// Whether it fires at all.
@@ -159,7 +159,7 @@ impl std::fmt::Debug for WebhookConfig {
     }
 }
 
-/// Names a moment offers to templates and filters besides the CDR's and seed 000's.
+/// Names a moment offers to templates and filters besides the CDR's and the flat fields'.
 pub const MOMENT_FIELDS: [&str; 14] = [
     "trigger",
     "sequence",
@@ -501,7 +501,7 @@ impl Webhook {
         })
     }
 
-    /// The seed-001 payload: `triggerId`, `id`, `tenantId`, `cdr`, `customData`, plus the
+    /// The standard payload: `triggerId`, `id`, `tenantId`, `cdr`, `customData`, plus the
     /// trigger, the per-call sequence number and what the trigger adds.
     fn payload_json(&self, m: &Moment, fields: &Map<String, Value>, tenant: &str) -> Value {
         // The CDR as the fields hold it (serialized once per moment, retimed for this webhook).
@@ -605,7 +605,7 @@ pub fn message_id(webhook: &str, call_id: &str, trigger: Trigger) -> String {
     )
 }
 
-/// The fields every webhook sees for a moment: the CDR, seed 000's flat fields, the trigger
+/// The fields every webhook sees for a moment: the CDR, the flat fields, the trigger
 /// and what it adds.
 pub fn moment_fields(m: &Moment) -> Map<String, Value> {
     let mut fields = match serde_json::to_value(&m.record.cdr) {

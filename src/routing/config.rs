@@ -1,4 +1,4 @@
-//! `[routing]` and `[[routes]]`: the configuration contract of issue 5.
+//! `[routing]` and `[[routes]]`: a configuration contract users script against.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Routing control: the dial-plan routing step of seeds 003/004, answered over FreeSWITCH's
+//! Routing control: the dial-plan routing step (a digit menu, an HTTP lookup, success and failure branches), answered over FreeSWITCH's
 //! outbound socket.
 //!
 //! Data flows: [`server`] accepts FreeSWITCH's `socket` connection → [`socket`] speaks the

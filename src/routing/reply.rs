@@ -1,5 +1,5 @@
 //! The routing server's reply: `status=ACK|NAK|ERR&destination=...&callername=...`
-//! (form-encoded, as in the seeds) or a JSON object with the same keys, judged into a
+//! (form-encoded, the documented format) or a JSON object with the same keys, judged into a
 //! [`Decision`] whose values are safe to hand to FreeSWITCH.
 //!
 //! Nothing from the reply is trusted: the status must be one of the bare tokens (a dial plan
@@ -309,7 +309,7 @@ mod tests {
     }
 
     #[test]
-    fn the_seed_replies() {
+    fn the_documented_replies() {
         assert_eq!(j("status=ACK").status, RoutingStatus::Ack);
         let d = j("status=ACK&destination=%2B31502102544");
         assert_eq!(d.destination.as_deref(), Some("+31502102544"));

@@ -1,5 +1,5 @@
-//! The CDR of one finished call, with the field names of seed 001 (the "CloudSessionCdr"),
-//! and the flat fields of seed 000 that webhook templates use.
+//! The CDR of one finished call, with the field names of the CloudSessionCdr format,
+//! and the flat fields (`{cli}`, `{call-duration}`…) that webhook templates use.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +11,7 @@ use super::mapping::Attr;
 use super::timeline::{Segment, SegmentKind};
 use super::Settings;
 
-/// One call's record. `Option` fields are left out when unknown, as in the seed's example.
+/// One call's record. `Option` fields are left out when unknown, as in the format's documented example.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 #[allow(non_snake_case)]
 pub struct Cdr {
@@ -159,7 +159,7 @@ pub struct Cdr {
     pub timelineError: Option<String>,
 }
 
-/// Every field name a CDR may carry (seed 001's names, then switchhook's extensions): what
+/// Every field name a CDR may carry (the CloudSessionCdr names, then switchhook's extensions): what
 /// webhook templates and filters may name.
 #[rustfmt::skip]
 pub const FIELDS: [&str; 80] = [
@@ -263,7 +263,7 @@ pub struct CallRecord {
     pub provenance: Vec<(String, String)>,
     /// Exact figures in ms (the CDR rounds to seconds).
     pub ms: Durations,
-    /// The seed-000 flat fields.
+    /// The flat fields.
     pub flat: serde_json::Map<String, serde_json::Value>,
     /// Start, answer and end as µs since the epoch (to render in another time zone).
     pub times: Times,
@@ -282,7 +282,7 @@ pub struct Times {
     pub end_us: i64,
 }
 
-/// The call types of seed 002 (and internal calls, which it does not name).
+/// The call types webhooks filter on (inbound, outbound, click-to-call, and internal).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallKind {
@@ -884,7 +884,7 @@ fn reconcile(call: &CallSession, ms: &mut Durations, answer_us: &mut Option<i64>
     }
 }
 
-/// The flat field names of seed 000 (`{cli}`, `{call-duration}`…).
+/// The flat field names (`{cli}`, `{call-duration}`…).
 pub const FLAT_FIELDS: [&str; 11] = [
     "cli",
     "cli-withheld",

@@ -305,11 +305,14 @@ impl SessionTracker {
         // protected from a timestamp far from the others.
         let ts = match ev.timestamp_us() {
             Some(ts) => {
-                if self.clock.observe(ts) {
+                // Logged at the 1st, 2nd, 4th, 8th… outlier: a peer whose every timestamp
+                // is wrong must not turn the log into a copy of the stream.
+                if self.clock.observe(ts) && self.clock.outliers().is_power_of_two() {
                     tracing::warn!(
                         event = name,
                         timestamp_us = ts,
                         clock_us = self.clock.now_us(),
+                        outliers = self.clock.outliers(),
                         "event timestamp far from the stream's clock: ignored for expiry"
                     );
                 }

@@ -1,4 +1,4 @@
-//! Lifecycle moments: the triggers of seed 002, fired once per call at the event that
+//! Lifecycle moments: the webhook triggers, fired once per call at the event that
 //! revealed them.
 //!
 //! A moment carries a snapshot of the call's record as it stood then (the final record for

@@ -206,7 +206,7 @@ mod tests {
     }
 
     #[test]
-    fn the_seed_example_is_gb_united_kingdom() {
+    fn the_documented_example_is_gb_united_kingdom() {
         let n = reader().read("+447000000000");
         assert_eq!(n.e164, "+447000000000");
         assert_eq!(n.country.as_deref(), Some("GB"));
