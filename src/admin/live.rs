@@ -69,7 +69,18 @@ impl CallLine {
                 .map(|s| s.kind)
                 .unwrap_or(SegmentKind::Setup),
             duration_ms: c.timeline.last().map(|s| s.end_ms).unwrap_or(0),
-            segments: c.timeline.clone(),
+            segments: if c.timeline.is_empty() && !finished {
+                // A call just created has no segment yet: it is in setup, and the open
+                // segment grows from its start like any other.
+                vec![Segment {
+                    kind: SegmentKind::Setup,
+                    party: None,
+                    start_ms: 0,
+                    end_ms: 0,
+                }]
+            } else {
+                c.timeline.clone()
+            },
             answered: finished.then_some(c.ans == 1),
             cause: if finished { c.cause.clone() } else { None },
             partial: c.partial.clone(),
@@ -242,6 +253,10 @@ mod tests {
             }
             view.refresh(tracker.calls(), &settings);
             let page = view.page(Vec::new());
+            for c in &page.active {
+                // Every call in progress draws a bar, even before its first segment.
+                assert!(!c.segments.is_empty(), "{c:?}");
+            }
             if let Some(c) = page.active.first() {
                 saw_active = true;
                 assert_eq!(c.segments.last().map_or(0, |s| s.end_ms), c.duration_ms);
