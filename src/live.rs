@@ -88,14 +88,17 @@ pub async fn run_until(
             return ExitCode::from(2);
         }
     };
-    let queue =
-        match DeliveryQueue::start(outbox, Arc::clone(&hooks), DeliveryOptions::default()).await {
-            Ok(q) => q,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-        };
+    let options = DeliveryOptions {
+        hold_max_bytes: cfg.store.hold_max_bytes,
+        ..DeliveryOptions::default()
+    };
+    let queue = match DeliveryQueue::start(outbox, Arc::clone(&hooks), options).await {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let stop_routing = CancellationToken::new();
     let (router, routing_task) = match start_routing(&cfg, stop_routing.clone()).await {
         Ok(r) => r,

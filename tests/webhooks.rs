@@ -1074,3 +1074,248 @@ fn a_header_from_the_environment_is_sent_but_never_stored() {
         assert!(!log.contains(&token[7..]), "the token is in the log");
     });
 }
+
+/// A real small filesystem: a tmpfs mounted on a temporary directory and unmounted by this
+/// guard, also when the test fails. Mounting needs root, as CI runs.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "mounting a {size} tmpfs failed: this test needs root (as CI runs)"
+        );
+        SmallDisk(dir)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Writes a file until the filesystem has no room left.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.path().join("filler")).unwrap();
+        for chunk in [64 << 10, 4 << 10, 1] {
+            let bytes = vec![0u8; chunk];
+            while matches!(f.write(&bytes), Ok(n) if n > 0) {}
+        }
+        let _ = f.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path().join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// Polls `done` every 20 ms until it holds or `limit` passes; returns whether it held.
+async fn until(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
+}
+
+#[test]
+fn a_full_disk_holds_webhooks_in_memory_and_neither_loses_nor_repeats_one() {
+    let rt = rt();
+    rt.block_on(async {
+        let disk = SmallDisk::mount("4m");
+        let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+        let text = format!(
+            "[[webhooks]]\nname = \"crm\"\ntriggers = [{}]\nurl = \"{}/crm\"\n",
+            all_triggers(),
+            receiver.base()
+        );
+        let (settings, hooks) = compile(&config(&text));
+        let first = requests("freeswitch-1.10/16-concurrent-mix.esl", &settings, &hooks).await;
+        let mut later = Vec::new();
+        for capture in [
+            "01-inbound-answered",
+            "06-ringgroup-simultaneous",
+            "04-hold-unhold",
+        ] {
+            let path = format!("freeswitch-1.10/{capture}.esl");
+            later.extend(requests(&path, &settings, &hooks).await);
+        }
+        let calls: HashSet<&str> = first.iter().map(|r| r.call_id.as_str()).collect();
+        let outbox = disk.path().join("outbox.db");
+        let stats;
+        {
+            let q = DeliveryQueue::start(
+                Outbox::open(&outbox).unwrap(),
+                Arc::clone(&hooks),
+                DeliveryOptions::default(),
+            )
+            .await
+            .unwrap();
+            stats = q.shared_stats();
+            // Committed while there is room; the receiver holds the first of each call while
+            // the disk fills, so their outcomes cannot be recorded when it answers.
+            receiver.hold();
+            q.submit(first.clone());
+            assert!(
+                until(Duration::from_secs(20), || receiver.arrived("/crm")
+                    >= calls.len())
+                .await
+            );
+            disk.fill();
+            receiver.release();
+            assert!(
+                until(Duration::from_secs(20), || stats
+                    .unrecorded
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    > 0)
+                .await,
+                "an answered attempt waits to be recorded"
+            );
+            // New requests while the disk is full wait in memory, and none is sent.
+            q.submit(later.clone());
+            assert!(
+                until(Duration::from_secs(20), || stats
+                    .held
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    > 0)
+                .await,
+                "the requests are held"
+            );
+            let problem = stats
+                .outbox_problem()
+                .expect("the outbox problem is reported");
+            assert!(problem.contains("outbox cannot commit"), "{problem}");
+            let seen: HashSet<String> = receiver
+                .seen()
+                .iter()
+                .map(|r| r.headers["webhook-id"].clone())
+                .collect();
+            assert!(
+                later.iter().all(|r| !seen.contains(&r.id)),
+                "nothing is sent before it is committed"
+            );
+            // Room again: everything goes out, in order per call, once.
+            disk.free();
+            tokio::time::timeout(Duration::from_secs(60), q.idle())
+                .await
+                .expect("settles");
+            assert_eq!(stats.outbox_problem(), None);
+            q.close().await;
+        }
+        let total = first.len() + later.len();
+        let arrived = receiver.arrived("/crm");
+        let ids: HashSet<String> = receiver
+            .seen()
+            .iter()
+            .map(|r| r.headers["webhook-id"].clone())
+            .collect();
+        assert_eq!((arrived, ids.len()), (total, total), "every request once");
+        assert_eq!(stats.lost.load(std::sync::atomic::Ordering::Relaxed), 0);
+        for call in later.iter().map(|r| &r.call_id).collect::<HashSet<_>>() {
+            let sent: Vec<u32> = receiver
+                .seen()
+                .iter()
+                .filter(|r| r.body.contains(call.as_str()))
+                .filter_map(|r| {
+                    later
+                        .iter()
+                        .find(|q| q.id == r.headers["webhook-id"])
+                        .map(|q| q.seq)
+                })
+                .collect();
+            assert!(sent.windows(2).all(|w| w[0] < w[1]), "{call}: {sent:?}");
+        }
+        // Restarted, the outbox holds nothing to send again: every outcome was recorded.
+        let q = DeliveryQueue::start(
+            Outbox::open(&outbox).unwrap(),
+            Arc::clone(&hooks),
+            DeliveryOptions::default(),
+        )
+        .await
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), q.idle())
+            .await
+            .expect("settles");
+        q.close().await;
+        assert_eq!(
+            receiver.arrived("/crm"),
+            total,
+            "nothing sent twice after the restart"
+        );
+        let delivered = Admin::open(&outbox)
+            .unwrap()
+            .list(&ListFilter {
+                state: Some(State::Delivered),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(delivered.len(), total);
+    });
+}
+
+#[test]
+fn past_its_memory_bound_a_full_disk_gives_requests_up_and_counts_them() {
+    let rt = rt();
+    rt.block_on(async {
+        let disk = SmallDisk::mount("2m");
+        let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+        let text = format!(
+            "[[webhooks]]\nname = \"crm\"\ntriggers = [{}]\nurl = \"{}/crm\"\n",
+            all_triggers(),
+            receiver.base()
+        );
+        let (settings, hooks) = compile(&config(&text));
+        let reqs = requests("freeswitch-1.10/16-concurrent-mix.esl", &settings, &hooks).await;
+        let outbox = disk.path().join("outbox.db");
+        let q = DeliveryQueue::start(
+            Outbox::open(&outbox).unwrap(),
+            Arc::clone(&hooks),
+            // Room for one request at a time.
+            DeliveryOptions {
+                hold_max_bytes: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let stats = q.shared_stats();
+        disk.fill();
+        q.submit(reqs.clone());
+        let lost = reqs.len() as u64 - 1;
+        assert!(
+            until(Duration::from_secs(20), || {
+                stats.lost.load(std::sync::atomic::Ordering::Relaxed) == lost
+                    && stats.held.load(std::sync::atomic::Ordering::Relaxed) == 1
+            })
+            .await
+        );
+        disk.free();
+        tokio::time::timeout(Duration::from_secs(20), q.idle())
+            .await
+            .expect("settles");
+        q.close().await;
+        let seen = receiver.seen();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            seen[0].headers["webhook-id"], reqs[0].id,
+            "the oldest is kept"
+        );
+    });
+}

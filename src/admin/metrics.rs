@@ -119,7 +119,19 @@ impl Collector for Snapshot {
             "Calls in progress",
             p.active_calls.load(Ordering::Relaxed),
         )?;
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        gauge(
+            &mut e,
+            "switchhook_outbox_held",
+            "Webhook requests waiting in memory because the outbox cannot commit",
+            d.held.load(Ordering::Relaxed) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "switchhook_outbox_unrecorded",
+            "Webhook attempts whose outcome waits in memory because the outbox cannot commit",
+            d.unrecorded.load(Ordering::Relaxed) as i64,
+        )?;
+        let counters: [(&str, &str, &AtomicU64); 14] = [
             (
                 "switchhook_esl_connects",
                 "Successful event-socket logins",
@@ -167,6 +179,16 @@ impl Collector for Snapshot {
                 "switchhook_webhook_attempts",
                 "Webhook HTTP attempts",
                 &d.attempts,
+            ),
+            (
+                "switchhook_outbox_write_failures",
+                "Outbox writes that failed (each is tried again)",
+                &d.outbox_failures,
+            ),
+            (
+                "switchhook_webhooks_lost",
+                "Webhook requests given up: the outbox could not commit and the memory bound was reached",
+                &d.lost,
             ),
         ];
         for (name, help, v) in counters {

@@ -84,6 +84,9 @@ async fn readyz(State(s): State<Sources>) -> impl IntoResponse {
     if let Err(e) = outbox_depth(&s).await {
         problems.push(format!("outbox: {e}"));
     }
+    if let Some(p) = s.delivery.outbox_problem() {
+        problems.push(p);
+    }
     if problems.is_empty() {
         (StatusCode::OK, "ready\n".to_owned())
     } else {

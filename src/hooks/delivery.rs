@@ -32,7 +32,15 @@ pub struct DeliveryOptions {
     /// and be recorded; what is still in flight then is abandoned (pending, resent on the
     /// next start, so the receiver may see it twice).
     pub drain: Duration,
+    /// While the outbox cannot commit (a full disk), new requests wait in memory and are
+    /// committed when it can again: at most this many bytes of them; past it the newest are
+    /// given up, counted and logged.
+    pub hold_max_bytes: usize,
 }
+
+/// The first wait before an outbox write is tried again; it doubles up to [`OUTBOX_RETRY_MAX`].
+const OUTBOX_RETRY_MIN: Duration = Duration::from_millis(100);
+const OUTBOX_RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Default for DeliveryOptions {
     fn default() -> Self {
@@ -40,6 +48,7 @@ impl Default for DeliveryOptions {
             per_webhook: 64,
             rescan_every: Duration::from_secs(1),
             drain: Duration::from_secs(10),
+            hold_max_bytes: 64 << 20,
         }
     }
 }
@@ -221,15 +230,89 @@ impl DeliveryQueue {
     }
 }
 
+/// Requests submitted and not yet committed, in submission order, bounded by bytes.
+struct Held {
+    requests: VecDeque<Request>,
+    bytes: usize,
+}
+
+impl Held {
+    /// What a request costs in memory, near enough.
+    fn size(r: &Request) -> usize {
+        256 + r.body.len()
+            + r.url.len()
+            + r.id.len()
+            + r.call_id.len()
+            + r.headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 48)
+                .sum::<usize>()
+    }
+
+    /// Takes new requests; those beyond the bound are given up (and counted).
+    fn take(&mut self, inner: &Inner, batch: Vec<Request>) {
+        let mut lost = 0;
+        for r in batch {
+            let size = Held::size(&r);
+            if self.bytes + size > inner.opts.hold_max_bytes && !self.requests.is_empty() {
+                tracing::error!(webhook = %r.webhook, id = %r.id, call_id = %r.call_id, trigger = %r.trigger,
+                    held = self.requests.len(), "outbox cannot commit and the memory bound is reached: webhook request given up");
+                lost += 1;
+                continue;
+            }
+            self.bytes += size;
+            self.requests.push_back(r);
+        }
+        if lost > 0 {
+            inner.stats.lost.fetch_add(lost as u64, Ordering::Relaxed);
+            forget_submitted(inner, lost);
+        }
+    }
+
+    /// The oldest `n` requests, leaving them held until they are committed.
+    fn front(&self, n: usize) -> Vec<Request> {
+        self.requests.iter().take(n).cloned().collect()
+    }
+
+    fn pop(&mut self, n: usize) {
+        for r in self.requests.drain(..n.min(self.requests.len())) {
+            self.bytes -= Held::size(&r);
+        }
+    }
+}
+
+/// `n` submitted requests have left the intake (committed or given up).
+fn forget_submitted(inner: &Inner, n: usize) {
+    let drained = inner.intake_backlog.fetch_sub(n, Ordering::SeqCst) == n;
+    if drained && inner.known.lock().map(|k| k.is_empty()).unwrap_or(false) {
+        inner.idle.notify_waiters();
+    }
+}
+
 /// Commits submitted requests in order, grouping whatever has queued up, then queues the
-/// new rows for sending.
+/// new rows for sending. When the outbox cannot commit (a full disk), the requests wait in
+/// memory, within [`DeliveryOptions::hold_max_bytes`], and the commit is tried again with a
+/// growing pause; requests submitted meanwhile queue behind them, so order holds.
 async fn intake_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Vec<Request>>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = first;
-        while let Ok(more) = rx.try_recv() {
-            batch.extend(more);
-            if batch.len() >= 4096 {
-                break;
+    let mut held = Held {
+        requests: VecDeque::new(),
+        bytes: 0,
+    };
+    let mut open = true;
+    let mut pause = OUTBOX_RETRY_MIN;
+    let mut closed_at: Option<std::time::Instant> = None;
+    loop {
+        if held.requests.is_empty() {
+            match rx.recv().await {
+                Some(b) => held.take(&inner, b),
+                None => return,
+            }
+        }
+        while open {
+            match rx.try_recv() {
+                Ok(b) => held.take(&inner, b),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
             }
         }
         let disabled: HashSet<String> = inner
@@ -237,6 +320,7 @@ async fn intake_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Vec<Requ
             .lock()
             .map(|d| d.keys().cloned().collect())
             .unwrap_or_default();
+        let batch = held.front(4096);
         let n = batch.len();
         let rows: Vec<(Request, bool)> = batch
             .into_iter()
@@ -247,19 +331,56 @@ async fn intake_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Vec<Requ
             .collect();
         match inner.outbox.enqueue(rows).await {
             Ok(stored) => {
+                if pause > OUTBOX_RETRY_MIN {
+                    tracing::info!(
+                        committed = n,
+                        still_held = held.requests.len() - n,
+                        "the outbox commits again"
+                    );
+                }
+                pause = OUTBOX_RETRY_MIN;
+                held.pop(n);
+                inner
+                    .stats
+                    .held
+                    .store(held.requests.len() as u64, Ordering::Relaxed);
                 inner.stats.enqueued.fetch_add(n as u64, Ordering::Relaxed);
                 for s in stored {
                     push(&inner, s);
                 }
+                forget_submitted(&inner, n);
             }
-            // Nothing more can be done: the requests stay in memory only as this log line.
             Err(e) => {
-                tracing::error!(error = %e, lost = n, "cannot commit webhook requests to the outbox")
+                let waiting = held.requests.len();
+                inner.stats.outbox_failed(&e.to_string());
+                inner.stats.held.store(waiting as u64, Ordering::Relaxed);
+                if pause == OUTBOX_RETRY_MIN {
+                    tracing::error!(error = %e, held = waiting, "cannot commit webhook requests to the outbox: they wait in memory and the commit is tried again");
+                }
+                if !open {
+                    // Stopping: keep trying for as long as in-flight attempts get.
+                    let since = *closed_at.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= inner.opts.drain {
+                        tracing::error!(error = %e, lost = waiting, "switchhook is stopping and the outbox still cannot commit: webhook requests given up");
+                        inner
+                            .stats
+                            .lost
+                            .fetch_add(waiting as u64, Ordering::Relaxed);
+                        inner.stats.held.store(0, Ordering::Relaxed);
+                        held.pop(waiting);
+                        forget_submitted(&inner, waiting);
+                        return;
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    b = rx.recv(), if open => match b {
+                        Some(b) => held.take(&inner, b),
+                        None => open = false,
+                    },
+                }
+                pause = (pause * 2).min(OUTBOX_RETRY_MAX);
             }
-        }
-        let drained = inner.intake_backlog.fetch_sub(n, Ordering::SeqCst) == n;
-        if drained && inner.known.lock().map(|k| k.is_empty()).unwrap_or(false) {
-            inner.idle.notify_waiters();
         }
     }
 }
@@ -510,12 +631,9 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
             Verdict::Dead => (After::Dead, Outcome::Dead),
             Verdict::Disable => (After::Parked, Outcome::Parked),
         };
-        if let Err(e) = inner
-            .outbox
-            .record(s.rowid, attempt_no, rec.clone(), after)
-            .await
-        {
-            tracing::error!(webhook, id = %s.request.id, call_id = %s.request.call_id, error = %e, "cannot record a webhook attempt");
+        if !record(inner, &s, attempt_no, &rec, after).await {
+            // Abandoned at shutdown before the outbox could record it: pending, resent.
+            return Some(Stop);
         }
         drop(in_flight);
         let log_status = rec.status.map(|c| c.to_string()).unwrap_or_default();
@@ -558,6 +676,45 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
             }
         }
     }
+}
+
+/// Records an attempt, trying again while the outbox cannot commit (a full disk), so a
+/// delivered request is not sent again after a restart. False: abandoned at shutdown first.
+async fn record(
+    inner: &Inner,
+    s: &Stored,
+    attempt_no: u32,
+    rec: &AttemptRecord,
+    after: After,
+) -> bool {
+    let mut pause = OUTBOX_RETRY_MIN;
+    let mut waiting = false;
+    let recorded = loop {
+        let e = match inner
+            .outbox
+            .record(s.rowid, attempt_no, rec.clone(), after)
+            .await
+        {
+            Ok(()) => break true,
+            Err(e) => e,
+        };
+        inner.stats.outbox_failed(&e.to_string());
+        if !waiting {
+            waiting = true;
+            inner.stats.unrecorded.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(webhook = %s.request.webhook, id = %s.request.id, call_id = %s.request.call_id, error = %e,
+                "cannot record a webhook attempt: tried again until the outbox commits");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = inner.abandon.cancelled() => break false,
+        }
+        pause = (pause * 2).min(OUTBOX_RETRY_MAX);
+    };
+    if waiting {
+        inner.stats.unrecorded.fetch_sub(1, Ordering::Relaxed);
+    }
+    recorded
 }
 
 fn succeeded(inner: &Inner, webhook: &str) {

@@ -93,11 +93,21 @@ pub struct DeliveryStats {
     pub dead: AtomicU64,
     /// Deliveries parked because their webhook is disabled.
     pub parked: AtomicU64,
+    /// Requests waiting in memory because the outbox could not commit them.
+    pub held: AtomicU64,
+    /// Attempts made whose outcome the outbox could not record yet.
+    pub unrecorded: AtomicU64,
+    /// Outbox writes that failed (each is tried again).
+    pub outbox_failures: AtomicU64,
+    /// Requests given up: more were waiting for the outbox than its memory bound holds.
+    pub lost: AtomicU64,
     /// Outcomes by webhook.
     pub by_webhook: Family<OutcomeLabels, Counter>,
     /// Seconds from sending a request to its response (or its failure), by webhook.
     pub latency: HistogramFamily,
     recent: Mutex<VecDeque<DeliveryNote>>,
+    /// The outbox's latest write failure.
+    outbox_error: Mutex<Option<String>>,
 }
 
 /// 1 ms to about 16 s: a receiver on the same host to one at its timeout.
@@ -114,6 +124,11 @@ impl Default for DeliveryStats {
             retried: AtomicU64::new(0),
             dead: AtomicU64::new(0),
             parked: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+            unrecorded: AtomicU64::new(0),
+            outbox_failures: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            outbox_error: Mutex::new(None),
             by_webhook: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
@@ -167,6 +182,33 @@ impl DeliveryStats {
             }
             r.push_back(note);
         }
+    }
+
+    /// Notes a failed outbox write.
+    pub(crate) fn outbox_failed(&self, error: &str) {
+        self.outbox_failures.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut e) = self.outbox_error.lock() {
+            *e = Some(error.to_owned());
+        }
+    }
+
+    /// Why the outbox is not keeping up, while requests or outcomes wait in memory for it;
+    /// None when everything is written.
+    pub fn outbox_problem(&self) -> Option<String> {
+        let held = self.held.load(Ordering::Relaxed);
+        let unrecorded = self.unrecorded.load(Ordering::Relaxed);
+        if held == 0 && unrecorded == 0 {
+            return None;
+        }
+        let error = self
+            .outbox_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_default();
+        Some(format!(
+            "outbox cannot commit ({error}): {held} webhook requests and {unrecorded} attempt outcomes wait in memory"
+        ))
     }
 
     /// The latest deliveries, newest first.

@@ -26,6 +26,9 @@ pub struct StoreConfig {
     /// until purged.
     #[serde(with = "humantime_serde")]
     pub keep_delivered: std::time::Duration,
+    /// While the outbox cannot commit (a full disk), webhook requests wait in memory, at
+    /// most this many bytes of them; the newest beyond it are given up and counted.
+    pub hold_max_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -33,6 +36,7 @@ impl Default for StoreConfig {
         StoreConfig {
             path: PathBuf::from("switchhook.db"),
             keep_delivered: std::time::Duration::from_secs(7 * 24 * 3600),
+            hold_max_bytes: 64 << 20,
         }
     }
 }
@@ -414,7 +418,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op, replies: &mut Vec<Deferred>, pa
     };
     macro_rules! later {
         ($reply:expr, $value:expr) => {{
-            let value = $value.map_err(&wrap);
+            let value = atomically(tx, || $value).map_err(&wrap);
             replies.push(Box::new(move |failed: Option<&StoreError>| {
                 let _ = $reply.send(match failed {
                     Some(e) => Err(e.copy()),
@@ -445,6 +449,24 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op, replies: &mut Vec<Deferred>, pa
                 .get(0))
         ),
     }
+}
+
+/// Runs one op all or nothing inside the batch's transaction: an op that fails halfway (a
+/// full disk after some of its rows) leaves none of its writes behind, so its reply (an
+/// error, and the op is tried again) matches what the commit keeps.
+fn atomically<T>(
+    tx: &rusqlite::Transaction<'_>,
+    op: impl FnOnce() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    tx.execute_batch("SAVEPOINT op")?;
+    let value = op();
+    match &value {
+        Ok(_) => tx.execute_batch("RELEASE op")?,
+        Err(_) => {
+            let _ = tx.execute_batch("ROLLBACK TO op; RELEASE op");
+        }
+    }
+    value
 }
 
 fn enqueue(

@@ -71,6 +71,8 @@ struct Shared {
     script: Mutex<Arc<Script>>,
     seen: Mutex<Vec<Received>>,
     hits: Mutex<HashMap<String, usize>>,
+    /// true: requests wait before they are answered, until [`Receiver::release`].
+    gate: tokio::sync::watch::Sender<bool>,
 }
 
 /// A running receiver.
@@ -106,6 +108,7 @@ async fn handle(
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
+    let _ = s.gate.subscribe().wait_for(|held| !held).await;
     s.seen.lock().unwrap().push(Received {
         method: method.to_string(),
         uri: uri.to_string(),
@@ -136,6 +139,7 @@ impl Receiver {
             script: Mutex::new(Arc::new(script)),
             seen: Mutex::new(Vec::new()),
             hits: Mutex::new(HashMap::new()),
+            gate: tokio::sync::watch::channel(false).0,
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -151,6 +155,16 @@ impl Receiver {
     /// Changes how it answers from now on.
     pub fn set_script(&self, script: impl Fn(&str, usize) -> Reply + Send + Sync + 'static) {
         *self.shared.script.lock().unwrap() = Arc::new(script);
+    }
+
+    /// Requests arriving from now on wait, unanswered, until [`Receiver::release`].
+    pub fn hold(&self) {
+        self.shared.gate.send_replace(true);
+    }
+
+    /// Answers the requests held and every later one at once.
+    pub fn release(&self) {
+        self.shared.gate.send_replace(false);
     }
 
     /// Everything received so far.
