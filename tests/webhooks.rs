@@ -1319,3 +1319,129 @@ fn past_its_memory_bound_a_full_disk_gives_requests_up_and_counts_them() {
         );
     });
 }
+
+/// `run` is killed with SIGKILL mid-call, and the call is answered while it is down: the
+/// restarted process adopts the call and fires what the call shows (answered, and
+/// missed-or-answered), so the receiver gets every webhook the uninterrupted run sends,
+/// each once.
+#[test]
+fn moments_that_pass_while_run_is_killed_are_fired_after_the_restart() {
+    use switchhook::playback::{Faults, Pace, PlaybackConfig, PlaybackServer};
+    use switchhook::session::SessionTracker;
+    let rt = rt();
+    rt.block_on(async {
+        let capture = "freeswitch-1.10/04-hold-unhold.esl";
+        let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+        let dir = tempfile::tempdir().unwrap();
+        // The event index that reveals each trigger in an uninterrupted run.
+        let text = format!(
+            "[[webhooks]]\nname = \"crm\"\ntriggers = [{}]\nurl = \"{}/crm\"\n",
+            all_triggers(),
+            receiver.base()
+        );
+        let (settings, hooks) = compile(&config(&text));
+        let mut events = Vec::new();
+        let mut stream = replay::open(&fixture(capture), Default::default())
+            .await
+            .unwrap();
+        while let Some(item) = futures::StreamExt::next(&mut stream).await {
+            if let Ok(Ok(switchhook::esl::Message::Event(ev))) = item {
+                events.push(ev);
+            }
+        }
+        let mut tracker = SessionTracker::new(Arc::clone(&settings)).with_moments();
+        let mut revealed: HashMap<&'static str, usize> = HashMap::new();
+        for (i, ev) in events.iter().enumerate() {
+            tracker.on_event(ev);
+            for m in tracker.take_moments() {
+                revealed.entry(m.trigger.name()).or_insert(i);
+            }
+        }
+        let (dialed, answered) = (revealed["call.dialed"], revealed["call.answered.extension"]);
+        assert!(dialed < answered);
+        // The first connection goes silent once the dialled moment's event is sent; the
+        // answer happens while switchhook is down.
+        let server = PlaybackServer::start(
+            "127.0.0.1:0",
+            PlaybackConfig {
+                password: "kill-9-moments".into(),
+                captures: vec![fixture(capture)],
+                pace: Pace::RealTime { speed: 4.0 },
+                faults: Faults {
+                    stall_after: Some(dialed + 1),
+                    outage_events: answered + 2 - (dialed + 1),
+                    ..Default::default()
+                },
+            },
+        )
+        .await
+        .unwrap();
+        let (cfg_path, db, _) = run_config(dir.path(), server.addr().port(), &text);
+        let expected: HashSet<String> = requests(capture, &settings, &hooks)
+            .await
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let trigger_of = |r: &common::receiver::Received| -> String {
+            let body: Value = serde_json::from_str(&r.body).unwrap();
+            body["trigger"].as_str().unwrap().to_owned()
+        };
+        let mut first = spawn_run(&cfg_path, "kill-9-moments");
+        let before = receiver
+            .wait_for(Duration::from_secs(30), |seen| {
+                seen.iter().any(|r| trigger_of(r) == "call.dialed")
+            })
+            .await;
+        first.kill().unwrap();
+        first.wait().unwrap();
+        assert!(
+            before,
+            "{:?}",
+            receiver.seen().iter().map(trigger_of).collect::<Vec<_>>()
+        );
+        assert!(
+            !receiver
+                .seen()
+                .iter()
+                .any(|r| trigger_of(r).starts_with("call.answered")),
+            "the answer came after the kill"
+        );
+
+        let mut second = spawn_run(&cfg_path, "kill-9-moments");
+        let hung_up = receiver
+            .wait_for(Duration::from_secs(60), |seen| {
+                seen.iter().any(|r| trigger_of(r) == "call.hangup")
+            })
+            .await;
+        let settled = async {
+            loop {
+                let counts = Admin::open(&db)
+                    .and_then(|a| a.counts())
+                    .unwrap_or_default();
+                if counts.len() == 1 && counts[0].0 == "delivered" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let settled = tokio::time::timeout(Duration::from_secs(10), settled)
+            .await
+            .is_ok();
+        second.kill().unwrap();
+        second.wait().unwrap();
+        let seen = receiver.seen();
+        let triggers: Vec<String> = seen.iter().map(trigger_of).collect();
+        assert!(hung_up && settled, "{triggers:?}");
+        let ids: Vec<String> = seen
+            .iter()
+            .map(|r| r.headers["webhook-id"].clone())
+            .collect();
+        let unique: HashSet<String> = ids.iter().cloned().collect();
+        assert_eq!(
+            unique.len(),
+            ids.len(),
+            "a webhook arrived twice: {triggers:?}"
+        );
+        assert_eq!(unique, expected, "every webhook of the call: {triggers:?}");
+    });
+}

@@ -57,6 +57,8 @@ pub struct CallSession {
     pub talked_with: Vec<usize>,
     /// Adopted mid-call already bridged: answered before switchhook saw it.
     pub answered_unseen: bool,
+    /// Adopted from `show channels` after a restart or a reconnect.
+    pub adopted: bool,
     /// The caller's leg hung up while parked.
     pub hung_up_parked: bool,
     /// `Core-UUID` and `FreeSWITCH-Switchname` of the first event.
@@ -157,6 +159,7 @@ impl CallSession {
             ivr_digits: String::new(),
             talked_with: Vec::new(),
             answered_unseen: false,
+            adopted: false,
             hung_up_parked: false,
             pbx: (get("Core-UUID"), get("FreeSWITCH-Switchname")),
             origin,
@@ -237,6 +240,10 @@ impl CallSession {
                     .filter(|q| !q.is_empty());
             }
         }
+        // A queue agent's leg: mod_callcenter names the member it serves.
+        if self.legs[i].outbound && ev.var("cc_member_session_uuid").is_some() {
+            self.legs[i].via_queue = true;
+        }
         if app == "bridge" {
             let at = self.timeline.last_us();
             mapper.apply(ev, name, at, &mut self.legs[i].attrs);
@@ -257,6 +264,15 @@ impl CallSession {
         let call_state = ev.get("Channel-Call-State").unwrap_or_default();
         let leg = &mut self.legs[i];
         leg.catching_up = false;
+        if matches!(
+            name,
+            "CHANNEL_HANGUP" | "CHANNEL_HANGUP_COMPLETE" | "CHANNEL_DESTROY"
+        ) && leg.outbound
+        {
+            // Caught up by its hangup: whether an earlier run saw it ring (and told
+            // receivers it was dialled) is history that is gone.
+            self.fired.passed(Trigger::Dialed);
+        }
         if let Some(created) = time("Caller-Channel-Created-Time") {
             leg.created_us = created;
             if i == 0 {
@@ -280,9 +296,6 @@ impl CallSession {
             }
         }
         leg.held = call_state == "HELD";
-        if leg.outbound && !leg.trunk && leg.rang_us.is_some() {
-            self.fired.passed(&[Trigger::Dialed]);
-        }
         let answered = self.legs[i].answered_us.is_some();
         let bridged = answered && matches!(&*call_state, "ACTIVE" | "HELD");
         if let Some(other) = ev.get("Other-Leg-Unique-ID").filter(|_| bridged) {
@@ -297,22 +310,20 @@ impl CallSession {
         let talked = (bridged && ev.get("Other-Leg-Unique-ID").is_some())
             || (answered && time("Caller-Channel-Bridged-Time").is_some());
         if talked {
-            // Answered before switchhook saw it: which answer trigger it was (extension, ring
-            // group, queue) needs the history that is gone; the CDR still says answered.
+            // Answered before switchhook saw it: the CDR says answered. Its answer trigger
+            // fires when the call is seen talking (the bridge still up shows who answered and
+            // how); a bridge already over took that history with it.
             self.answered_unseen = true;
-            self.fired.passed(&[
-                Trigger::AnsweredExtension,
-                Trigger::AnsweredRingGroup,
-                Trigger::AnsweredQueue,
-                Trigger::ClickToCallAnswered,
-                Trigger::MissedOrAnswered,
-            ]);
         }
     }
 
-    /// A call adopted from `show channels`: it was received before switchhook saw it.
+    /// A call adopted from `show channels`. The moments it shows to have passed (received,
+    /// dialled, answered) fire again as it catches up: the ones an earlier run committed
+    /// carry the same `webhook-id` and the outbox drops them, and the ones it never
+    /// committed (killed first, or stopped while they happened) are not lost.
     pub fn adopted(&mut self) {
-        self.fired.passed(&[Trigger::Received]);
+        self.adopted = true;
+        self.fired.number_after_restart();
     }
 
     /// Applies one event about leg `uuid` (already part of this call) at `at_us`.

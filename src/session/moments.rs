@@ -118,15 +118,15 @@ impl Fired {
         new
     }
 
-    /// Marks triggers whose moment passed before switchhook saw the call (it was adopted
-    /// mid-call): they fired in an earlier run, or happened while switchhook was stopped, and
-    /// the history needed to tell which of them it was is gone.
-    pub(crate) fn passed(&mut self, ts: &[Trigger]) {
-        for &t in ts {
-            self.claim(t);
-        }
-        // Numbered after any moment the call can have had (each trigger fires at most once),
-        // so `sequence` keeps increasing per call across the restart; it may skip numbers.
+    /// Marks `t` as a moment that must not fire: its history is gone.
+    pub(crate) fn passed(&mut self, t: Trigger) {
+        self.claim(t);
+    }
+
+    /// A call adopted mid-call is numbered after any moment it can have had (each trigger
+    /// fires at most once), so `sequence` keeps increasing per call across a restart; it may
+    /// skip numbers.
+    pub(crate) fn number_after_restart(&mut self) {
         self.seq = self.seq.max(Trigger::ALL.len() as u32);
     }
 
@@ -182,6 +182,11 @@ impl CallSession {
     /// is the event just applied.
     pub(crate) fn find_moments(&mut self, name: &str) -> Found {
         let mut found = Found::new();
+        // An adopted call shows what it is (whose call a leg joins, the ring group or queue
+        // that answered) once each of its legs has caught up.
+        if self.legs.iter().any(|l| l.catching_up) {
+            return found;
+        }
         if !self.fired.has(Trigger::Received) && self.is_received(name) {
             self.fired.claim(Trigger::Received);
             found.push((Trigger::Received, Map::new()));
@@ -253,7 +258,11 @@ impl CallSession {
         // (mod_callcenter's member uuid) that CHANNEL_CREATE carries.
         let born = name == "CHANNEL_CREATE" || self.partial.is_some() || self.legs.len() > 1;
         born && match self.origin {
-            Origin::Internal => self.legs.len() > 1 || self.legs[0].answered_us.is_some(),
+            // A device's call answered by an application alone is received when it is born
+            // answered; adopted, its birth is history, and only a second leg shows it.
+            Origin::Internal => {
+                self.legs.len() > 1 || (self.legs[0].answered_us.is_some() && !self.adopted)
+            }
             Origin::Inbound | Origin::Originated => true,
         }
     }
