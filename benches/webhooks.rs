@@ -64,7 +64,7 @@ fn hooks(addr: std::net::SocketAddr) -> Arc<WebhookSet> {
     .unwrap();
     let cfg = switchhook::config::Config::load(Some(&path)).unwrap();
     let settings = Settings::from_config(&cfg).unwrap();
-    Arc::new(WebhookSet::compile(&cfg.webhooks, &settings.numbers).unwrap())
+    Arc::new(WebhookSet::compile(&cfg.webhooks, &cfg.egress, &settings.numbers).unwrap())
 }
 
 /// The real requests of one capture, made into `n` distinct calls (fresh ids and call ids).

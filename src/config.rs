@@ -34,6 +34,8 @@ pub struct Config {
     pub store: crate::hooks::store::StoreConfig,
     /// Lifecycle webhooks (`[[webhooks]]`).
     pub webhooks: Vec<crate::hooks::WebhookConfig>,
+    /// Where webhooks may be sent (`[egress]`).
+    pub egress: crate::hooks::egress::EgressConfig,
     /// The routing server (outbound socket).
     pub routing: crate::routing::RoutingConfig,
     /// Routing steps (`[[routes]]`).
@@ -246,7 +248,7 @@ fn one(path: Option<&Path>, e: config::ConfigError) -> ConfigErrors {
 }
 
 /// The sections a configuration file may have.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "freeswitch",
     "log",
     "sessions",
@@ -256,6 +258,7 @@ const SECTIONS: [&str; 12] = [
     "rates",
     "store",
     "webhooks",
+    "egress",
     "routing",
     "routes",
     "admin",
@@ -292,6 +295,8 @@ pub fn check(path: Option<&Path>) -> Vec<ConfigIssue> {
     check_section::<crate::session::rates::RatesConfig>(&built, "rates", &mut issues);
     check_section::<crate::hooks::store::StoreConfig>(&built, "store", &mut issues);
     check_list::<crate::hooks::WebhookConfig>(&built, "webhooks", &mut issues);
+    check_section::<crate::hooks::egress::EgressConfig>(&built, "egress", &mut issues);
+    check_section::<crate::admin::AdminConfig>(&built, "admin", &mut issues);
     check_section::<crate::routing::RoutingConfig>(&built, "routing", &mut issues);
     check_list::<crate::routing::RouteConfig>(&built, "routes", &mut issues);
     if issues.is_empty() {
@@ -479,7 +484,7 @@ fn validate(cfg: &Config, issues: &mut Vec<ConfigIssue>) {
     if let Err(e) = crate::session::rates::RateTable::load(&cfg.rates) {
         bad("rates.path", e);
     }
-    if let Err(problems) = crate::hooks::WebhookSet::compile(&cfg.webhooks, &numbers) {
+    if let Err(problems) = crate::hooks::WebhookSet::compile(&cfg.webhooks, &cfg.egress, &numbers) {
         for (path, message) in problems {
             bad(&path, message);
         }

@@ -102,6 +102,8 @@ async fn demo(opts: DemoOptions) -> Result<ExitCode, String> {
     }))
     .map_err(|e| e.to_string())?;
     cfg.webhooks = vec![hook];
+    // The built-in receiver is on loopback, which webhooks may not reach unless allowed.
+    cfg.egress.allow = vec![receiver.ip().to_string()];
     // The admin endpoint on a free loopback port.
     let admin = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -72,7 +72,7 @@ pub async fn run_until(
             return ExitCode::from(2);
         }
     };
-    let hooks = match WebhookSet::compile(&cfg.webhooks, &settings.numbers) {
+    let hooks = match WebhookSet::compile(&cfg.webhooks, &cfg.egress, &settings.numbers) {
         Ok(h) => Arc::new(h),
         Err(problems) => {
             for (p, m) in problems {
@@ -398,11 +398,12 @@ fn watch(path: Option<PathBuf>, current: Config) -> mpsc::UnboundedReceiver<Relo
 fn reload(path: &Path) -> Result<(Config, Arc<Settings>, Arc<WebhookSet>), String> {
     let cfg = Config::load(Some(path)).map_err(|e| e.to_string())?;
     let settings = Settings::from_config(&cfg)?;
-    let hooks = WebhookSet::compile(&cfg.webhooks, &settings.numbers).map_err(|p| {
-        p.into_iter()
-            .map(|(k, m)| format!("{k}: {m}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
+    let hooks =
+        WebhookSet::compile(&cfg.webhooks, &cfg.egress, &settings.numbers).map_err(|p| {
+            p.into_iter()
+                .map(|(k, m)| format!("{k}: {m}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
     Ok((cfg, Arc::new(settings), Arc::new(hooks)))
 }

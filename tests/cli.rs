@@ -102,6 +102,59 @@ fn check_config_lists_every_error_with_its_key_path() {
 }
 
 #[test]
+fn webhooks_that_would_reach_loopback_or_take_their_host_from_call_data_are_refused() {
+    let check = |text: &str| {
+        let f = config_file(text);
+        let out = switchhook()
+            .arg("check-config")
+            .arg(f.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let hook = |url: &str| {
+        format!("[[webhooks]]\nname = \"crm\"\ntriggers = [\"call.hangup\"]\nurl = \"{url}\"\n")
+    };
+    let (code, err) = check(&hook("http://{ddiName}/x"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("webhooks[0].url") && err.contains("placeholders"),
+        "{err}"
+    );
+    for (url, kind) in [
+        ("http://127.0.0.1:9464/metrics", "loopback"),
+        ("http://[::1]/x", "loopback"),
+        ("http://169.254.169.254/latest/meta-data", "link-local"),
+        ("http://10.1.2.3/crm", "private"),
+    ] {
+        let (code, err) = check(&hook(url));
+        assert_eq!(code, Some(1), "{url}: {err}");
+        assert!(
+            err.contains("webhooks[0].url") && err.contains(kind),
+            "{url}: {err}"
+        );
+    }
+    let (code, err) = check(&format!(
+        "[egress]\nallow = [\"10.0.0.0/8\"]\n{}",
+        hook("http://10.1.2.3/crm")
+    ));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = check("[egress]\nallow = [\"10.0.0.0/33\"]\n");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("egress.allow[0]"), "{err}");
+    // A misspelt key in [admin] is named by check-config, as `run` refuses it.
+    let (code, err) = check("[admin]\npasword_env = \"X\"\n");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("admin") && err.contains("pasword_env"),
+        "{err}"
+    );
+}
+
+#[test]
 fn environment_overrides_the_file() {
     let f = config_file("[freeswitch]\nport = 8021");
     let out = switchhook()

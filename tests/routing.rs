@@ -592,6 +592,8 @@ path = {db:?}
 listen = "{addr}"
 [admin]
 listen = "{admin}"
+[egress]
+allow = ["127.0.0.1"]
 [[routes]]
 name = "crm"
 url = "{base}/route?did={{did}}&callerid={{callerid}}"

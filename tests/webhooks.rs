@@ -30,13 +30,19 @@ fn rt() -> tokio::runtime::Runtime {
 /// A configuration from TOML text.
 fn config(text: &str) -> Config {
     let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    // The receivers are on loopback, which webhooks may not reach unless allowed.
+    let text = if text.contains("[egress]") {
+        text.to_owned()
+    } else {
+        format!("[egress]\nallow = [\"127.0.0.1\"]\n{text}")
+    };
     std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
     Config::load(Some(f.path())).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
 fn compile(cfg: &Config) -> (Arc<Settings>, Arc<WebhookSet>) {
     let settings = Settings::from_config(cfg).unwrap();
-    let hooks = WebhookSet::compile(&cfg.webhooks, &settings.numbers).unwrap();
+    let hooks = WebhookSet::compile(&cfg.webhooks, &cfg.egress, &settings.numbers).unwrap();
     (Arc::new(settings), Arc::new(hooks))
 }
 
@@ -724,7 +730,7 @@ fn run_config(
     let db = dir.join("outbox.db");
     let text = format!(
         "[freeswitch]\nhost = \"127.0.0.1\"\nport = {port}\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\
-         [store]\npath = {db:?}\n\n{webhooks}",
+         [store]\npath = {db:?}\n[egress]\nallow = [\"127.0.0.1\"]\n\n{webhooks}",
         db = db.display().to_string(),
     );
     let path = dir.join("switchhook.toml");
@@ -858,7 +864,7 @@ fn a_config_edit_applies_live_and_a_bad_edit_keeps_the_running_one() {
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let head = format!(
-            "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n[log]\nformat = \"json\"\n[store]\npath = {:?}\n",
+            "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n[log]\nformat = \"json\"\n[store]\npath = {:?}\n[egress]\nallow = [\"127.0.0.1\"]\n",
             server.addr().port(),
             dir.path().join("outbox.db").display().to_string()
         );
@@ -1443,5 +1449,39 @@ fn moments_that_pass_while_run_is_killed_are_fired_after_the_restart() {
             "a webhook arrived twice: {triggers:?}"
         );
         assert_eq!(unique, expected, "every webhook of the call: {triggers:?}");
+    });
+}
+
+/// A host name is checked when it is resolved, at each attempt: `localhost` resolves to
+/// loopback, which the default `[egress]` refuses, so the receiver there gets nothing and the
+/// delivery says why; allowed by name, it goes through.
+#[test]
+fn a_name_that_resolves_to_loopback_is_refused_at_the_attempt() {
+    let rt = rt();
+    rt.block_on(async {
+        let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+        let hook = format!(
+            "[[webhooks]]\nname = \"crm\"\ntriggers = [\"call.hangup\"]\nurl = \"http://localhost:{}/crm\"\nretries = 0\n",
+            receiver.addr.port()
+        );
+        for (egress, delivered) in [("[egress]\n", false), ("[egress]\nallow = [\"localhost\"]\n", true)] {
+            let (settings, hooks) = compile(&config(&format!("{egress}{hook}")));
+            let reqs = requests("freeswitch-1.10/01-inbound-answered.esl", &settings, &hooks).await;
+            assert_eq!(reqs.len(), 1);
+            let dir = tempfile::tempdir().unwrap();
+            let q = queue(dir.path(), &hooks).await;
+            q.submit(reqs);
+            tokio::time::timeout(Duration::from_secs(20), q.idle()).await.expect("settles");
+            q.close().await;
+            let row = &rows(dir.path(), "crm")[0];
+            if delivered {
+                assert_eq!(row.state, "delivered", "{row:?}");
+            } else {
+                assert_eq!(row.state, "dead", "{row:?}");
+                let error = row.last_error.clone().unwrap_or_default();
+                assert!(error.contains("egress") && error.contains("loopback"), "{error}");
+            }
+        }
+        assert_eq!(receiver.arrived("/crm"), 1, "only the allowed one arrived");
     });
 }

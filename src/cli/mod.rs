@@ -237,12 +237,13 @@ pub(crate) fn load_pipeline(
         eprintln!("{e}");
         ExitCode::from(2)
     })?;
-    let hooks = WebhookSet::compile(&cfg.webhooks, &settings.numbers).map_err(|problems| {
-        for (path, msg) in problems {
-            eprintln!("{path}: {msg}");
-        }
-        ExitCode::from(2)
-    })?;
+    let hooks =
+        WebhookSet::compile(&cfg.webhooks, &cfg.egress, &settings.numbers).map_err(|problems| {
+            for (path, msg) in problems {
+                eprintln!("{path}: {msg}");
+            }
+            ExitCode::from(2)
+        })?;
     Ok((cfg, Arc::new(settings), Arc::new(hooks)))
 }
 

@@ -61,6 +61,8 @@ struct Inner {
     outbox: Outbox,
     client: reqwest::Client,
     hooks: RwLock<Arc<WebhookSet>>,
+    /// The egress policy of the current webhooks, read by the client's resolver.
+    egress: Arc<RwLock<Arc<super::egress::Egress>>>,
     chains: Mutex<HashMap<ChainKey, VecDeque<Stored>>>,
     known: Mutex<HashSet<i64>>,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -103,8 +105,10 @@ impl DeliveryQueue {
         hooks: Arc<WebhookSet>,
         opts: DeliveryOptions,
     ) -> Result<DeliveryQueue, super::store::StoreError> {
+        let egress = Arc::new(RwLock::new(Arc::clone(hooks.egress())));
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(super::egress::Resolver::new(Arc::clone(&egress))))
             .pool_max_idle_per_host(opts.per_webhook)
             .build()
             .unwrap_or_default();
@@ -112,6 +116,7 @@ impl DeliveryQueue {
             outbox,
             client,
             hooks: RwLock::new(hooks),
+            egress,
             chains: Mutex::new(HashMap::new()),
             known: Mutex::new(HashSet::new()),
             limits: Mutex::new(HashMap::new()),
@@ -161,6 +166,9 @@ impl DeliveryQueue {
 
     /// Uses a reloaded configuration for new requests and for signing.
     pub fn set_hooks(&self, hooks: Arc<WebhookSet>) {
+        if let Ok(mut e) = self.inner.egress.write() {
+            *e = Arc::clone(hooks.egress());
+        }
         if let Ok(mut h) = self.inner.hooks.write() {
             *h = hooks;
         }
@@ -595,9 +603,18 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
         let secret_headers = hook.map_or(&[][..], |h| &h.secret_headers.0[..]);
         let attempt_no = s.attempts + 1;
         let mut in_flight = None;
-        let (outcome, rec, took) = if s.request.signed && signer.is_none() {
+        let refused = match hooks.egress().check_url(&s.request.url) {
+            Err(why) => Some(why),
+            Ok(()) if s.request.signed && signer.is_none() => {
+                Some("the webhook's secret is no longer configured: cannot sign".into())
+            }
+            Ok(()) => None,
+        };
+        // Never sent: a dead letter at once (`deliveries retry` once the configuration
+        // lets it through).
+        let (outcome, rec, took) = if let Some(why) = refused {
             let rec = AttemptRecord {
-                error: Some("the webhook's secret is no longer configured: cannot sign".into()),
+                error: Some(why),
                 ..Default::default()
             };
             (None, rec, None)
@@ -840,7 +857,14 @@ async fn attempt(
             )
         }
         Err(e) => {
-            let why = if e.is_timeout() {
+            let refused =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .find_map(|e| e.downcast_ref::<super::egress::Refused>());
+            let why = if let Some(r) = refused {
+                format!("refused by [egress]: {r}")
+            } else if e.is_timeout() {
                 format!("timed out after {} ms", req.timeout_ms)
             } else if e.is_connect() {
                 "could not connect".to_owned()

@@ -5,9 +5,11 @@
 //! [`crate::session::Moment`] into [`request::Request`]s; [`store`] is the durable outbox
 //! (SQLite, committed before any attempt); [`delivery`] sends what the outbox holds, per call
 //! in order and in parallel across calls and endpoints; [`retry`] judges each attempt;
-//! [`sign`] adds the Standard Webhooks signature.
+//! [`sign`] adds the Standard Webhooks signature; [`egress`] keeps requests away from
+//! loopback and private networks unless allowed.
 
 pub mod delivery;
+pub mod egress;
 pub mod filter;
 pub mod request;
 pub mod retry;

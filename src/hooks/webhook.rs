@@ -1,11 +1,13 @@
 //! `[[webhooks]]`: what users configure, compiled once, and the requests a moment produces.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::egress::{Egress, EgressConfig};
 use super::filter::{Filter, FilterConfig};
 use super::request::Request;
 use super::sign::Signer;
@@ -217,6 +219,7 @@ impl std::fmt::Debug for SecretHeaders {
 #[derive(Debug, Clone, Default)]
 pub struct WebhookSet {
     hooks: Vec<Webhook>,
+    egress: Arc<Egress>,
 }
 
 /// A configuration problem: key path and message.
@@ -267,6 +270,19 @@ impl Webhook {
             }
         };
         check_fields("url", &url, &mut bad);
+        // Call data may fill the path and query, never where the request goes.
+        let authority = cfg.url.split_once("://").map_or("", |(_, rest)| {
+            rest.split(['/', '?', '#']).next().unwrap_or("")
+        });
+        if authority.contains('{') {
+            bad(
+                "url",
+                format!(
+                    "{:?}: the host, port and credentials cannot come from placeholders",
+                    cfg.url
+                ),
+            );
+        }
         let sample: Map<String, Value> = Map::new();
         match reqwest::Url::parse(&url.render(&sample, Escape::Url)) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
@@ -653,16 +669,29 @@ impl WebhookSet {
             disable_after: default_disable_after(),
         };
         let numbers = NumberReader::new(&Default::default());
-        WebhookSet::compile(&[cfg], &numbers).unwrap_or_default()
+        // A local receiver to try things with: loopback allowed.
+        let egress = EgressConfig {
+            allow: vec!["127.0.0.1".into()],
+            ..EgressConfig::default()
+        };
+        WebhookSet::compile(&[cfg], &egress, &numbers).unwrap_or_default()
     }
 
     /// Compiles every webhook; all problems are reported, each with its key path.
     pub fn compile(
         configs: &[WebhookConfig],
+        egress: &EgressConfig,
         numbers: &NumberReader,
     ) -> Result<WebhookSet, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut hooks = Vec::new();
+        let egress = match Egress::compile(egress) {
+            Ok(e) => e,
+            Err(p) => {
+                problems.extend(p);
+                Egress::default()
+            }
+        };
         let mut names = HashSet::new();
         for (i, cfg) in configs.iter().enumerate() {
             let at = format!("webhooks[{i}]");
@@ -673,15 +702,29 @@ impl WebhookSet {
                 ));
             }
             match Webhook::compile(cfg, &at, numbers) {
-                Ok(h) => hooks.push(h),
+                Ok(h) => {
+                    // An address in the URL is known now; a host name when it is resolved.
+                    if let Err(why) = egress.check_url(&h.url.render(&Map::new(), Escape::Url)) {
+                        problems.push((format!("{at}.url"), why));
+                    }
+                    hooks.push(h)
+                }
                 Err(p) => problems.extend(p),
             }
         }
         if problems.is_empty() {
-            Ok(WebhookSet { hooks })
+            Ok(WebhookSet {
+                hooks,
+                egress: Arc::new(egress),
+            })
         } else {
             Err(problems)
         }
+    }
+
+    /// Where requests may go.
+    pub fn egress(&self) -> &Arc<Egress> {
+        &self.egress
     }
 
     /// The webhooks.

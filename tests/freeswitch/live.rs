@@ -38,7 +38,7 @@ pub fn run_config(rest: &str) -> String {
 /// A `call.hangup` webhook posting JSON to `receiver`'s `/hangup`.
 pub fn hangup_webhook(receiver: &Receiver) -> String {
     format!(
-        "[[webhooks]]\nname = \"cdr\"\ntriggers = [\"call.hangup\"]\nurl = \"{}/hangup\"\nretries = 3\n",
+        "[egress]\nallow = [\"127.0.0.1\"]\n[[webhooks]]\nname = \"cdr\"\ntriggers = [\"call.hangup\"]\nurl = \"{}/hangup\"\nretries = 3\n",
         receiver.base()
     )
 }
