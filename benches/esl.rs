@@ -208,6 +208,7 @@ async fn switchhook_client(port: u16, n: usize) {
         reconnect_min: Duration::from_millis(100),
         reconnect_max: Duration::from_secs(1),
         queue: 65536,
+        queue_bytes: 256 << 20,
         overflow: Overflow::Block,
         limits: Limits::default(),
     });

@@ -82,6 +82,9 @@ pub struct FreeswitchConfig {
     pub reconnect_max: Duration,
     /// Events buffered for consumers before `overflow` applies.
     pub queue: usize,
+    /// Bytes of events buffered for consumers (and while subscribing) before `overflow`
+    /// applies.
+    pub queue_bytes: usize,
     /// What to do when consumers fall behind: `block` (backpressure onto the socket;
     /// FreeSWITCH queues) or `drop` (drop, count, and signal a gap so calls are marked partial).
     pub overflow: Overflow,
@@ -121,6 +124,7 @@ impl Default for FreeswitchConfig {
             reconnect_min: Duration::from_millis(250),
             reconnect_max: Duration::from_secs(30),
             queue: 65_536,
+            queue_bytes: 256 << 20,
             overflow: Overflow::Block,
             max_header_block: 1 << 20,
             max_body: 32 << 20,
@@ -446,6 +450,12 @@ fn validate(cfg: &Config, issues: &mut Vec<ConfigIssue>) {
     }
     if fs.queue == 0 {
         bad("freeswitch.queue", "must be at least 1".into());
+    }
+    if fs.queue_bytes < fs.max_body.min(1 << 20) {
+        bad(
+            "freeswitch.queue_bytes",
+            "must be at least 1 MiB (or max_body, if smaller)".into(),
+        );
     }
     if fs.max_header_block < 4096 {
         bad(

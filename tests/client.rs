@@ -45,6 +45,7 @@ fn client_cfg(s: &PlaybackServer) -> ClientConfig {
         reconnect_min: Duration::from_millis(20),
         reconnect_max: Duration::from_millis(200),
         queue: 1024,
+        queue_bytes: 256 << 20,
         overflow: Overflow::Block,
         limits: Limits::default(),
     }
@@ -473,4 +474,134 @@ async fn events_racing_the_subscription_survive_a_drop_before_show_channels_answ
     assert_eq!(got, want);
     assert_eq!(seen.gaps.len(), 1);
     assert_eq!(seen.order.first(), Some(&"connected"));
+}
+
+/// One signal as a test keeps it: an event's sequence only, so the event itself (and the
+/// budget it holds) is let go at once, as a consumer does.
+#[derive(Debug)]
+enum Sig {
+    Resync,
+    Event(Option<u64>),
+    Gap(GapReason),
+    Connected,
+}
+
+/// Every signal until `last` (an event sequence) has arrived.
+async fn signals_until(rx: &mut Receiver<EslSignal>, last: Option<u64>) -> Vec<Sig> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let sig = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out after {out:?}"))
+            .expect("channel open");
+        let sig = match sig {
+            EslSignal::Connected { .. } => Sig::Connected,
+            EslSignal::Resync { .. } => Sig::Resync,
+            EslSignal::Event(e) => Sig::Event(e.sequence()),
+            EslSignal::Gap(g) => Sig::Gap(g),
+        };
+        let done = matches!(&sig, Sig::Event(s) if *s == last);
+        out.push(sig);
+        if done {
+            return out;
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_racing_the_subscription_are_held_within_the_byte_budget() {
+    // FreeSWITCH streams the moment `event` is acknowledged; the client holds what arrives
+    // before `show channels` answers. With a budget of one small event, the rest of them are
+    // dropped, counted, and a gap follows the ones kept; the stream after the resync is
+    // whole (the consumer frees the budget as it goes).
+    let capture = "freeswitch-1.10/16-concurrent-mix.esl";
+    let s = server(
+        capture,
+        Faults {
+            eager: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let frames = load_capture(&fixture(capture)).unwrap();
+    let (client, mut rx, _task) = EslClient::spawn(ClientConfig {
+        queue_bytes: 1024,
+        ..client_cfg(&s)
+    });
+    let signals = signals_until(&mut rx, frames.last().unwrap().event.sequence()).await;
+    let dropped = client.stats().dropped_events.load(Ordering::Relaxed);
+    assert!(dropped > 0, "events raced the subscription");
+    let gap = signals
+        .iter()
+        .position(|s| matches!(s, Sig::Gap(GapReason::Dropped(n)) if *n == dropped))
+        .expect("a gap names the dropped events");
+    let resync = signals
+        .iter()
+        .position(|s| matches!(s, Sig::Resync))
+        .unwrap();
+    assert!(resync < gap);
+    let events: Vec<u64> = signals
+        .iter()
+        .filter_map(|s| match s {
+            Sig::Event(seq) => *seq,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(events.len() as u64 + dropped, frames.len() as u64);
+    // In the capture's order, with one run of dropped events right after the kept early ones.
+    let want: Vec<u64> = frames.iter().filter_map(|f| f.event.sequence()).collect();
+    let kept = signals[resync..gap]
+        .iter()
+        .filter(|s| matches!(s, Sig::Event(_)))
+        .count();
+    let mut expected = want[..kept].to_vec();
+    expected.extend_from_slice(&want[kept + dropped as usize..]);
+    assert_eq!(events, expected);
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_bounded_by_bytes_and_loses_nothing_when_blocking() {
+    let capture = "freeswitch-1.10/16-concurrent-mix.esl";
+    let frames = load_capture(&fixture(capture)).unwrap();
+    for overflow in [Overflow::Block, Overflow::Drop] {
+        let s = server(capture, Faults::default()).await;
+        // Room for about one event at a time, however many the count allows.
+        let (client, mut rx, _task) = EslClient::spawn(ClientConfig {
+            queue_bytes: 4096,
+            overflow,
+            ..client_cfg(&s)
+        });
+        // The consumer lags: it holds each event a moment before taking the next.
+        let mut events = 0u64;
+        let mut gaps = 0u64;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let dropped = || client.stats().dropped_events.load(Ordering::Relaxed);
+        while events + dropped() < frames.len() as u64 {
+            let sig = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{overflow:?}: stuck after {events} events"))
+                .unwrap();
+            match sig {
+                EslSignal::Event(e) => {
+                    events += 1;
+                    tokio::task::yield_now().await;
+                    drop(e);
+                }
+                EslSignal::Gap(GapReason::Dropped(n)) => gaps += n,
+                _ => {}
+            }
+        }
+        let dropped = dropped();
+        match overflow {
+            Overflow::Block => assert_eq!((events, dropped), (frames.len() as u64, 0)),
+            Overflow::Drop => {
+                assert!(
+                    dropped > 0,
+                    "the byte budget, not the count, made room run out"
+                );
+                assert!(gaps <= dropped);
+            }
+        }
+    }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -52,6 +52,8 @@ pub struct ClientConfig {
     pub reconnect_max: Duration,
     /// Consumer channel capacity.
     pub queue: usize,
+    /// The most bytes of events held for the consumer (and while subscribing) at once.
+    pub queue_bytes: usize,
     /// What to do when the consumer channel is full.
     pub overflow: Overflow,
     /// Frame size limits.
@@ -83,6 +85,7 @@ impl From<&FreeswitchConfig> for ClientConfig {
             reconnect_min: c.reconnect_min,
             reconnect_max: c.reconnect_max,
             queue: c.queue,
+            queue_bytes: c.queue_bytes,
             overflow: c.overflow,
             limits: Limits {
                 max_header_block: c.max_header_block,
@@ -109,9 +112,95 @@ pub enum EslSignal {
         channels: Vec<ChannelSnapshot>,
     },
     /// An event.
-    Event(Event),
+    Event(QueuedEvent),
     /// Events may be missing from here on: calls in flight are incomplete.
     Gap(GapReason),
+}
+
+/// An event handed to the consumer. The bytes it holds count against the client's byte
+/// budget ([`ClientConfig::queue_bytes`]) until it is dropped, so the events waiting for a
+/// slow consumer are bounded by memory, not only by count.
+#[derive(Debug)]
+pub struct QueuedEvent {
+    event: Event,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+impl QueuedEvent {
+    /// An event outside any budget (tests, benchmarks, replay).
+    pub fn unbudgeted(event: Event) -> QueuedEvent {
+        QueuedEvent {
+            event,
+            _budget: None,
+        }
+    }
+
+    /// The event, giving its bytes back to the budget.
+    pub fn into_event(self) -> Event {
+        self.event
+    }
+}
+
+impl std::ops::Deref for QueuedEvent {
+    type Target = Event;
+    fn deref(&self) -> &Event {
+        &self.event
+    }
+}
+
+/// The byte budget shared by every connection's events, in KiB permits.
+struct Budget {
+    permits: Arc<Semaphore>,
+    total: u32,
+}
+
+impl Budget {
+    fn new(bytes: usize) -> Budget {
+        let total = (bytes / 1024).clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32;
+        Budget {
+            permits: Arc::new(Semaphore::new(total as usize)),
+            total,
+        }
+    }
+
+    /// What `ev` costs; an event larger than the whole budget costs all of it (it passes
+    /// alone).
+    fn cost(&self, ev: &Event) -> u32 {
+        ((ev.memory() / 1024) as u32)
+            .saturating_add(1)
+            .min(self.total)
+    }
+
+    /// The event with its bytes taken, if they are free now.
+    fn try_take(&self, ev: Event) -> Result<QueuedEvent, Event> {
+        match Arc::clone(&self.permits).try_acquire_many_owned(self.cost(&ev)) {
+            Ok(p) => Ok(QueuedEvent {
+                event: ev,
+                _budget: Some(p),
+            }),
+            Err(_) => Err(ev),
+        }
+    }
+
+    /// The event with its bytes taken, waiting until they are free.
+    async fn take(&self, ev: Event) -> Option<QueuedEvent> {
+        let p = Arc::clone(&self.permits)
+            .acquire_many_owned(self.cost(&ev))
+            .await
+            .ok()?;
+        Some(QueuedEvent {
+            event: ev,
+            _budget: Some(p),
+        })
+    }
+}
+
+/// Events that arrive while subscribing, before `show channels` answers: kept within the
+/// byte budget, the rest counted (a gap follows them).
+#[derive(Default)]
+struct Early {
+    events: Vec<QueuedEvent>,
+    dropped: u64,
 }
 
 /// Why events may be missing.
@@ -303,6 +392,7 @@ async fn supervise(
 ) {
     let mut attempt: u32 = 0;
     let mut connection: u64 = 0;
+    let budget = Budget::new(cfg.queue_bytes);
     loop {
         let outcome = match connection::connect(
             &cfg.addr,
@@ -317,7 +407,16 @@ async fn supervise(
                 stats.connects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(addr = %cfg.addr, connection, "connected to FreeSWITCH event socket");
                 let started = Instant::now();
-                let ended = run(framed, &cfg, connection, &mut requests, &signals, &stats).await;
+                let ended = run(
+                    framed,
+                    &cfg,
+                    connection,
+                    &mut requests,
+                    &signals,
+                    &stats,
+                    &budget,
+                )
+                .await;
                 stats.connected.store(false, Ordering::Relaxed);
                 // A connection that stayed up a while resets the backoff.
                 if started.elapsed() > cfg.reconnect_max {
@@ -394,26 +493,38 @@ async fn run(
     requests: &mut mpsc::Receiver<Request>,
     signals: &mpsc::Sender<EslSignal>,
     stats: &ClientStats,
+    budget: &Budget,
 ) -> Ended {
-    let mut early = Vec::new();
-    let subscribed = subscribe(&mut framed, cfg, &mut early).await;
+    let mut early = Early::default();
+    let subscribed = subscribe(&mut framed, cfg, &mut early, budget).await;
+    if early.dropped > 0 {
+        stats
+            .dropped_events
+            .fetch_add(early.dropped, Ordering::Relaxed);
+        tracing::warn!(
+            dropped = early.dropped,
+            kept = early.events.len(),
+            "events arriving while subscribing exceed the queue's byte budget: the rest are dropped and calls in flight marked partial"
+        );
+    }
     let mut out = Downstream {
         signals,
         overflow: cfg.overflow,
         dropped: 0,
         stats,
+        budget,
     };
     let channels = match subscribed {
         Ok(c) => c,
         Err(e) => {
             // Events that arrived before the connection died are real: deliver them (this
             // connection did exist) before the caller reports the gap.
-            if !early.is_empty() {
+            if !early.events.is_empty() {
                 if !out.control(EslSignal::Connected { connection }).await {
                     return Ended::Shutdown;
                 }
-                for ev in early {
-                    if !out.event(ev).await {
+                for ev in early.events {
+                    if !out.queued(ev).await {
                         return Ended::Shutdown;
                     }
                 }
@@ -432,10 +543,17 @@ async fn run(
     {
         return Ended::Shutdown;
     }
-    for ev in early {
-        if !out.event(ev).await {
+    for ev in early.events {
+        if !out.queued(ev).await {
             return Ended::Shutdown;
         }
+    }
+    if early.dropped > 0
+        && !out
+            .control(EslSignal::Gap(GapReason::Dropped(early.dropped)))
+            .await
+    {
+        return Ended::Shutdown;
     }
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut jobs: HashMap<String, oneshot::Sender<Event>> = HashMap::new();
@@ -546,7 +664,8 @@ fn lost(pending: VecDeque<Pending>, why: &str) -> Ended {
 async fn subscribe(
     framed: &mut Framed8021,
     cfg: &ClientConfig,
-    early: &mut Vec<Event>,
+    early: &mut Early,
+    budget: &Budget,
 ) -> Result<Vec<ChannelSnapshot>, String> {
     let mut events = cfg.events.clone();
     if !events.iter().any(|e| e == "ALL" || e == "HEARTBEAT") {
@@ -561,7 +680,7 @@ async fn subscribe(
     }
     for cmd in cmds {
         framed.send(&cmd).await.map_err(|e| e.to_string())?;
-        match await_answer(framed, cfg.command_timeout, early).await? {
+        match await_answer(framed, cfg.command_timeout, early, budget).await? {
             Message::Reply(r) if r.is_ok() => {}
             Message::Reply(r) => return Err(format!("{cmd:?} refused: {}", r.text())),
             other => return Err(format!("{cmd:?} answered with {}", other.kind())),
@@ -571,7 +690,7 @@ async fn subscribe(
         .send(&Command::api("show channels as json").expect("static"))
         .await
         .map_err(|e| e.to_string())?;
-    match await_answer(framed, cfg.command_timeout, early).await? {
+    match await_answer(framed, cfg.command_timeout, early, budget).await? {
         Message::ApiResponse(a) => Ok(parse_channels(&a.text())),
         other => Err(format!("show channels answered with {}", other.kind())),
     }
@@ -580,7 +699,8 @@ async fn subscribe(
 async fn await_answer(
     framed: &mut Framed8021,
     deadline: Duration,
-    early: &mut Vec<Event>,
+    early: &mut Early,
+    budget: &Budget,
 ) -> Result<Message, String> {
     loop {
         let item = tokio::time::timeout(deadline, framed.next())
@@ -590,7 +710,12 @@ async fn await_answer(
             None => return Err("closed while subscribing".into()),
             Some(Err(e)) => return Err(e.to_string()),
             Some(Ok(Err(e))) => tracing::warn!(error = %e, "skipped a malformed frame"),
-            Some(Ok(Ok(Message::Event(ev)))) => early.push(ev),
+            // Past the budget, the newest are dropped: `show channels` still tells what the
+            // calls are, and the gap marks them partial.
+            Some(Ok(Ok(Message::Event(ev)))) => match budget.try_take(ev) {
+                Ok(q) if early.dropped == 0 => early.events.push(q),
+                _ => early.dropped += 1,
+            },
             Some(Ok(Ok(m))) => return Ok(m),
         }
     }
@@ -636,6 +761,7 @@ struct Downstream<'a> {
     overflow: Overflow,
     dropped: u64,
     stats: &'a ClientStats,
+    budget: &'a Budget,
 }
 
 impl Downstream<'_> {
@@ -644,9 +770,22 @@ impl Downstream<'_> {
         self.signals.send(s).await.is_ok()
     }
 
+    /// An event already within the budget.
+    async fn queued(&mut self, ev: QueuedEvent) -> bool {
+        if self.signals.send(EslSignal::Event(ev)).await.is_err() {
+            return false;
+        }
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
     async fn event(&mut self, ev: Event) -> bool {
         match self.overflow {
             Overflow::Block => {
+                // Backpressure by bytes, then by count: the socket is not read meanwhile.
+                let Some(ev) = self.budget.take(ev).await else {
+                    return false;
+                };
                 if self.signals.send(EslSignal::Event(ev)).await.is_err() {
                     return false;
                 }
@@ -665,6 +804,10 @@ impl Downstream<'_> {
                         }
                     }
                 }
+                let Ok(ev) = self.budget.try_take(ev) else {
+                    self.drop_one();
+                    return true;
+                };
                 match self.signals.try_send(EslSignal::Event(ev)) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Closed(_)) => return false,

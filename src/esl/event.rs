@@ -201,6 +201,13 @@ impl Event {
         self.headers.get("Event-Sequence")?.parse().ok()
     }
 
+    /// About how many bytes the event holds (what a queue of events is bounded by).
+    pub fn memory(&self) -> usize {
+        std::mem::size_of::<Event>()
+            + self.headers.memory()
+            + self.body.as_ref().map_or(0, |b| b.len())
+    }
+
     /// The event body (BACKGROUND_JOB results, CUSTOM payloads, MESSAGE text…).
     pub fn body(&self) -> Option<&Bytes> {
         self.body.as_ref()

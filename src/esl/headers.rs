@@ -40,6 +40,11 @@ struct Entry {
     value: Span,
 }
 
+/// The most header lines one block may have. FreeSWITCH's events carry a few hundred (a
+/// channel with many variables, a few thousand); each line costs an index entry, so a block of
+/// tiny lines must not turn a bounded frame into an unbounded index.
+pub const MAX_HEADERS: usize = 65_536;
+
 /// Why a header block could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
@@ -49,6 +54,9 @@ pub enum HeaderError {
         /// 1-based line number inside the block.
         line: usize,
     },
+    /// More lines than [`MAX_HEADERS`].
+    #[error("more than {MAX_HEADERS} header lines")]
+    TooMany,
     /// A line whose name is empty (`: value`).
     #[error("header line {line} has an empty name")]
     EmptyName {
@@ -84,7 +92,7 @@ impl Headers {
     ///
     /// `encoded` says whether values are percent-encoded (true for event headers).
     pub fn parse(buf: Bytes, block: Range<usize>, encoded: bool) -> Result<Self, HeaderError> {
-        let mut entries = Vec::with_capacity(estimate_lines(&buf[block.clone()]));
+        let mut entries = Vec::with_capacity(estimate_lines(&buf[block.clone()]).min(MAX_HEADERS));
         let base = block.start;
         let mut input = &buf[block];
         let mut line_no = 0;
@@ -107,6 +115,9 @@ impl Headers {
                 memchr::memchr(b':', line).ok_or(HeaderError::NoSeparator { line: line_no })?;
             if colon == 0 {
                 return Err(HeaderError::EmptyName { line: line_no });
+            }
+            if entries.len() == MAX_HEADERS {
+                return Err(HeaderError::TooMany);
             }
             let mut value_start = colon + 1;
             while value_start < line.len() && line[value_start] == b' ' {
@@ -149,6 +160,11 @@ impl Headers {
     pub fn with_encoding(mut self, encoded: bool) -> Self {
         self.encoded = encoded;
         self
+    }
+
+    /// The bytes this holds: its buffer (shared with the frame it came from) and its index.
+    pub fn memory(&self) -> usize {
+        self.buf.len() + self.entries.capacity() * std::mem::size_of::<Entry>()
     }
 
     /// How many header lines there are (duplicates included).
@@ -370,6 +386,18 @@ mod tests {
         let b = Bytes::from_static(b"Good: 1\ngarbage\n");
         let err = Headers::parse(b.clone(), 0..b.len(), true).unwrap_err();
         assert_eq!(err, HeaderError::NoSeparator { line: 2 });
+    }
+
+    #[test]
+    fn a_block_of_tiny_lines_is_refused_past_the_header_cap() {
+        let at_cap = Bytes::from("a:\n".repeat(MAX_HEADERS));
+        let h = Headers::parse(at_cap.clone(), 0..at_cap.len(), true).unwrap();
+        assert_eq!(h.len(), MAX_HEADERS);
+        // The index stays proportional to the cap, not to the block.
+        assert!(h.memory() <= at_cap.len() + 2 * MAX_HEADERS * std::mem::size_of::<Entry>());
+        let over = Bytes::from("a:\n".repeat(MAX_HEADERS + 1));
+        let err = Headers::parse(over.clone(), 0..over.len(), true).unwrap_err();
+        assert_eq!(err, HeaderError::TooMany);
     }
 
     #[test]
