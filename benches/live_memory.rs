@@ -1,10 +1,10 @@
 //! Memory of a live `switchhook run` process (`cargo bench --bench live_memory`): the real
 //! binary connected to the playback server, a webhook on every trigger delivered to an axum
-//! receiver on 127.0.0.1, and 10,000 concurrent copies of the attended-transfer capture (four
+//! receiver on 127.0.0.1, and 2,000 concurrent copies of the attended-transfer capture (four
 //! legs each, UUIDs rewritten per copy).
 //!
 //! The server streams the first 60 % of every copy (all calls in progress), then goes silent;
-//! the process's resident memory is read from `/proc` once it reports 10,000 calls in
+//! the process's resident memory is read from `/proc` once it reports every call in
 //! progress. `run` reconnects after its silence timeout and the rest of every copy ends the
 //! calls; memory is read again once every call has ended and every webhook is delivered.
 //!
@@ -75,7 +75,7 @@ fn main() {
     let calls: usize = std::env::var("SWITCHHOOK_LIVE_CALLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+        .unwrap_or(2_000);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let frames = load_capture(&fixtures().join("14-attended-transfer-refer-replaces.esl")).unwrap();
@@ -195,6 +195,13 @@ fn main() {
             peak as f64 / 1e6,
             delivered.load(Ordering::Relaxed),
             started.elapsed().as_secs_f64()
+        );
+        // `run` looks at its calls every 15 s and returns freed memory once many have ended.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let (rss_later, _) = memory(pid);
+        println!(
+            "SUMMARY live memory 20 s later: RSS {:.0} MB",
+            rss_later as f64 / 1e6
         );
         drop(child);
     });

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod esl;
 pub mod hooks;
 pub mod live;
+mod memory;
 pub mod playback;
 pub mod replay;
 pub mod routing;

@@ -131,6 +131,9 @@ pub async fn run_until(
     let mut live_tick = tokio::time::interval(LIVE_EVERY);
     live_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut live_dirty = false;
+    let mut trim = crate::memory::Trim::default();
+    let mut trim_tick = tokio::time::interval(crate::memory::TRIM_EVERY);
+    trim_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     if let Some(live) = &live {
         let sources = Sources {
             esl: Arc::clone(client.stats()),
@@ -181,6 +184,11 @@ pub async fn run_until(
                 tracing::info!("shutting down");
                 client.shutdown().await;
                 break;
+            }
+            _ = trim_tick.tick() => {
+                if trim.check(tracker.active()) {
+                    tracing::debug!(active = tracker.active(), "calls ended: freed memory returned to the system");
+                }
             }
             _ = live_tick.tick(), if live.is_some() && live_dirty => {
                 if let Some(live) = &live {
