@@ -18,5 +18,7 @@ pub use message::{ApiResponse, DisconnectNotice, Disposition, Message, Reply, Re
 pub mod client;
 pub mod connection;
 
-pub use client::{ChannelSnapshot, ClientConfig, ClientError, EslClient, EslSignal, GapReason};
+pub use client::{
+    ChannelSnapshot, ClientConfig, ClientError, EslClient, EslSignal, GapReason, QueuedEvent,
+};
 pub use connection::Auth;
