@@ -90,6 +90,7 @@ pub async fn run_until(
     };
     let options = DeliveryOptions {
         hold_max_bytes: cfg.store.hold_max_bytes,
+        pending_memory_bytes: cfg.store.pending_memory_bytes,
         ..DeliveryOptions::default()
     };
     let queue = match DeliveryQueue::start(outbox, Arc::clone(&hooks), options).await {

@@ -1485,3 +1485,63 @@ fn a_name_that_resolves_to_loopback_is_refused_at_the_attempt() {
         assert_eq!(receiver.arrived("/crm"), 1, "only the allowed one arrived");
     });
 }
+
+/// Past `pending_memory_bytes`, pending requests wait in the outbox alone and are read back
+/// when their turn comes: with no room at all, every request of a capture still goes out
+/// once, in order per call, and memory holds none of them.
+#[test]
+fn a_backlog_beyond_its_memory_bound_waits_in_the_outbox_and_goes_out_in_order() {
+    let rt = rt();
+    rt.block_on(async {
+        let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+        let text = format!(
+            "[[webhooks]]\nname = \"crm\"\ntriggers = [{}]\nurl = \"{}/crm\"\n",
+            all_triggers(),
+            receiver.base()
+        );
+        let (settings, hooks) = compile(&config(&text));
+        let reqs = requests("freeswitch-1.10/16-concurrent-mix.esl", &settings, &hooks).await;
+        let dir = tempfile::tempdir().unwrap();
+        let q = DeliveryQueue::start(
+            Outbox::open(&dir.path().join("outbox.db")).unwrap(),
+            Arc::clone(&hooks),
+            DeliveryOptions {
+                pending_memory_bytes: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        q.submit(reqs.clone());
+        let mut most = 0;
+        let settled = async {
+            loop {
+                most = most.max(q.pending_memory());
+                if q.in_memory() == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), settled)
+            .await
+            .expect("settles");
+        q.close().await;
+        assert_eq!(most, 0, "no request was held in memory");
+        let seen = receiver.seen();
+        let ids: Vec<&str> = seen
+            .iter()
+            .map(|r| r.headers["webhook-id"].as_str())
+            .collect();
+        let unique: HashSet<&str> = ids.iter().copied().collect();
+        assert_eq!((ids.len(), unique.len()), (reqs.len(), reqs.len()));
+        for call in reqs.iter().map(|r| &r.call_id).collect::<HashSet<_>>() {
+            let sent: Vec<u32> = ids
+                .iter()
+                .filter_map(|id| reqs.iter().find(|r| r.id == *id && &r.call_id == call))
+                .map(|r| r.seq)
+                .collect();
+            assert!(sent.windows(2).all(|w| w[0] < w[1]), "{call}: {sent:?}");
+        }
+    });
+}

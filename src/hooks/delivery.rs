@@ -36,6 +36,17 @@ pub struct DeliveryOptions {
     /// committed when it can again: at most this many bytes of them; past it the newest are
     /// given up, counted and logged.
     pub hold_max_bytes: usize,
+    /// Requests waiting their turn are kept in memory up to this many bytes; the rest wait
+    /// in the outbox only and are read back when they are next to go, so a receiver that is
+    /// down for long costs disk, not memory.
+    pub pending_memory_bytes: usize,
+}
+
+/// A delivery waiting in its chain: its row, and its request while within
+/// [`DeliveryOptions::pending_memory_bytes`].
+struct Queued {
+    rowid: i64,
+    stored: Option<Stored>,
 }
 
 /// The first wait before an outbox write is tried again; it doubles up to [`OUTBOX_RETRY_MAX`].
@@ -49,6 +60,7 @@ impl Default for DeliveryOptions {
             rescan_every: Duration::from_secs(1),
             drain: Duration::from_secs(10),
             hold_max_bytes: 64 << 20,
+            pending_memory_bytes: 64 << 20,
         }
     }
 }
@@ -63,7 +75,9 @@ struct Inner {
     hooks: RwLock<Arc<WebhookSet>>,
     /// The egress policy of the current webhooks, read by the client's resolver.
     egress: Arc<RwLock<Arc<super::egress::Egress>>>,
-    chains: Mutex<HashMap<ChainKey, VecDeque<Stored>>>,
+    chains: Mutex<HashMap<ChainKey, VecDeque<Queued>>>,
+    /// Bytes of requests the chains hold in memory.
+    held_bytes: std::sync::atomic::AtomicUsize,
     known: Mutex<HashSet<i64>>,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     disabled: Mutex<HashMap<String, String>>,
@@ -118,6 +132,7 @@ impl DeliveryQueue {
             hooks: RwLock::new(hooks),
             egress,
             chains: Mutex::new(HashMap::new()),
+            held_bytes: std::sync::atomic::AtomicUsize::new(0),
             known: Mutex::new(HashSet::new()),
             limits: Mutex::new(HashMap::new()),
             disabled: Mutex::new(HashMap::new()),
@@ -224,6 +239,12 @@ impl DeliveryQueue {
             );
         }
         inner.abandon.cancel();
+    }
+
+    /// Bytes of pending requests held in memory (within
+    /// [`DeliveryOptions::pending_memory_bytes`]).
+    pub fn pending_memory(&self) -> usize {
+        self.inner.held_bytes.load(Ordering::SeqCst)
     }
 
     /// Waits until no delivery is pending in memory (tests, benchmarks, `demo`).
@@ -439,7 +460,7 @@ async fn rescan(inner: &Arc<Inner>) -> Result<usize, super::store::StoreError> {
             f.entry(name).or_insert((since, false));
         }
     }
-    let fresh: Vec<Stored> = {
+    let fresh: Vec<super::store::PendingRow> = {
         let known = inner.known.lock().map(|k| k.clone()).unwrap_or_default();
         pending
             .into_iter()
@@ -447,15 +468,57 @@ async fn rescan(inner: &Arc<Inner>) -> Result<usize, super::store::StoreError> {
             .collect()
     };
     let n = fresh.len();
-    for s in fresh {
-        push(inner, s);
+    for row in fresh {
+        queue_row(
+            inner,
+            (row.webhook, row.call_id),
+            Queued {
+                rowid: row.rowid,
+                stored: None,
+            },
+        );
     }
     Ok(n)
 }
 
-/// Adds a delivery to its chain (in row order) and starts the chain if it was idle.
+/// What a request costs in memory, near enough.
+fn request_bytes(s: &Stored) -> usize {
+    256 + s.request.body.len()
+        + s.request.url.len()
+        + s.request
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 48)
+            .sum::<usize>()
+}
+
+/// Adds a freshly committed delivery to its chain, with its request while the chains hold
+/// less than [`DeliveryOptions::pending_memory_bytes`].
 fn push(inner: &Arc<Inner>, s: Stored) {
     let key = (s.request.webhook.clone(), s.request.call_id.clone());
+    let rowid = s.rowid;
+    let bytes = request_bytes(&s);
+    let kept = inner
+        .held_bytes
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+            (held + bytes <= inner.opts.pending_memory_bytes).then_some(held + bytes)
+        })
+        .is_ok();
+    let stored = kept.then_some(s);
+    queue_row(inner, key, Queued { rowid, stored });
+}
+
+/// Gives back what a chain entry held in memory.
+fn release(inner: &Inner, q: &Queued) {
+    if let Some(s) = &q.stored {
+        inner
+            .held_bytes
+            .fetch_sub(request_bytes(s), Ordering::SeqCst);
+    }
+}
+
+/// Adds a delivery to its chain (in row order) and starts the chain if it was idle.
+fn queue_row(inner: &Arc<Inner>, key: ChainKey, s: Queued) {
     if let Ok(mut k) = inner.known.lock() {
         k.insert(s.rowid);
     }
@@ -504,44 +567,73 @@ fn forget(inner: &Inner, rowid: i64) {
 /// Sends one chain's deliveries in order until it is empty.
 async fn run_chain(inner: Arc<Inner>, key: ChainKey) {
     loop {
-        let head = {
+        let (rowid, stored) = {
             let Ok(mut chains) = inner.chains.lock() else {
                 return;
             };
-            match chains.get(&key).and_then(|c| c.front()).cloned() {
-                Some(h) => h,
+            match chains.get(&key).and_then(|c| c.front()) {
+                Some(h) => (h.rowid, h.stored.clone()),
                 None => {
                     chains.remove(&key);
                     return;
                 }
             }
         };
-        let done = deliver(&inner, head.clone()).await;
+        let done = match stored {
+            Some(s) => deliver(&inner, s).await,
+            // Waited in the outbox only: read it back now that it is next.
+            None => match load(&inner, rowid).await {
+                Some(Some(s)) => deliver(&inner, s).await,
+                // No longer pending (a `deliveries purge`, say): nothing to send.
+                Some(None) => None,
+                None => Some(Stop),
+            },
+        };
         let Ok(mut chains) = inner.chains.lock() else {
             return;
         };
         match done {
             // Finished (delivered, dead or parked): the next one.
             None => {
-                if let Some(c) = chains.get_mut(&key) {
-                    c.pop_front();
+                if let Some(q) = chains.get_mut(&key).and_then(|c| c.pop_front()) {
+                    release(&inner, &q);
                 }
                 drop(chains);
-                forget(&inner, head.rowid);
+                forget(&inner, rowid);
             }
-            // Parked with its whole webhook: drop the chain from memory.
+            // Parked with its whole webhook, or stopping: drop the chain from memory.
             Some(Stop) => {
-                let rows: Vec<i64> = chains
+                let rows: Vec<Queued> = chains
                     .remove(&key)
-                    .map(|c| c.into_iter().map(|s| s.rowid).collect())
+                    .map(|c| c.into_iter().collect())
                     .unwrap_or_default();
                 drop(chains);
-                for r in rows {
-                    forget(&inner, r);
+                for q in rows {
+                    release(&inner, &q);
+                    forget(&inner, q.rowid);
                 }
                 return;
             }
         }
+    }
+}
+
+/// Reads a delivery back from the outbox, trying again while it does not answer; None when
+/// the queue closes first.
+async fn load(inner: &Inner, rowid: i64) -> Option<Option<Stored>> {
+    let mut pause = OUTBOX_RETRY_MIN;
+    loop {
+        match inner.outbox.load(rowid).await {
+            Ok(s) => return Some(s),
+            Err(e) => {
+                tracing::warn!(rowid, error = %e, "cannot read a delivery back from the outbox; trying again")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = inner.stop.cancelled() => return None,
+        }
+        pause = (pause * 2).min(OUTBOX_RETRY_MAX);
     }
 }
 

@@ -29,6 +29,9 @@ pub struct StoreConfig {
     /// While the outbox cannot commit (a full disk), webhook requests wait in memory, at
     /// most this many bytes of them; the newest beyond it are given up and counted.
     pub hold_max_bytes: usize,
+    /// Pending webhook requests are kept in memory up to this many bytes; the rest wait in
+    /// the outbox alone and are read back when their turn comes.
+    pub pending_memory_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -37,6 +40,7 @@ impl Default for StoreConfig {
             path: PathBuf::from("switchhook.db"),
             keep_delivered: std::time::Duration::from_secs(7 * 24 * 3600),
             hold_max_bytes: 64 << 20,
+            pending_memory_bytes: 64 << 20,
         }
     }
 }
@@ -241,11 +245,23 @@ pub fn now_ms() -> i64 {
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// A pending delivery as a rescan lists it: where it belongs, not what it sends (its
+/// request is read when it is next to go, so a long backlog costs no memory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRow {
+    /// Row id (the commit order).
+    pub rowid: i64,
+    /// Its webhook.
+    pub webhook: String,
+    /// Its call.
+    pub call_id: String,
+}
+
 /// What a rescan finds.
 #[derive(Debug, Default)]
 pub struct PendingSet {
     /// Pending deliveries in commit order.
-    pub pending: Vec<Stored>,
+    pub pending: Vec<PendingRow>,
     /// Disabled webhooks and why.
     pub disabled: Vec<(String, String)>,
     /// Enabled webhooks failing since (unix ms): the disable window survives a restart.
@@ -261,6 +277,7 @@ enum Op {
     Disable(String, String, Reply<()>),
     Failing(String, Option<i64>),
     LoadPending(Reply<PendingSet>),
+    Load(i64, Reply<Option<Stored>>),
     Generation(Reply<i64>),
 }
 
@@ -333,6 +350,11 @@ impl Outbox {
         self.ask(Op::LoadPending).await
     }
 
+    /// Delivery `rowid` with its request, if it is still pending.
+    pub async fn load(&self, rowid: i64) -> Result<Option<Stored>, StoreError> {
+        self.ask(|r| Op::Load(rowid, r)).await
+    }
+
     /// A counter other processes (`switchhook deliveries …`) bump when they change the outbox.
     pub async fn generation(&self) -> Result<i64, StoreError> {
         self.ask(Op::Generation).await
@@ -403,6 +425,7 @@ impl Op {
             Op::Record(.., r) => drop(r.send(Err(e.copy()))),
             Op::Disable(_, _, r) => drop(r.send(Err(e.copy()))),
             Op::LoadPending(r) => drop(r.send(Err(e.copy()))),
+            Op::Load(_, r) => drop(r.send(Err(e.copy()))),
             Op::Generation(r) => drop(r.send(Err(e.copy()))),
             Op::Failing(..) => {}
         }
@@ -443,6 +466,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op, replies: &mut Vec<Deferred>, pa
             }
         }
         Op::LoadPending(reply) => later!(reply, load_pending(tx)),
+        Op::Load(rowid, reply) => later!(reply, load_one(tx, rowid)),
         Op::Generation(reply) => later!(
             reply,
             tx.query_row("SELECT v FROM meta WHERE k = 'generation'", [], |r| r
@@ -572,24 +596,36 @@ fn parse_stored(rowid: i64, json: &str, attempts: u32, next_ms: i64) -> Option<S
     }
 }
 
+fn load_one(tx: &rusqlite::Transaction<'_>, rowid: i64) -> rusqlite::Result<Option<Stored>> {
+    let row = tx
+        .query_row(
+            "SELECT request, attempts, next_ms FROM deliveries WHERE rowid_ = ?1 AND state = 'pending'",
+            params![rowid],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            },
+        )
+        .optional()?;
+    Ok(row.and_then(|(json, a, n)| parse_stored(rowid, &json, a, n)))
+}
+
 fn load_pending(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<PendingSet> {
     let mut stmt = tx.prepare(
-        "SELECT rowid_, request, attempts, next_ms FROM deliveries WHERE state = 'pending' ORDER BY rowid_",
+        "SELECT rowid_, webhook, call_id FROM deliveries WHERE state = 'pending' ORDER BY rowid_",
     )?;
-    let rows = stmt
+    let pending = stmt
         .query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, u32>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
+            Ok(PendingRow {
+                rowid: r.get(0)?,
+                webhook: r.get(1)?,
+                call_id: r.get(2)?,
+            })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let pending = rows
-        .into_iter()
-        .filter_map(|(id, json, a, n)| parse_stored(id, &json, a, n))
-        .collect();
     let mut stmt =
         tx.prepare("SELECT name, COALESCE(reason, '') FROM webhook_state WHERE disabled = 1")?;
     let disabled = stmt
