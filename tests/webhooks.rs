@@ -719,6 +719,48 @@ fn all_triggers() -> String {
         .join(", ")
 }
 
+/// The `trigger` of a received webhook's JSON body.
+fn trigger_of(r: &common::receiver::Received) -> String {
+    let body: Value = serde_json::from_str(&r.body).unwrap();
+    body["trigger"].as_str().unwrap().to_owned()
+}
+
+/// Waits until every row of the outbox `db` is delivered (the outbox records each answer just
+/// after the receiver has it, so a late duplicate would show); false after `limit`.
+async fn all_delivered(db: &Path, limit: Duration) -> bool {
+    let settled = async {
+        loop {
+            let counts = Admin::open(db).and_then(|a| a.counts()).unwrap_or_default();
+            if counts.len() == 1 && counts[0].0 == "delivered" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(limit, settled).await.is_ok()
+}
+
+/// A webhook named `crm` on every trigger, posting to `receiver`'s `/crm`.
+fn crm_on_every_trigger(receiver: &Receiver) -> String {
+    format!(
+        "[[webhooks]]\nname = \"crm\"\ntriggers = [{}]\nurl = \"{}/crm\"\n",
+        all_triggers(),
+        receiver.base()
+    )
+}
+
+/// Per call, the requests among `reqs` whose ids arrived (in `ids`' order) came in sequence.
+fn assert_in_order_per_call(ids: &[&str], reqs: &[Request]) {
+    for call in reqs.iter().map(|r| &r.call_id).collect::<HashSet<_>>() {
+        let sent: Vec<u32> = ids
+            .iter()
+            .filter_map(|id| reqs.iter().find(|r| r.id == *id && &r.call_id == call))
+            .map(|r| r.seq)
+            .collect();
+        assert!(sent.windows(2).all(|w| w[0] < w[1]), "{call}: {sent:?}");
+    }
+}
+
 /// Writes a `run` configuration into `dir`: the playback server on `port`, JSON logs at
 /// debug level, the outbox `dir/outbox.db`, then `webhooks`. Returns its path, the outbox's
 /// and the text.
@@ -955,10 +997,6 @@ fn a_call_up_across_a_restart_gets_each_webhook_once() {
         let (settings, hooks) = compile(&config(&text));
         let expected: HashSet<String> =
             requests(capture, &settings, &hooks).await.into_iter().map(|r| r.id).collect();
-        let trigger_of = |r: &common::receiver::Received| -> String {
-            let body: Value = serde_json::from_str(&r.body).unwrap();
-            body["trigger"].as_str().unwrap().to_owned()
-        };
 
         let mut first = spawn_run(&cfg_path, "restart-test");
         let answered = receiver
@@ -986,16 +1024,7 @@ fn a_call_up_across_a_restart_gets_each_webhook_once() {
             .await;
         // The outbox records each answer just after the receiver has it: wait until nothing is
         // left to send, so a late duplicate would show.
-        let settled = async {
-            loop {
-                let counts = Admin::open(&db).and_then(|a| a.counts()).unwrap_or_default();
-                if counts.len() == 1 && counts[0].0 == "delivered" {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        let settled = tokio::time::timeout(Duration::from_secs(10), settled).await.is_ok();
+        let settled = all_delivered(&db, Duration::from_secs(10)).await;
         second.kill().unwrap();
         second.wait().unwrap();
         let seen = receiver.seen();
@@ -1147,11 +1176,7 @@ fn a_full_disk_holds_webhooks_in_memory_and_neither_loses_nor_repeats_one() {
     rt.block_on(async {
         let disk = SmallDisk::mount("4m");
         let receiver = Receiver::start(|_, _| Reply::status(200)).await;
-        let text = format!(
-            "[[webhooks]]\nname = \"crm\"\ntriggers = [{}]\nurl = \"{}/crm\"\n",
-            all_triggers(),
-            receiver.base()
-        );
+        let text = crm_on_every_trigger(&receiver);
         let (settings, hooks) = compile(&config(&text));
         let first = requests("freeswitch-1.10/16-concurrent-mix.esl", &settings, &hooks).await;
         let mut later = Vec::new();
@@ -1234,20 +1259,12 @@ fn a_full_disk_holds_webhooks_in_memory_and_neither_loses_nor_repeats_one() {
             .collect();
         assert_eq!((arrived, ids.len()), (total, total), "every request once");
         assert_eq!(stats.lost.load(std::sync::atomic::Ordering::Relaxed), 0);
-        for call in later.iter().map(|r| &r.call_id).collect::<HashSet<_>>() {
-            let sent: Vec<u32> = receiver
-                .seen()
-                .iter()
-                .filter(|r| r.body.contains(call.as_str()))
-                .filter_map(|r| {
-                    later
-                        .iter()
-                        .find(|q| q.id == r.headers["webhook-id"])
-                        .map(|q| q.seq)
-                })
-                .collect();
-            assert!(sent.windows(2).all(|w| w[0] < w[1]), "{call}: {sent:?}");
-        }
+        let seen = receiver.seen();
+        let ids: Vec<&str> = seen
+            .iter()
+            .map(|r| r.headers["webhook-id"].as_str())
+            .collect();
+        assert_in_order_per_call(&ids, &later);
         // Restarted, the outbox holds nothing to send again: every outcome was recorded.
         let q = DeliveryQueue::start(
             Outbox::open(&outbox).unwrap(),
@@ -1282,11 +1299,7 @@ fn past_its_memory_bound_a_full_disk_gives_requests_up_and_counts_them() {
     rt.block_on(async {
         let disk = SmallDisk::mount("2m");
         let receiver = Receiver::start(|_, _| Reply::status(200)).await;
-        let text = format!(
-            "[[webhooks]]\nname = \"crm\"\ntriggers = [{}]\nurl = \"{}/crm\"\n",
-            all_triggers(),
-            receiver.base()
-        );
+        let text = crm_on_every_trigger(&receiver);
         let (settings, hooks) = compile(&config(&text));
         let reqs = requests("freeswitch-1.10/16-concurrent-mix.esl", &settings, &hooks).await;
         let outbox = disk.path().join("outbox.db");
@@ -1340,11 +1353,7 @@ fn moments_that_pass_while_run_is_killed_are_fired_after_the_restart() {
         let receiver = Receiver::start(|_, _| Reply::status(200)).await;
         let dir = tempfile::tempdir().unwrap();
         // The event index that reveals each trigger in an uninterrupted run.
-        let text = format!(
-            "[[webhooks]]\nname = \"crm\"\ntriggers = [{}]\nurl = \"{}/crm\"\n",
-            all_triggers(),
-            receiver.base()
-        );
+        let text = crm_on_every_trigger(&receiver);
         let (settings, hooks) = compile(&config(&text));
         let mut events = Vec::new();
         let mut stream = replay::open(&fixture(capture), Default::default())
@@ -1388,10 +1397,6 @@ fn moments_that_pass_while_run_is_killed_are_fired_after_the_restart() {
             .into_iter()
             .map(|r| r.id)
             .collect();
-        let trigger_of = |r: &common::receiver::Received| -> String {
-            let body: Value = serde_json::from_str(&r.body).unwrap();
-            body["trigger"].as_str().unwrap().to_owned()
-        };
         let mut first = spawn_run(&cfg_path, "kill-9-moments");
         let before = receiver
             .wait_for(Duration::from_secs(30), |seen| {
@@ -1419,20 +1424,7 @@ fn moments_that_pass_while_run_is_killed_are_fired_after_the_restart() {
                 seen.iter().any(|r| trigger_of(r) == "call.hangup")
             })
             .await;
-        let settled = async {
-            loop {
-                let counts = Admin::open(&db)
-                    .and_then(|a| a.counts())
-                    .unwrap_or_default();
-                if counts.len() == 1 && counts[0].0 == "delivered" {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        let settled = tokio::time::timeout(Duration::from_secs(10), settled)
-            .await
-            .is_ok();
+        let settled = all_delivered(&db, Duration::from_secs(10)).await;
         second.kill().unwrap();
         second.wait().unwrap();
         let seen = receiver.seen();
@@ -1494,11 +1486,7 @@ fn a_backlog_beyond_its_memory_bound_waits_in_the_outbox_and_goes_out_in_order()
     let rt = rt();
     rt.block_on(async {
         let receiver = Receiver::start(|_, _| Reply::status(200)).await;
-        let text = format!(
-            "[[webhooks]]\nname = \"crm\"\ntriggers = [{}]\nurl = \"{}/crm\"\n",
-            all_triggers(),
-            receiver.base()
-        );
+        let text = crm_on_every_trigger(&receiver);
         let (settings, hooks) = compile(&config(&text));
         let reqs = requests("freeswitch-1.10/16-concurrent-mix.esl", &settings, &hooks).await;
         let dir = tempfile::tempdir().unwrap();
@@ -1535,13 +1523,6 @@ fn a_backlog_beyond_its_memory_bound_waits_in_the_outbox_and_goes_out_in_order()
             .collect();
         let unique: HashSet<&str> = ids.iter().copied().collect();
         assert_eq!((ids.len(), unique.len()), (reqs.len(), reqs.len()));
-        for call in reqs.iter().map(|r| &r.call_id).collect::<HashSet<_>>() {
-            let sent: Vec<u32> = ids
-                .iter()
-                .filter_map(|id| reqs.iter().find(|r| r.id == *id && &r.call_id == call))
-                .map(|r| r.seq)
-                .collect();
-            assert!(sent.windows(2).all(|w| w[0] < w[1]), "{call}: {sent:?}");
-        }
+        assert_in_order_per_call(&ids, &reqs);
     });
 }
