@@ -58,7 +58,7 @@ fn hooks(addr: std::net::SocketAddr) -> Arc<WebhookSet> {
     std::fs::write(
         &path,
         format!(
-            "[[webhooks]]\nname = \"bench\"\ntriggers = [\"call.hangup\", \"call.received\", \"call.dialed\", \"call.answered.extension\", \"call.missed_or_answered\"]\nurl = \"http://{addr}/hook\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+            "[egress]\nallow = [\"127.0.0.1\"]\n[[webhooks]]\nname = \"bench\"\ntriggers = [\"call.hangup\", \"call.received\", \"call.dialed\", \"call.answered.extension\", \"call.missed_or_answered\"]\nurl = \"http://{addr}/hook\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
         ),
     )
     .unwrap();
