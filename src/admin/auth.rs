@@ -33,9 +33,14 @@ impl Credentials {
     /// Whether an `Authorization` header value carries these credentials. Digests are
     /// compared, so the time taken says nothing about how much of a guess was right.
     pub fn accept(&self, authorization: &[u8]) -> bool {
-        let Some(encoded) = authorization.strip_prefix(b"Basic ") else {
+        // The scheme is case-insensitive (RFC 9110, 11.1): `basic` and `BASIC` are `Basic`.
+        let Some(space) = authorization.iter().position(|&b| b == b' ') else {
             return false;
         };
+        let (scheme, encoded) = authorization.split_at(space);
+        if !scheme.eq_ignore_ascii_case(b"Basic") {
+            return false;
+        }
         match STANDARD.decode(encoded.trim_ascii()) {
             Ok(given) => digest(&given) == self.digest,
             Err(_) => false,
@@ -80,6 +85,14 @@ mod tests {
     fn only_the_exact_user_and_password_pass() {
         let c = Credentials::new("switchhook", "s3cret pass");
         assert!(c.accept(&basic("switchhook:s3cret pass")));
+        let encoded = STANDARD.encode("switchhook:s3cret pass");
+        for scheme in ["basic", "BASIC", "bAsIc"] {
+            assert!(
+                c.accept(format!("{scheme} {encoded}").as_bytes()),
+                "{scheme}"
+            );
+        }
+        assert!(!c.accept(format!("Basicx {encoded}").as_bytes()));
         for wrong in [
             basic("switchhook:s3cret"),
             basic("admin:s3cret pass"),

@@ -333,7 +333,7 @@ impl OutboundSocket {
     }
 
     fn file_event(&mut self, ev: Event) {
-        let ours = ev.unique_id().map_or(true, |u| u == self.uuid);
+        let ours = ev.unique_id().is_none_or(|u| u == self.uuid);
         match ev.name().as_deref() {
             Some("CHANNEL_EXECUTE_COMPLETE") => {
                 // Only completions of our own sendmsgs are kept (the dial plan's own

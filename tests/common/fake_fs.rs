@@ -395,7 +395,7 @@ pub async fn call(addr: SocketAddr, conv: &Conversation, opts: FakeOptions) -> T
         // Frames already due go out now: a timer, even an expired one, waits for the next
         // millisecond tick of tokio's clock.
         while heap.peek().is_some_and(|d| d.at.0 <= Instant::now())
-            && hangup_at.map_or(true, |h| Instant::now() < h)
+            && hangup_at.is_none_or(|h| Instant::now() < h)
         {
             let due = heap.pop().unwrap();
             if wr.write_all(&due.bytes).await.is_err() {
