@@ -123,22 +123,7 @@ pub enum EslSignal {
 #[derive(Debug)]
 pub struct QueuedEvent {
     event: Event,
-    _budget: Option<OwnedSemaphorePermit>,
-}
-
-impl QueuedEvent {
-    /// An event outside any budget (tests, benchmarks, replay).
-    pub fn unbudgeted(event: Event) -> QueuedEvent {
-        QueuedEvent {
-            event,
-            _budget: None,
-        }
-    }
-
-    /// The event, giving its bytes back to the budget.
-    pub fn into_event(self) -> Event {
-        self.event
-    }
+    _budget: OwnedSemaphorePermit,
 }
 
 impl std::ops::Deref for QueuedEvent {
@@ -176,7 +161,7 @@ impl Budget {
         match Arc::clone(&self.permits).try_acquire_many_owned(self.cost(&ev)) {
             Ok(p) => Ok(QueuedEvent {
                 event: ev,
-                _budget: Some(p),
+                _budget: p,
             }),
             Err(_) => Err(ev),
         }
@@ -190,7 +175,7 @@ impl Budget {
             .ok()?;
         Some(QueuedEvent {
             event: ev,
-            _budget: Some(p),
+            _budget: p,
         })
     }
 }

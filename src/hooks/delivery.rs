@@ -266,23 +266,11 @@ struct Held {
 }
 
 impl Held {
-    /// What a request costs in memory, near enough.
-    fn size(r: &Request) -> usize {
-        256 + r.body.len()
-            + r.url.len()
-            + r.id.len()
-            + r.call_id.len()
-            + r.headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 48)
-                .sum::<usize>()
-    }
-
     /// Takes new requests; those beyond the bound are given up (and counted).
     fn take(&mut self, inner: &Inner, batch: Vec<Request>) {
         let mut lost = 0;
         for r in batch {
-            let size = Held::size(&r);
+            let size = r.memory();
             if self.bytes + size > inner.opts.hold_max_bytes && !self.requests.is_empty() {
                 tracing::error!(webhook = %r.webhook, id = %r.id, call_id = %r.call_id, trigger = %r.trigger,
                     held = self.requests.len(), "outbox cannot commit and the memory bound is reached: webhook request given up");
@@ -305,7 +293,7 @@ impl Held {
 
     fn pop(&mut self, n: usize) {
         for r in self.requests.drain(..n.min(self.requests.len())) {
-            self.bytes -= Held::size(&r);
+            self.bytes -= r.memory();
         }
     }
 }
@@ -481,23 +469,12 @@ async fn rescan(inner: &Arc<Inner>) -> Result<usize, super::store::StoreError> {
     Ok(n)
 }
 
-/// What a request costs in memory, near enough.
-fn request_bytes(s: &Stored) -> usize {
-    256 + s.request.body.len()
-        + s.request.url.len()
-        + s.request
-            .headers
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 48)
-            .sum::<usize>()
-}
-
 /// Adds a freshly committed delivery to its chain, with its request while the chains hold
 /// less than [`DeliveryOptions::pending_memory_bytes`].
 fn push(inner: &Arc<Inner>, s: Stored) {
     let key = (s.request.webhook.clone(), s.request.call_id.clone());
     let rowid = s.rowid;
-    let bytes = request_bytes(&s);
+    let bytes = s.request.memory();
     let kept = inner
         .held_bytes
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
@@ -513,7 +490,7 @@ fn release(inner: &Inner, q: &Queued) {
     if let Some(s) = &q.stored {
         inner
             .held_bytes
-            .fetch_sub(request_bytes(s), Ordering::SeqCst);
+            .fetch_sub(s.request.memory(), Ordering::SeqCst);
     }
 }
 

@@ -37,6 +37,20 @@ pub struct Request {
 }
 
 impl Request {
+    /// About how many bytes the request holds in memory (what the delivery queue's memory
+    /// bounds count).
+    pub fn memory(&self) -> usize {
+        256 + self.id.len()
+            + self.call_id.len()
+            + self.url.len()
+            + self.body.len()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 48)
+                .sum::<usize>()
+    }
+
     /// What is signed: the body, or for GET the query string that carries the data.
     pub fn signed_content(&self) -> &[u8] {
         if self.method == "GET" {
