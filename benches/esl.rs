@@ -13,10 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
-use switchhook::config::Overflow;
-use switchhook::esl::{
-    Auth, ClientConfig, EslClient, EslCodec, EslSignal, EventFormat, Limits, Message,
-};
+use switchhook::esl::{EslClient, EslCodec, EslSignal, FreeswitchConfig, Limits, Message};
 use switchhook::playback::load_capture;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -195,22 +192,13 @@ async fn serve(payload: Bytes) -> u16 {
 }
 
 async fn switchhook_client(port: u16, n: usize) {
-    let (_client, mut rx, task) = EslClient::spawn(ClientConfig {
-        addr: format!("127.0.0.1:{port}"),
-        auth: Auth::Password("ClueCon".into()),
-        format: EventFormat::Plain,
-        events: vec!["ALL".into()],
-        filters: vec![],
-        nixevents: vec![],
-        connect_timeout: Duration::from_secs(5),
-        command_timeout: Duration::from_secs(5),
-        silence_timeout: Duration::from_secs(60),
+    let (_client, mut rx, task) = EslClient::spawn(FreeswitchConfig {
+        host: "127.0.0.1".into(),
+        port,
+        password: "ClueCon".into(),
         reconnect_min: Duration::from_millis(100),
         reconnect_max: Duration::from_secs(1),
-        queue: 65536,
-        queue_bytes: 256 << 20,
-        overflow: Overflow::Block,
-        limits: Limits::default(),
+        ..FreeswitchConfig::default()
     });
     let mut got = 0;
     while got < n {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::fake_fs::{call, Conversation, FakeOptions};
-use switchhook::routing::{RouteConfig, Router, RoutingConfig, RoutingServer};
+use switchhook::routing::{RouteConfig, RouteTable, Router, RoutingConfig, RoutingServer};
 use tokio_util::sync::CancellationToken;
 
 fn fast() -> FakeOptions {
@@ -73,7 +73,9 @@ fn main() {
                 "url": format!("{base}/route?did={{did}}&callerid={{callerid}}&callername={{callername}}"),
             }))
             .unwrap();
-            let router = Arc::new(Router::new(&RoutingConfig::default(), &[route]).unwrap());
+            let routing = RoutingConfig::default();
+            let table = RouteTable::compile(&routing, &[route]).unwrap();
+            let router = Arc::new(Router::new(&routing, Arc::new(table)));
             let server = RoutingServer::bind("127.0.0.1:0", Arc::clone(&router))
                 .await
                 .unwrap();

@@ -62,9 +62,8 @@ fn hooks(addr: std::net::SocketAddr) -> Arc<WebhookSet> {
         ),
     )
     .unwrap();
-    let cfg = switchhook::config::Config::load(Some(&path)).unwrap();
-    let settings = Settings::from_config(&cfg).unwrap();
-    Arc::new(WebhookSet::compile(&cfg.webhooks, &cfg.egress, &settings.numbers).unwrap())
+    let (_, compiled) = switchhook::pipeline::Compiled::load(Some(&path)).unwrap();
+    compiled.hooks
 }
 
 /// The real requests of one capture, made into `n` distinct calls (fresh ids and call ids).

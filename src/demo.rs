@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::hooks::webhook::WebhookConfig;
+use crate::pipeline::{Compiled, Pipeline};
 use crate::playback::{Pace, PlaybackConfig, PlaybackServer};
 use crate::session::{Settings, Trigger};
 
@@ -149,12 +150,23 @@ async fn demo(opts: DemoOptions) -> Result<ExitCode, String> {
             };
             tokio::select! {
                 _ = done => {}
-                _ = crate::live::shutdown_signal() => {}
+                _ = crate::pipeline::shutdown_signal() => {}
             }
         }
     };
     let outbox = cfg.store.path.clone();
-    let code = crate::live::run_until(cfg, None, stop).await;
+    let compiled = Compiled::new(&cfg).map_err(|problems| {
+        problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let mut pipeline = Pipeline::start(cfg, compiled, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    pipeline.run(stop).await;
+    pipeline.shutdown().await;
     println!(
         "\n{} of {calls} calls delivered their hangup webhook. See the README for `run` with your own FreeSWITCH.",
         hangups.load(Ordering::Relaxed)
@@ -167,7 +179,7 @@ async fn demo(opts: DemoOptions) -> Result<ExitCode, String> {
             outbox.display()
         );
     }
-    Ok(code)
+    Ok(ExitCode::SUCCESS)
 }
 
 fn base64_secret() -> String {

@@ -874,7 +874,7 @@ fn the_example_configuration_loads_and_names_every_option() {
     let out = switchhook().arg("check-config").arg(path).output().unwrap();
     assert_ok(&out);
     let text = std::fs::read_to_string(path).unwrap();
-    let cfg = switchhook::config::Config::load(Some(std::path::Path::new(path))).unwrap();
+    let (cfg, _) = switchhook::pipeline::Compiled::load(Some(std::path::Path::new(path))).unwrap();
     assert!(!cfg.webhooks.is_empty() && !cfg.routes.is_empty());
     let named = |key: &str| {
         text.lines().any(|l| {
@@ -957,4 +957,53 @@ fn replay_shows_progress_on_a_terminal_and_nothing_when_piped() {
     assert!(out
         .lines()
         .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+}
+
+/// `check-config` and `run` read and compile the same way: an unknown key in any section is
+/// refused by both, with the same problem, before `run` connects anywhere.
+#[test]
+fn check_config_and_run_agree_on_an_unknown_key_in_every_section() {
+    let defaults = serde_json::to_value(switchhook::config::Config::default()).unwrap();
+    let sections: Vec<(&String, bool)> = defaults
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k, v.is_array()))
+        .collect();
+    assert!(sections.len() >= 13, "{sections:?}");
+    for (section, is_list) in sections {
+        let text = if is_list {
+            format!("[[{section}]]\nbogus_key = 1\n")
+        } else {
+            format!("[{section}]\nbogus_key = 1\n")
+        };
+        let f = config_file(&text);
+        let check = switchhook()
+            .arg("check-config")
+            .arg(f.path())
+            .output()
+            .unwrap();
+        let run = switchhook()
+            .args(["run", "--config"])
+            .arg(f.path())
+            // A FreeSWITCH that is not there: `run` must stop at the configuration.
+            .env("SWITCHHOOK__FREESWITCH__PORT", "9")
+            .output()
+            .unwrap();
+        assert_eq!(check.status.code(), Some(1), "check-config on {text}");
+        assert_eq!(run.status.code(), Some(2), "run on {text}");
+        let problems = |out: &std::process::Output| -> Vec<String> {
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .filter(|l| l.contains(section.as_str()))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert!(!problems(&check).is_empty(), "{section}: {check:?}");
+        assert!(
+            problems(&check).iter().any(|l| l.contains("bogus_key")),
+            "{section}: {check:?}"
+        );
+        assert_eq!(problems(&check), problems(&run), "{section}");
+    }
 }

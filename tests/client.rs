@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::fixture;
-use switchhook::config::Overflow;
 use switchhook::esl::{
-    Auth, ClientConfig, ClientError, EslClient, EslSignal, EventFormat, GapReason, Limits,
+    ClientError, EslClient, EslSignal, EventFormat, Filter, FreeswitchConfig, GapReason, Overflow,
 };
 use switchhook::playback::{load_capture, Faults, Pace, PlaybackConfig, PlaybackServer};
 use tokio::sync::mpsc::Receiver;
@@ -31,10 +30,11 @@ async fn server(capture: &str, faults: Faults) -> PlaybackServer {
     .unwrap()
 }
 
-fn client_cfg(s: &PlaybackServer) -> ClientConfig {
-    ClientConfig {
-        addr: s.addr().to_string(),
-        auth: Auth::Password(PASSWORD.into()),
+fn client_cfg(s: &PlaybackServer) -> FreeswitchConfig {
+    FreeswitchConfig {
+        host: s.addr().ip().to_string(),
+        port: s.addr().port(),
+        password: PASSWORD.into(),
         format: EventFormat::Plain,
         events: vec!["ALL".into()],
         filters: vec![],
@@ -47,7 +47,7 @@ fn client_cfg(s: &PlaybackServer) -> ClientConfig {
         queue: 1024,
         queue_bytes: 256 << 20,
         overflow: Overflow::Block,
-        limits: Limits::default(),
+        ..FreeswitchConfig::default()
     }
 }
 
@@ -116,7 +116,10 @@ async fn json_subscription_receives_the_json_capture() {
     let mut cfg = client_cfg(&s);
     cfg.format = EventFormat::Json;
     cfg.events = vec!["CHANNEL_CREATE".into(), "CUSTOM callcenter::info".into()];
-    cfg.filters = vec![("Caller-Context".into(), "public".into())];
+    cfg.filters = vec![Filter {
+        header: "Caller-Context".into(),
+        value: "public".into(),
+    }];
     let (_client, mut rx, _task) = EslClient::spawn(cfg);
     let seen = collect_until(&mut rx, 67, Duration::from_secs(10)).await;
     assert_eq!(seen.events.len(), 67);
@@ -132,10 +135,7 @@ async fn json_subscription_receives_the_json_capture() {
 async fn userauth_is_supported() {
     let s = server("freeswitch-1.10/03-abandoned-short.esl", Faults::default()).await;
     let mut cfg = client_cfg(&s);
-    cfg.auth = Auth::User {
-        user: "switchhook@default".into(),
-        password: PASSWORD.into(),
-    };
+    cfg.user = Some("switchhook@default".into());
     let (_client, mut rx, _task) = EslClient::spawn(cfg);
     let seen = collect_until(&mut rx, 69, Duration::from_secs(10)).await;
     assert_eq!(seen.connected, vec![1]);
@@ -166,7 +166,7 @@ async fn wrong_password_is_refused_retried_and_never_logged() {
     let _guard = tracing::subscriber::set_default(subscriber);
     let s = server("freeswitch-1.10/01-inbound-answered.esl", Faults::default()).await;
     let mut cfg = client_cfg(&s);
-    cfg.auth = Auth::Password("wrong-Pa55word".into());
+    cfg.password = "wrong-Pa55word".into();
     let (client, mut rx, _task) = EslClient::spawn(cfg);
     tokio::time::timeout(Duration::from_secs(10), async {
         while client.stats().connect_failures.load(Ordering::Relaxed) < 3 {
@@ -525,7 +525,7 @@ async fn events_racing_the_subscription_are_held_within_the_byte_budget() {
     )
     .await;
     let frames = load_capture(&fixture(capture)).unwrap();
-    let (client, mut rx, _task) = EslClient::spawn(ClientConfig {
+    let (client, mut rx, _task) = EslClient::spawn(FreeswitchConfig {
         queue_bytes: 1024,
         ..client_cfg(&s)
     });
@@ -567,7 +567,7 @@ async fn a_slow_consumer_is_bounded_by_bytes_and_loses_nothing_when_blocking() {
     for overflow in [Overflow::Block, Overflow::Drop] {
         let s = server(capture, Faults::default()).await;
         // Room for about one event at a time, however many the count allows.
-        let (client, mut rx, _task) = EslClient::spawn(ClientConfig {
+        let (client, mut rx, _task) = EslClient::spawn(FreeswitchConfig {
             queue_bytes: 4096,
             overflow,
             ..client_cfg(&s)

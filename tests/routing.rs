@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use common::fake_fs::{call, Conversation, FakeOptions, Transcript};
 use common::receiver::{Receiver, Reply};
 use switchhook::hooks::sign::Signer;
-use switchhook::routing::{RouteConfig, Router, RoutingConfig, RoutingServer, StepReport};
+use switchhook::routing::{
+    RouteConfig, RouteTable, Router, RoutingConfig, RoutingServer, StepReport,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +35,8 @@ fn route(v: serde_json::Value) -> RouteConfig {
 }
 
 async fn rig(routing: RoutingConfig, routes: Vec<RouteConfig>) -> Rig {
-    let router = Arc::new(Router::new(&routing, &routes).expect("valid routes"));
+    let table = RouteTable::compile(&routing, &routes).expect("valid routes");
+    let router = Arc::new(Router::new(&routing, Arc::new(table)));
     let mut server = RoutingServer::bind("127.0.0.1:0", Arc::clone(&router))
         .await
         .unwrap();
@@ -479,9 +482,8 @@ async fn route_options_shape_the_commands() {
     // Suppressed caller ID: FreeSWITCH's privacy application.
     let mut hide = crm(&http.base(), "/r");
     hide.caller_id_forwarding = switchhook::routing::config::CallerIdForwarding::Suppressed;
-    rig.router
-        .set_routes(&RoutingConfig::default(), &[hide])
-        .unwrap();
+    let table = RouteTable::compile(&RoutingConfig::default(), &[hide]).unwrap();
+    rig.router.set_routes(Arc::new(table));
     let t = call(rig.addr, &conv, FakeOptions::default()).await;
     rig.report().await;
     assert!(t.normalized().contains(&sendmsg("privacy", "number")));

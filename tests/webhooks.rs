@@ -16,6 +16,7 @@ use switchhook::hooks::delivery::DeliveryOptions;
 use switchhook::hooks::sign::Signer;
 use switchhook::hooks::store::{Admin, ListFilter, State};
 use switchhook::hooks::{DeliveryQueue, Outbox, Request, WebhookSet};
+use switchhook::pipeline::Compiled;
 use switchhook::replay;
 use switchhook::session::{Moment, Settings};
 
@@ -37,13 +38,14 @@ fn config(text: &str) -> Config {
         format!("[egress]\nallow = [\"127.0.0.1\"]\n{text}")
     };
     std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
-    Config::load(Some(f.path())).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    Compiled::load(Some(f.path()))
+        .unwrap_or_else(|e| panic!("{e:#?}\n{text}"))
+        .0
 }
 
 fn compile(cfg: &Config) -> (Arc<Settings>, Arc<WebhookSet>) {
-    let settings = Settings::from_config(cfg).unwrap();
-    let hooks = WebhookSet::compile(&cfg.webhooks, &cfg.egress, &settings.numbers).unwrap();
-    (Arc::new(settings), Arc::new(hooks))
+    let compiled = Compiled::new(cfg).unwrap();
+    (compiled.settings, compiled.hooks)
 }
 
 async fn moments(capture: &str, settings: &Arc<Settings>) -> Vec<Moment> {
@@ -382,14 +384,24 @@ method = "PATCH"
 "#;
     let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
-    let issues = switchhook::config::check(Some(f.path()));
+    // The second entry's type error and the first entry's meaning, in one run.
+    let issues = Compiled::load(Some(f.path())).unwrap_err();
     let paths: Vec<String> = issues.iter().map(|i| i.path.clone()).collect();
-    // The second entry's type error is caught first; the first entry's meaning after.
-    assert_eq!(paths, vec!["webhooks[1].method"], "{issues:#?}");
+    for want in [
+        "webhooks[1].method",
+        "webhooks[0].url",
+        "webhooks[0].retries",
+    ] {
+        assert!(
+            paths.iter().any(|p| p == want),
+            "{want} missing from {issues:#?}"
+        );
+    }
+    // Without the type error, the second entry is compiled too: its name is a duplicate.
     let text = text.replace("method = \"PATCH\"", "");
     let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
-    let issues = switchhook::config::check(Some(f.path()));
+    let issues = Compiled::load(Some(f.path())).unwrap_err();
     let paths: Vec<String> = issues.iter().map(|i| i.path.clone()).collect();
     for want in [
         "webhooks[1].name",

@@ -6,6 +6,7 @@ use std::io::Write;
 
 use libfuzzer_sys::fuzz_target;
 use switchhook::config::Config;
+use switchhook::pipeline::Compiled;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -16,11 +17,11 @@ fuzz_target!(|data: &[u8]| {
         .tempfile()
         .expect("a temporary file");
     f.write_all(text.as_bytes()).expect("written");
-    match Config::load(Some(f.path())) {
-        Ok(cfg) => {
+    match Compiled::load(Some(f.path())) {
+        Ok((cfg, _)) => {
             let _ = toml_round_trip(&cfg);
         }
-        Err(e) => assert!(!e.0.is_empty(), "an error names at least one problem"),
+        Err(problems) => assert!(!problems.is_empty(), "an error names at least one problem"),
     }
 });
 

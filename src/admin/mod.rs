@@ -11,6 +11,8 @@ pub mod server;
 
 use serde::{Deserialize, Serialize};
 
+use crate::problem::{Problem, Problems};
+
 pub use live::LiveView;
 pub use metrics::{PipelineStats, Sources};
 pub use server::AdminServer;
@@ -46,7 +48,23 @@ impl AdminConfig {
         if self.password_env.is_empty() {
             return Ok(None);
         }
-        let password = crate::config::from_env(&self.password_env)?;
+        let password = crate::secrets::from_env(&self.password_env)?;
         Ok(Some(auth::Credentials::new(&self.user, &password)))
+    }
+
+    /// Every problem with the section's values, by key path (the password variable must be
+    /// set where it is named).
+    pub fn check(&self) -> Vec<Problem> {
+        let mut bad = Problems::default();
+        if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
+            bad.add("admin.listen", format!("{:?} is not ip:port", self.listen));
+        }
+        if let Err(e) = self.credentials() {
+            bad.add("admin.password_env", e);
+        }
+        if self.user.is_empty() || self.user.contains(':') {
+            bad.add("admin.user", "must be non-empty and without ':'");
+        }
+        bad.into_vec()
     }
 }

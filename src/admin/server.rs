@@ -18,16 +18,14 @@ use crate::hooks::store::Admin;
 /// A bound admin endpoint.
 pub struct AdminServer {
     listener: tokio::net::TcpListener,
-    sources: Sources,
     credentials: Option<Credentials>,
 }
 
 impl AdminServer {
     /// Binds `addr`.
-    pub async fn bind(addr: &str, sources: Sources) -> std::io::Result<AdminServer> {
+    pub async fn bind(addr: &str) -> std::io::Result<AdminServer> {
         Ok(AdminServer {
             listener: tokio::net::TcpListener::bind(addr).await?,
-            sources,
             credentials: None,
         })
     }
@@ -43,8 +41,8 @@ impl AdminServer {
         self.listener.local_addr()
     }
 
-    /// Serves until `stop`.
-    pub async fn serve(self, stop: CancellationToken) {
+    /// Serves what `sources` hold until `stop`.
+    pub async fn serve(self, sources: Sources, stop: CancellationToken) {
         // Call data and metrics behind the credentials, if any; the probes stay open.
         let mut guarded = axum::Router::new()
             .route("/metrics", get(metrics))
@@ -57,7 +55,7 @@ impl AdminServer {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .merge(guarded)
-            .with_state(self.sources);
+            .with_state(sources);
         let _ = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;

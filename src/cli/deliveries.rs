@@ -70,10 +70,10 @@ pub enum Action {
 pub fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> ExitCode {
     let path = match db {
         Some(p) => p.to_owned(),
-        None => match Config::load(config) {
-            Ok(c) => c.store.path,
-            Err(e) => {
-                eprintln!("{e}");
+        None => match Config::read(config) {
+            (c, problems) if problems.is_empty() => c.store.path,
+            (_, problems) => {
+                super::print_problems(config, &problems);
                 return ExitCode::from(2);
             }
         },

@@ -11,9 +11,11 @@ use futures::StreamExt;
 mod deliveries;
 pub mod svg;
 
-use crate::config::{self, Config, LogFormat};
 use crate::esl::{Limits, Message};
 use crate::hooks::WebhookSet;
+use crate::logging::{self, LogFormat};
+use crate::pipeline::{Compiled, Pipeline};
+use crate::problem::Problem;
 use crate::replay;
 use crate::session::{CallRecord, Settings};
 
@@ -117,25 +119,18 @@ pub enum Emit {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
+    let log_format = cli.log_format;
+    let quiet =
+        |format: Option<LogFormat>| logging::init("warn", format.unwrap_or(LogFormat::Text));
     match cli.command {
-        CliCommand::Run { config } => {
-            let cfg = match Config::load(config.as_deref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
-            init_logging(&cfg.log.level, cli.log_format.unwrap_or(cfg.log.format));
-            crate::live::run(cfg, config).await
-        }
+        CliCommand::Run { config } => run_live(config, log_format).await,
         CliCommand::Demo {
             speed,
             capture,
             stay,
             keep,
         } => {
-            init_logging("warn", cli.log_format.unwrap_or(LogFormat::Text));
+            quiet(log_format);
             crate::demo::run(crate::demo::DemoOptions {
                 speed,
                 capture,
@@ -149,17 +144,14 @@ pub async fn run(cli: Cli) -> ExitCode {
             config,
             files,
         } => {
-            init_logging("warn", cli.log_format.unwrap_or(LogFormat::Text));
-            match emit {
-                Emit::Events => replay_events(&files).await,
-                Emit::Cdr => match load_settings(config.as_deref()) {
-                    Ok(settings) => replay_lines(settings, None, &files).await,
-                    Err(code) => code,
-                },
-                Emit::Webhooks => match load_pipeline(config.as_deref()) {
-                    Ok((_, settings, hooks)) => replay_lines(settings, Some(hooks), &files).await,
-                    Err(code) => code,
-                },
+            quiet(log_format);
+            if emit == Emit::Events {
+                return replay_events(&files).await;
+            }
+            match load(config.as_deref()) {
+                Ok(c) if emit == Emit::Cdr => replay_lines(c.settings, None, &files).await,
+                Ok(c) => replay_lines(c.settings, Some(c.hooks), &files).await,
+                Err(code) => code,
             }
         }
         CliCommand::Explain {
@@ -168,9 +160,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             files,
             svg,
         } => {
-            init_logging("warn", cli.log_format.unwrap_or(LogFormat::Text));
-            match load_settings(config.as_deref()) {
-                Ok(settings) => explain(settings, &call_id, &files, svg.as_deref()).await,
+            quiet(log_format);
+            match load(config.as_deref()) {
+                Ok(c) => explain(c.settings, &call_id, &files, svg.as_deref()).await,
                 Err(code) => code,
             }
         }
@@ -181,19 +173,37 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal: a journal or a log file gets plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+/// `run`: the live pipeline until SIGINT or SIGTERM.
+async fn run_live(config: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
+    let (cfg, compiled) = match Compiled::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(problems) => {
+            print_problems(config.as_deref(), &problems);
+            return ExitCode::from(2);
+        }
     };
+    logging::init(&cfg.log.level, log_format.unwrap_or(cfg.log.format));
+    let mut pipeline = match Pipeline::start(cfg, compiled, config).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    pipeline.run(crate::pipeline::shutdown_signal()).await;
+    pipeline.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+/// Every problem, one line each with the file, and their number.
+fn print_problems(file: Option<&Path>, problems: &[Problem]) {
+    let prefix = file
+        .map(|f| format!("{}: ", f.display()))
+        .unwrap_or_default();
+    for p in problems {
+        eprintln!("{prefix}{p}");
+    }
+    eprintln!("{} error(s)", problems.len());
 }
 
 fn check_config(file: &Path) -> ExitCode {
@@ -201,50 +211,24 @@ fn check_config(file: &Path) -> ExitCode {
         eprintln!("{}: no such file", file.display());
         return ExitCode::from(2);
     }
-    let issues = config::check(Some(file));
-    if issues.is_empty() {
-        println!("{}: ok", file.display());
-        ExitCode::SUCCESS
-    } else {
-        for i in &issues {
-            eprintln!("{}: {i}", file.display());
+    match Compiled::load(Some(file)) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
         }
-        eprintln!("{} error(s)", issues.len());
-        ExitCode::from(1)
+        Err(problems) => {
+            print_problems(Some(file), &problems);
+            ExitCode::from(1)
+        }
     }
 }
 
-fn load_settings(config: Option<&Path>) -> Result<Arc<Settings>, ExitCode> {
-    let cfg = Config::load(config).map_err(|e| {
-        eprintln!("{e}");
-        ExitCode::from(2)
-    })?;
-    Settings::from_config(&cfg).map(Arc::new).map_err(|e| {
-        eprintln!("{e}");
+/// The configuration, compiled, for the commands that replay captures.
+fn load(config: Option<&Path>) -> Result<Compiled, ExitCode> {
+    Compiled::load(config).map(|(_, c)| c).map_err(|problems| {
+        print_problems(config, &problems);
         ExitCode::from(2)
     })
-}
-
-/// The configuration, compiled: settings for call assembly and the webhooks.
-pub(crate) fn load_pipeline(
-    config: Option<&Path>,
-) -> Result<(Config, Arc<Settings>, Arc<WebhookSet>), ExitCode> {
-    let cfg = Config::load(config).map_err(|e| {
-        eprintln!("{e}");
-        ExitCode::from(2)
-    })?;
-    let settings = Settings::from_config(&cfg).map_err(|e| {
-        eprintln!("{e}");
-        ExitCode::from(2)
-    })?;
-    let hooks =
-        WebhookSet::compile(&cfg.webhooks, &cfg.egress, &settings.numbers).map_err(|problems| {
-            for (path, msg) in problems {
-                eprintln!("{path}: {msg}");
-            }
-            ExitCode::from(2)
-        })?;
-    Ok((cfg, Arc::new(settings), Arc::new(hooks)))
 }
 
 /// NDJSON on stdout. A closed pipe (`| head`) stops output quietly; another write error

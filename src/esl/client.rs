@@ -18,82 +18,11 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::codec::Limits;
 use super::command::{Command, CommandError};
-use super::connection::{self, Auth, ConnectError, Framed8021};
-use super::event::{Event, EventFormat};
+use super::config::{FreeswitchConfig, Overflow};
+use super::connection::{self, ConnectError, Framed8021};
+use super::event::Event;
 use super::message::{ApiResponse, Disposition, Message, Reply};
-use crate::config::{FreeswitchConfig, Overflow};
-
-/// Everything the client needs to know.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// `host:port` of mod_event_socket.
-    pub addr: String,
-    /// Credentials.
-    pub auth: Auth,
-    /// Event format to subscribe in.
-    pub format: EventFormat,
-    /// Events to subscribe to (HEARTBEAT is added when not covered by `ALL`).
-    pub events: Vec<String>,
-    /// `filter` header/value pairs.
-    pub filters: Vec<(String, String)>,
-    /// `nixevent` names.
-    pub nixevents: Vec<String>,
-    /// TCP connect + greeting + auth deadline.
-    pub connect_timeout: Duration,
-    /// Default deadline of a command.
-    pub command_timeout: Duration,
-    /// Reconnect after this long without any frame.
-    pub silence_timeout: Duration,
-    /// First backoff delay.
-    pub reconnect_min: Duration,
-    /// Largest backoff delay.
-    pub reconnect_max: Duration,
-    /// Consumer channel capacity.
-    pub queue: usize,
-    /// The most bytes of events held for the consumer (and while subscribing) at once.
-    pub queue_bytes: usize,
-    /// What to do when the consumer channel is full.
-    pub overflow: Overflow,
-    /// Frame size limits.
-    pub limits: Limits,
-}
-
-impl From<&FreeswitchConfig> for ClientConfig {
-    fn from(c: &FreeswitchConfig) -> Self {
-        ClientConfig {
-            addr: format!("{}:{}", c.host, c.port),
-            auth: match &c.user {
-                Some(user) => Auth::User {
-                    user: user.clone(),
-                    password: c.password.clone(),
-                },
-                None => Auth::Password(c.password.clone()),
-            },
-            format: c.format,
-            events: c.events.clone(),
-            filters: c
-                .filters
-                .iter()
-                .map(|f| (f.header.clone(), f.value.clone()))
-                .collect(),
-            nixevents: c.nixevents.clone(),
-            connect_timeout: c.connect_timeout,
-            command_timeout: c.command_timeout,
-            silence_timeout: c.silence_timeout,
-            reconnect_min: c.reconnect_min,
-            reconnect_max: c.reconnect_max,
-            queue: c.queue,
-            queue_bytes: c.queue_bytes,
-            overflow: c.overflow,
-            limits: Limits {
-                max_header_block: c.max_header_block,
-                max_body: c.max_body,
-            },
-        }
-    }
-}
 
 /// What consumers receive, in order.
 #[derive(Debug)]
@@ -118,7 +47,7 @@ pub enum EslSignal {
 }
 
 /// An event handed to the consumer. The bytes it holds count against the client's byte
-/// budget ([`ClientConfig::queue_bytes`]) until it is dropped, so the events waiting for a
+/// budget ([`FreeswitchConfig::queue_bytes`]) until it is dropped, so the events waiting for a
 /// slow consumer are bounded by memory, not only by count.
 #[derive(Debug)]
 pub struct QueuedEvent {
@@ -279,7 +208,7 @@ pub struct EslClient {
 impl EslClient {
     /// Starts the supervisor task. Signals arrive on the returned receiver; the task ends when
     /// [`EslClient::shutdown`] is called or every handle and the receiver are dropped.
-    pub fn spawn(cfg: ClientConfig) -> (EslClient, mpsc::Receiver<EslSignal>, JoinHandle<()>) {
+    pub fn spawn(cfg: FreeswitchConfig) -> (EslClient, mpsc::Receiver<EslSignal>, JoinHandle<()>) {
         let (req_tx, req_rx) = mpsc::channel(256);
         let (sig_tx, sig_rx) = mpsc::channel(cfg.queue.max(1));
         let stats = Arc::new(ClientStats::default());
@@ -370,7 +299,7 @@ enum Ended {
 }
 
 async fn supervise(
-    cfg: ClientConfig,
+    cfg: FreeswitchConfig,
     mut requests: mpsc::Receiver<Request>,
     signals: mpsc::Sender<EslSignal>,
     stats: Arc<ClientStats>,
@@ -378,19 +307,16 @@ async fn supervise(
     let mut attempt: u32 = 0;
     let mut connection: u64 = 0;
     let budget = Budget::new(cfg.queue_bytes);
+    let addr = cfg.addr();
+    let auth = cfg.auth();
     loop {
-        let outcome = match connection::connect(
-            &cfg.addr,
-            &cfg.auth,
-            cfg.limits,
-            cfg.connect_timeout,
-        )
-        .await
+        let outcome = match connection::connect(&addr, &auth, cfg.limits(), cfg.connect_timeout)
+            .await
         {
             Ok(framed) => {
                 connection += 1;
                 stats.connects.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(addr = %cfg.addr, connection, "connected to FreeSWITCH event socket");
+                tracing::info!(addr = %addr, connection, "connected to FreeSWITCH event socket");
                 let started = Instant::now();
                 let ended = run(
                     framed,
@@ -413,10 +339,10 @@ async fn supervise(
                 stats.connect_failures.fetch_add(1, Ordering::Relaxed);
                 match &e {
                     ConnectError::AuthRefused(_) | ConnectError::AccessDenied(_) => {
-                        tracing::error!(addr = %cfg.addr, error = %e, "event socket refused us")
+                        tracing::error!(addr = %addr, error = %e, "event socket refused us")
                     }
                     _ => {
-                        tracing::warn!(addr = %cfg.addr, error = %e, "cannot connect to FreeSWITCH")
+                        tracing::warn!(addr = %addr, error = %e, "cannot connect to FreeSWITCH")
                     }
                 }
                 Ended::Lost(e.to_string())
@@ -473,7 +399,7 @@ struct Pending {
 
 async fn run(
     mut framed: Framed8021,
-    cfg: &ClientConfig,
+    cfg: &FreeswitchConfig,
     connection: u64,
     requests: &mut mpsc::Receiver<Request>,
     signals: &mpsc::Sender<EslSignal>,
@@ -648,7 +574,7 @@ fn lost(pending: VecDeque<Pending>, why: &str) -> Ended {
 /// between are kept in `early` so none is lost or reordered.
 async fn subscribe(
     framed: &mut Framed8021,
-    cfg: &ClientConfig,
+    cfg: &FreeswitchConfig,
     early: &mut Early,
     budget: &Budget,
 ) -> Result<Vec<ChannelSnapshot>, String> {
@@ -657,7 +583,11 @@ async fn subscribe(
         events.push("HEARTBEAT".into());
     }
     let mut cmds = vec![Command::event(cfg.format, &events).map_err(|e| e.to_string())?];
-    for (h, v) in &cfg.filters {
+    for super::config::Filter {
+        header: h,
+        value: v,
+    } in &cfg.filters
+    {
         cmds.push(Command::filter(h, v).map_err(|e| e.to_string())?);
     }
     if !cfg.nixevents.is_empty() {

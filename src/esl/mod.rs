@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod command;
+mod config;
 pub mod event;
 pub mod headers;
 pub mod message;
@@ -18,7 +19,6 @@ pub use message::{ApiResponse, DisconnectNotice, Disposition, Message, Reply, Re
 pub mod client;
 pub mod connection;
 
-pub use client::{
-    ChannelSnapshot, ClientConfig, ClientError, EslClient, EslSignal, GapReason, QueuedEvent,
-};
+pub use client::{ChannelSnapshot, ClientError, EslClient, EslSignal, GapReason, QueuedEvent};
+pub use config::{Filter, FreeswitchConfig, Overflow};
 pub use connection::Auth;

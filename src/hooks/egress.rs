@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::webhook::Problem;
+use crate::problem::Problem;
 
 /// `[egress]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -71,7 +71,7 @@ impl Egress {
             } else if is_host_name(a) {
                 egress.allow_hosts.push(a.to_ascii_lowercase());
             } else {
-                problems.push((
+                problems.push(Problem::new(
                     format!("egress.allow[{i}]"),
                     format!("{a:?} is not an address, an address range or a host name"),
                 ));
@@ -80,7 +80,7 @@ impl Egress {
         for (i, d) in cfg.deny.iter().enumerate() {
             match net(d.trim()) {
                 Some(n) => egress.deny_nets.push(n),
-                None => problems.push((
+                None => problems.push(Problem::new(
                     format!("egress.deny[{i}]"),
                     format!("{d:?} is not an address or an address range"),
                 )),
@@ -286,7 +286,7 @@ mod tests {
             deny: vec!["nope".into()],
         })
         .unwrap_err();
-        let keys: Vec<&str> = e.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = e.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(keys, ["egress.allow[0]", "egress.deny[0]"]);
     }
 

@@ -4,7 +4,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::template::text_of;
+use crate::template::text_of;
 
 /// A comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -16,7 +16,6 @@ pub mod retry;
 pub mod sign;
 pub mod stats;
 pub mod store;
-pub mod template;
 pub mod webhook;
 
 pub use delivery::DeliveryQueue;

@@ -45,6 +45,19 @@ impl Default for StoreConfig {
     }
 }
 
+impl StoreConfig {
+    /// Every problem with the section's values, by key path.
+    pub fn check(&self) -> Vec<crate::problem::Problem> {
+        if self.path.as_os_str().is_empty() {
+            return vec![crate::problem::Problem::new(
+                "store.path",
+                "must name a file",
+            )];
+        }
+        Vec::new()
+    }
+}
+
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {

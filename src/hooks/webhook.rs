@@ -11,10 +11,11 @@ use super::egress::{Egress, EgressConfig};
 use super::filter::{Filter, FilterConfig};
 use super::request::Request;
 use super::sign::Signer;
-use super::template::{text_of, Escape, Template};
+use crate::problem::Problem;
 use crate::session::cdr::{CallKind, FIELDS, FLAT_FIELDS};
 use crate::session::numbers::NumberReader;
 use crate::session::{Moment, Trigger};
+use crate::template::{text_of, Escape, Template};
 
 /// HTTP method.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -129,7 +130,7 @@ fn secret_of(cfg: &WebhookConfig) -> Result<Option<String>, String> {
     match (&cfg.secret, &cfg.secret_env) {
         (Some(_), Some(_)) => Err("set secret or secret_env, not both".into()),
         (Some(s), None) => Ok(Some(s.clone())),
-        (None, Some(var)) => crate::config::from_env(var).map(Some),
+        (None, Some(var)) => crate::secrets::from_env(var).map(Some),
         (None, None) => Ok(None),
     }
 }
@@ -222,9 +223,6 @@ pub struct WebhookSet {
     egress: Arc<Egress>,
 }
 
-/// A configuration problem: key path and message.
-pub type Problem = (String, String);
-
 impl Webhook {
     /// Compiles one webhook; `at` is its key path (`webhooks[0]`).
     pub fn compile(
@@ -233,7 +231,8 @@ impl Webhook {
         numbers: &NumberReader,
     ) -> Result<Webhook, Vec<Problem>> {
         let mut problems = Vec::new();
-        let mut bad = |key: &str, msg: String| problems.push((format!("{at}.{key}"), msg));
+        let mut bad =
+            |key: &str, msg: String| problems.push(Problem::new(format!("{at}.{key}"), msg));
         if cfg.name.is_empty()
             || !cfg
                 .name
@@ -331,7 +330,7 @@ impl Webhook {
             } else if cfg.headers.keys().any(|h| h.eq_ignore_ascii_case(name)) {
                 bad(&key, format!("{name} is in headers too"));
             }
-            match crate::config::from_env(var) {
+            match crate::secrets::from_env(var) {
                 // The message names the variable, never the value.
                 Ok(v) if reqwest::header::HeaderValue::from_str(&v).is_err() => bad(
                     &key,
@@ -692,7 +691,7 @@ impl WebhookSet {
         for (i, cfg) in configs.iter().enumerate() {
             let at = format!("webhooks[{i}]");
             if !names.insert(cfg.name.as_str()) {
-                problems.push((
+                problems.push(Problem::new(
                     format!("{at}.name"),
                     format!("{:?} is used twice", cfg.name),
                 ));
@@ -701,7 +700,7 @@ impl WebhookSet {
                 Ok(h) => {
                     // An address in the URL is known now; a host name when it is resolved.
                     if let Err(why) = egress.check_url(&h.url.render(&Map::new(), Escape::Url)) {
-                        problems.push((format!("{at}.url"), why));
+                        problems.push(Problem::new(format!("{at}.url"), why));
                     }
                     hooks.push(h)
                 }

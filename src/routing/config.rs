@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::reply::{ReplyRules, DEFAULT_DESTINATION};
-use crate::hooks::template::Template;
+use crate::problem::Problem;
+use crate::template::Template;
 
 /// `[routing]`: the outbound-socket server and the rules every step shares.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -189,16 +190,16 @@ fn is_plain_arg(s: &str) -> bool {
 }
 
 /// Every problem in `[routing]` and `[[routes]]`, as (key path, message).
-pub fn check(routing: &RoutingConfig, routes: &[RouteConfig]) -> Vec<(String, String)> {
+pub fn check(routing: &RoutingConfig, routes: &[RouteConfig]) -> Vec<Problem> {
     let mut bad = Vec::new();
     if !routing.listen.is_empty() && routing.listen.parse::<std::net::SocketAddr>().is_err() {
-        bad.push((
-            "routing.listen".into(),
+        bad.push(Problem::new(
+            "routing.listen",
             format!("{:?} is not ip:port", routing.listen),
         ));
     }
     if let Err(e) = ReplyRules::new(&routing.destination_pattern, routing.callername_max) {
-        bad.push(("routing.destination_pattern".into(), e));
+        bad.push(Problem::new("routing.destination_pattern", e));
     }
     let mut names = std::collections::HashSet::new();
     for (i, r) in routes.iter().enumerate() {
@@ -209,58 +210,67 @@ pub fn check(routing: &RoutingConfig, routes: &[RouteConfig]) -> Vec<(String, St
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
         {
-            bad.push((
+            bad.push(Problem::new(
                 at("name"),
                 format!("{:?}: use letters, digits, _ - .", r.name),
             ));
         }
         if !names.insert(r.name.as_str()) {
-            bad.push((at("name"), format!("{:?} is used twice", r.name)));
+            bad.push(Problem::new(
+                at("name"),
+                format!("{:?} is used twice", r.name),
+            ));
         }
         let t = Template::parse(&r.url);
         for f in t.fields() {
             if !ROUTE_FIELDS.contains(&f) && !is_channel_field(f) {
-                bad.push((at("url"), format!("unknown placeholder {{{f}}}; use {{code}}, {{did}}, {{callerid}}, {{callername}} or a channel-data header such as {{variable_inbound_did}}")));
+                bad.push(Problem::new(at("url"), format!("unknown placeholder {{{f}}}; use {{code}}, {{did}}, {{callerid}}, {{callername}} or a channel-data header such as {{variable_inbound_did}}")));
             }
         }
         let sample = serde_json::Map::new();
-        match reqwest::Url::parse(&t.render(&sample, crate::hooks::template::Escape::Url)) {
+        match reqwest::Url::parse(&t.render(&sample, crate::template::Escape::Url)) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-            _ => bad.push((at("url"), format!("{:?} is not an http(s) URL", r.url))),
+            _ => bad.push(Problem::new(
+                at("url"),
+                format!("{:?} is not an http(s) URL", r.url),
+            )),
         }
         if !matches!(r.method.as_str(), "GET" | "POST") {
-            bad.push((at("method"), "GET or POST".into()));
+            bad.push(Problem::new(at("method"), "GET or POST"));
         }
         if r.deadline < Duration::from_millis(50) || r.deadline > Duration::from_secs(30) {
-            bad.push((
+            bad.push(Problem::new(
                 at("deadline"),
-                "between 50 ms and 30 s: a caller is waiting".into(),
+                "between 50 ms and 30 s: a caller is waiting",
             ));
         }
         if super::reply::clean_name(&r.caller_name_text, 256) != r.caller_name_text.trim() {
-            bad.push((
+            bad.push(Problem::new(
                 at("caller_name_text"),
-                "no control characters, quotes, $ { } \\ | ^ (FreeSWITCH would expand them)".into(),
+                "no control characters, quotes, $ { } \\ | ^ (FreeSWITCH would expand them)",
             ));
         }
         if r.retries > 5 {
-            bad.push((
+            bad.push(Problem::new(
                 at("retries"),
-                "0-5 (the deadline bounds them anyway)".into(),
+                "0-5 (the deadline bounds them anyway)",
             ));
         }
         if r.cache_ttl > Duration::from_secs(7 * 24 * 3600) {
-            bad.push((at("cache_ttl"), "at most 7 days".into()));
+            bad.push(Problem::new(at("cache_ttl"), "at most 7 days"));
         }
         if r.caller_name != CallerNameMode::Webhook && r.caller_name_text.is_empty() {
-            bad.push((
+            bad.push(Problem::new(
                 at("caller_name_text"),
-                "prepend and replace need a text".into(),
+                "prepend and replace need a text",
             ));
         }
         for (k, v) in [("on_success", &r.on_success), ("on_failure", &r.on_failure)] {
             if !v.is_empty() && !is_plain_arg(v) {
-                bad.push((at(k), format!("{v:?} is not a plain transfer target")));
+                bad.push(Problem::new(
+                    at(k),
+                    format!("{v:?} is not a plain transfer target"),
+                ));
             }
         }
         let m = &r.menu;
@@ -271,27 +281,30 @@ pub fn check(routing: &RoutingConfig, routes: &[RouteConfig]) -> Vec<(String, St
                 ("menu.timeout_message", &m.timeout_message),
             ] {
                 if !is_plain_arg(v) {
-                    bad.push((at(k), format!("{v:?} is not a plain sound path")));
+                    bad.push(Problem::new(
+                        at(k),
+                        format!("{v:?} is not a plain sound path"),
+                    ));
                 }
             }
             if m.attempts == 0 || m.attempts > 10 {
-                bad.push((at("menu.attempts"), "1-10".into()));
+                bad.push(Problem::new(at("menu.attempts"), "1-10"));
             }
             if m.min_digits == 0 || m.max_digits < m.min_digits || m.max_digits > 32 {
-                bad.push((
+                bad.push(Problem::new(
                     at("menu.max_digits"),
-                    "need 1 <= min_digits <= max_digits <= 32".into(),
+                    "need 1 <= min_digits <= max_digits <= 32",
                 ));
             }
             if m.timeout.is_zero() || m.timeout > Duration::from_secs(60) {
-                bad.push((at("menu.timeout"), "between 1 ms and 60 s".into()));
+                bad.push(Problem::new(at("menu.timeout"), "between 1 ms and 60 s"));
             }
             if !m
                 .terminators
                 .bytes()
                 .all(|b| b.is_ascii_digit() || b == b'#' || b == b'*')
             {
-                bad.push((at("menu.terminators"), "digits, # or *".into()));
+                bad.push(Problem::new(at("menu.terminators"), "digits, # or *"));
             }
         }
     }
@@ -328,7 +341,7 @@ mod tests {
         };
         let keys: Vec<String> = check(&routing, &[r.clone(), r])
             .into_iter()
-            .map(|(k, _)| k)
+            .map(|p| p.path)
             .collect();
         for want in [
             "routing.listen",

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::breaker::{Admission, BreakerConfig, Breakers};
 use super::config::RouteConfig;
 use super::reply::{judge, Decision, ReplyRules, RoutingStatus};
-use crate::hooks::template::{Escape, Template};
+use crate::template::{Escape, Template};
 
 /// Where a step's decision came from (`switchhook_source`, the CDR's `routeSource`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,7 +283,7 @@ impl Asker {
         let req = if route.config.method == "POST" {
             let mut form = form_urlencoded::Serializer::new(String::new());
             for (k, v) in &fields {
-                form.append_pair(k, &crate::hooks::template::text_of(v));
+                form.append_pair(k, &crate::template::text_of(v));
             }
             self.http
                 .post(&url)

@@ -16,6 +16,6 @@ pub mod step;
 
 pub use config::{RouteConfig, RoutingConfig};
 pub use reply::{Decision, ReplyRules, RoutingStatus};
-pub use server::{Router, RoutingServer};
+pub use server::{RouteTable, Router, RoutingServer};
 pub use socket::{OutboundSocket, SocketError};
 pub use step::StepReport;

@@ -20,6 +20,7 @@ use super::reply::ReplyRules;
 use super::socket::{OutboundSocket, SocketTimeouts};
 use super::step::{self, StepReport};
 use crate::esl::Limits;
+use crate::problem::Problem;
 
 /// The routes in force (replaced as a whole on a configuration reload).
 #[derive(Debug)]
@@ -33,13 +34,13 @@ impl RouteTable {
     pub fn compile(
         routing: &RoutingConfig,
         routes: &[RouteConfig],
-    ) -> Result<RouteTable, Vec<(String, String)>> {
+    ) -> Result<RouteTable, Vec<Problem>> {
         let bad = super::config::check(routing, routes);
         if !bad.is_empty() {
             return Err(bad);
         }
         let rules = ReplyRules::new(&routing.destination_pattern, routing.callername_max)
-            .map_err(|e| vec![("routing.destination_pattern".to_owned(), e)])?;
+            .map_err(|e| vec![Problem::new("routing.destination_pattern", e)])?;
         Ok(RouteTable {
             routes: routes
                 .iter()
@@ -133,14 +134,10 @@ pub struct Router {
 }
 
 impl Router {
-    /// A router for checked configuration.
-    pub fn new(
-        routing: &RoutingConfig,
-        routes: &[RouteConfig],
-    ) -> Result<Router, Vec<(String, String)>> {
-        let table = RouteTable::compile(routing, routes)?;
-        Ok(Router {
-            table: RwLock::new(Arc::new(table)),
+    /// A router with `[routing]`'s breaker and cache settings, answering from `table`.
+    pub fn new(routing: &RoutingConfig, table: Arc<RouteTable>) -> Router {
+        Router {
+            table: RwLock::new(table),
             asker: Asker::new(
                 BreakerConfig {
                     failures: routing.breaker_failures,
@@ -151,7 +148,7 @@ impl Router {
             stats: RoutingStats::default(),
             limits: Limits::default(),
             timeouts: SocketTimeouts::default(),
-        })
+        }
     }
 
     /// The routes in force now.
@@ -160,14 +157,8 @@ impl Router {
     }
 
     /// Replaces the routes (a configuration reload); steps under way keep the old ones.
-    pub fn set_routes(
-        &self,
-        routing: &RoutingConfig,
-        routes: &[RouteConfig],
-    ) -> Result<(), Vec<(String, String)>> {
-        let table = RouteTable::compile(routing, routes)?;
-        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
-        Ok(())
+    pub fn set_routes(&self, table: Arc<RouteTable>) {
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
     }
 
     /// The HTTP side.

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::esl::Event;
+use crate::problem::Problem;
 
 /// The mapping configuration. Each list names headers (`variable_x` for channel variable `x`),
 /// first present wins; a leg keeps the best value any of its events carried.
@@ -76,6 +77,25 @@ pub struct MappingConfig {
 
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
+}
+
+impl MappingConfig {
+    /// Every problem with the section's values, by key path: header names must be plain
+    /// tokens.
+    pub fn check(&self) -> Vec<Problem> {
+        let mut bad = Vec::new();
+        for attr in Attr::ALL {
+            for (i, h) in attr.sources(self).iter().enumerate() {
+                if h.is_empty() || h.bytes().any(|b| b.is_ascii_whitespace() || b == b':') {
+                    bad.push(Problem::new(
+                        format!("mapping.{}[{i}]", attr.key()),
+                        format!("{h:?} is not a header name (like variable_dialed_user)"),
+                    ));
+                }
+            }
+        }
+        bad
+    }
 }
 
 impl Default for MappingConfig {
@@ -308,22 +328,6 @@ impl Mapper {
         }
     }
 
-    /// Validates a mapping: header names must be plain tokens.
-    pub fn check(cfg: &MappingConfig) -> Vec<(String, String)> {
-        let mut bad = Vec::new();
-        for attr in Attr::ALL {
-            for (i, h) in attr.sources(cfg).iter().enumerate() {
-                if h.is_empty() || h.bytes().any(|b| b.is_ascii_whitespace() || b == b':') {
-                    bad.push((
-                        format!("mapping.{}[{i}]", attr.key()),
-                        format!("{h:?} is not a header name (like variable_dialed_user)"),
-                    ));
-                }
-            }
-        }
-        bad
-    }
-
     /// Reads every mapped header of `ev` into `attrs` in one pass over the headers.
     pub fn apply(&self, ev: &Event, event_name: &'static str, at_us: i64, attrs: &mut LegAttrs) {
         let headers = ev.headers();
@@ -445,7 +449,7 @@ mod tests {
             user_name: vec!["variable ok".into()],
             ..Default::default()
         };
-        let bad = Mapper::check(&cfg);
-        assert_eq!(bad[0].0, "mapping.user_name[0]");
+        let bad = cfg.check();
+        assert_eq!(bad[0].path, "mapping.user_name[0]");
     }
 }

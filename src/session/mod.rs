@@ -31,8 +31,8 @@ pub use leg::{Leg, LegState};
 pub use moments::{Moment, Trigger};
 pub use timeline::{Segment, SegmentKind};
 
-use crate::config::Config;
 use crate::esl::{ChannelSnapshot, Event, Headers};
+use crate::problem::{Problem, Problems};
 use directory::Directory;
 use mapping::Mapper;
 use numbers::NumberReader;
@@ -101,18 +101,61 @@ pub struct Settings {
     pub home_region: String,
 }
 
+/// The configuration sections call assembly is compiled from.
+#[derive(Debug, Clone, Copy)]
+pub struct Sections<'a> {
+    /// `[sessions]`.
+    pub sessions: &'a SessionsConfig,
+    /// `[mapping]`.
+    pub mapping: &'a mapping::MappingConfig,
+    /// `[numbers]`.
+    pub numbers: &'a numbers::NumbersConfig,
+    /// `[directory]`.
+    pub directory: &'a directory::DirectoryConfig,
+    /// `[rates]`.
+    pub rates: &'a rates::RatesConfig,
+}
+
+impl SessionsConfig {
+    /// Every problem with the section's values, by key path.
+    pub fn check(&self) -> Vec<Problem> {
+        let mut bad = Problems::default();
+        if jiff::tz::TimeZone::get(&self.time_zone).is_err() {
+            bad.add(
+                "sessions.time_zone",
+                format!(
+                    "{:?} is not an IANA time zone (like Europe/London)",
+                    self.time_zone
+                ),
+            );
+        }
+        if self.expire_after < Duration::from_secs(60) {
+            bad.add("sessions.expire_after", "must be at least 1 minute");
+        }
+        bad.into_vec()
+    }
+}
+
 impl Settings {
-    /// Compiles the configuration's session sections (loading directory and rate files).
-    pub fn from_config(cfg: &Config) -> Result<Settings, String> {
-        let s = &cfg.sessions;
-        let tz = jiff::tz::TimeZone::get(&s.time_zone)
-            .map_err(|e| format!("sessions.time_zone: {:?}: {e}", s.time_zone))?;
-        NumberReader::check(&cfg.numbers).map_err(|e| format!("numbers.default_region: {e}"))?;
-        let numbers = NumberReader::new(&cfg.numbers);
-        let directory = Directory::load(&cfg.directory, &numbers).map_err(|e| e.to_string())?;
-        let rates = RateTable::load(&cfg.rates)?;
-        Ok(Settings {
-            mapping: Mapper::new(&cfg.mapping),
+    /// Compiles the session sections (loading the directory and rate files); every problem
+    /// found comes back by key path.
+    pub fn new(cfg: Sections<'_>) -> Result<Settings, Vec<Problem>> {
+        let mut bad = Problems::default();
+        bad.extend(cfg.sessions.check());
+        bad.extend(cfg.numbers.check());
+        bad.extend(cfg.mapping.check());
+        let numbers = NumberReader::new(cfg.numbers);
+        let directory = Directory::load(cfg.directory, &numbers)
+            .map_err(|e| bad.add("directory.path", e.message))
+            .unwrap_or_default();
+        let rates = RateTable::load(cfg.rates)
+            .map_err(|e| bad.add("rates.path", e))
+            .unwrap_or_default();
+        let tz =
+            jiff::tz::TimeZone::get(&cfg.sessions.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+        let s = cfg.sessions;
+        bad.or(Settings {
+            mapping: Mapper::new(cfg.mapping),
             numbers,
             directory,
             rates,
@@ -141,7 +184,14 @@ impl Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings::from_config(&Config::default()).expect("the defaults are valid")
+        Settings::new(Sections {
+            sessions: &SessionsConfig::default(),
+            mapping: &Default::default(),
+            numbers: &Default::default(),
+            directory: &Default::default(),
+            rates: &Default::default(),
+        })
+        .expect("the defaults are valid")
     }
 }
 

@@ -8,6 +8,8 @@ use std::sync::{Mutex, OnceLock};
 use phonenumber::metadata::DATABASE;
 use serde::{Deserialize, Serialize};
 
+use crate::problem::Problem;
+
 /// `[numbers]`: how dialled and presented numbers are read.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -16,6 +18,22 @@ pub struct NumbersConfig {
     pub default_region: String,
     /// Numbers with at most this many digits and no `+`/`00` are extensions, left as they are.
     pub extension_max_digits: usize,
+}
+
+impl NumbersConfig {
+    /// Every problem with the section's values, by key path.
+    pub fn check(&self) -> Vec<Problem> {
+        match self.default_region.parse::<phonenumber::country::Id>() {
+            Ok(_) => Vec::new(),
+            Err(_) => vec![Problem::new(
+                "numbers.default_region",
+                format!(
+                    "{:?} is not an ISO 3166 alpha-2 region",
+                    self.default_region
+                ),
+            )],
+        }
+    }
 }
 
 impl Default for NumbersConfig {
@@ -52,7 +70,7 @@ pub struct NumberReader {
 }
 
 impl NumberReader {
-    /// A reader for `cfg`; an unknown region is reported by [`NumberReader::check`].
+    /// A reader for `cfg`; an unknown region is reported by [`NumbersConfig::check`].
     pub fn new(cfg: &NumbersConfig) -> Self {
         // Load libphonenumber's metadata now, not on the first call's record.
         let _ = DATABASE.by_code(&44);
@@ -60,14 +78,6 @@ impl NumberReader {
             region: cfg.default_region.parse().ok(),
             extension_max_digits: cfg.extension_max_digits,
         }
-    }
-
-    /// Validates the configuration.
-    pub fn check(cfg: &NumbersConfig) -> Result<(), String> {
-        cfg.default_region
-            .parse::<phonenumber::country::Id>()
-            .map(|_| ())
-            .map_err(|_| format!("{:?} is not an ISO 3166 alpha-2 region", cfg.default_region))
     }
 
     /// Normalises `raw` and looks up where it is.

@@ -1,0 +1,38 @@
+//! The pipeline's counters behind `/metrics`: calls in progress, records, moments.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::Output;
+use crate::admin::PipelineStats;
+use crate::session::{CallRecord, Moment, SessionTracker};
+
+/// Counts what passes.
+pub(super) struct Counters(Arc<PipelineStats>);
+
+impl Counters {
+    pub(super) fn new(stats: &Arc<PipelineStats>) -> Counters {
+        Counters(Arc::clone(stats))
+    }
+}
+
+impl Output for Counters {
+    fn finished(&mut self, rec: &CallRecord) {
+        self.0.cdrs.fetch_add(1, Ordering::Relaxed);
+        if rec.cdr.partial.is_some() {
+            self.0.partial.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn moments(&mut self, moments: &[Moment]) {
+        self.0
+            .moments
+            .fetch_add(moments.len() as u64, Ordering::Relaxed);
+    }
+
+    fn calls(&mut self, tracker: &SessionTracker) {
+        self.0
+            .active_calls
+            .store(tracker.active() as i64, Ordering::Relaxed);
+    }
+}
