@@ -1007,3 +1007,66 @@ fn check_config_and_run_agree_on_an_unknown_key_in_every_section() {
         assert_eq!(problems(&check), problems(&run), "{section}");
     }
 }
+
+/// `explain` cites only events that arrived: with the first 60 events of a capture cut
+/// away (its CHANNEL_CREATEs and CHANNEL_ANSWERs among them), every event it names as a
+/// source is one the cut stream holds.
+#[test]
+fn explain_cites_only_events_that_arrived() {
+    let frames =
+        switchhook::playback::load_capture(&fixture("freeswitch-1.10/01-inbound-answered.esl"))
+            .unwrap();
+    let kept = &frames[60..];
+    let arrived: std::collections::HashSet<String> = kept
+        .iter()
+        .filter_map(|f| f.event.name().map(|n| n.into_owned()))
+        .collect();
+    let cut_away: std::collections::HashSet<String> = frames[..60]
+        .iter()
+        .filter_map(|f| f.event.name().map(|n| n.into_owned()))
+        .filter(|n| !arrived.contains(n))
+        .collect();
+    assert!(cut_away.contains("CHANNEL_CREATE") && cut_away.contains("CHANNEL_ANSWER"));
+    let mut cut = tempfile::Builder::new().suffix(".esl").tempfile().unwrap();
+    for f in kept {
+        cut.write_all(&f.raw).unwrap();
+    }
+    let out = switchhook()
+        .args(["replay", "--emit", "cdr"])
+        .arg(cut.path())
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(!ids.is_empty());
+    for id in ids {
+        let out = switchhook()
+            .args(["explain", &id])
+            .arg(cut.path())
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let cited: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("<- "))
+            .filter_map(|src| src.split_whitespace().next())
+            .filter(|w| w.len() > 3 && w.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+            .collect();
+        assert!(!cited.is_empty(), "{text}");
+        for event in cited {
+            assert!(
+                arrived.contains(event),
+                "{event} is cited but never arrived:\n{text}"
+            );
+        }
+    }
+}

@@ -12,7 +12,7 @@ use super::filter::{Filter, FilterConfig};
 use super::request::Request;
 use super::sign::Signer;
 use crate::problem::Problem;
-use crate::session::cdr::{CallKind, FIELDS, FLAT_FIELDS};
+use crate::session::cdr::{self, CallKind, FLAT_FIELDS};
 use crate::session::numbers::NumberReader;
 use crate::session::{Moment, Trigger};
 use crate::template::{text_of, Escape, Template};
@@ -182,7 +182,9 @@ pub const MOMENT_FIELDS: [&str; 14] = [
 
 /// Whether templates and filters may name `field`.
 pub fn is_known_field(field: &str) -> bool {
-    FIELDS.contains(&field) || FLAT_FIELDS.contains(&field) || MOMENT_FIELDS.contains(&field)
+    cdr::fields().iter().any(|f| f == field)
+        || FLAT_FIELDS.contains(&field)
+        || MOMENT_FIELDS.contains(&field)
 }
 
 /// A compiled webhook.
@@ -516,9 +518,9 @@ impl Webhook {
     /// trigger, the per-call sequence number and what the trigger adds.
     fn payload_json(&self, m: &Moment, fields: &Map<String, Value>, tenant: &str) -> Value {
         // The CDR as the fields hold it (serialized once per moment, retimed for this webhook).
-        let cdr: Map<String, Value> = FIELDS
+        let cdr: Map<String, Value> = cdr::fields()
             .iter()
-            .filter_map(|k| fields.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+            .filter_map(|k| fields.get(k).map(|v| (k.clone(), v.clone())))
             .collect();
         let mut p = Map::new();
         p.insert("triggerId".into(), self.trigger_id.clone().into());
@@ -558,12 +560,13 @@ impl Webhook {
         for (k, v) in &m.detail {
             pairs.push((k.clone(), text_of(v)));
         }
-        for name in FIELDS.iter().chain(FLAT_FIELDS.iter()) {
-            if matches!(*name, "timeline" | "recordings") {
+        let names = cdr::fields().iter().map(String::as_str);
+        for name in names.chain(FLAT_FIELDS.iter().copied()) {
+            if matches!(name, "timeline" | "recordings") {
                 continue;
             }
-            if let Some(v) = fields.get(*name).filter(|v| !v.is_null()) {
-                pairs.push(((*name).into(), text_of(v)));
+            if let Some(v) = fields.get(name).filter(|v| !v.is_null()) {
+                pairs.push((name.into(), text_of(v)));
             }
         }
         for (k, v) in &self.config.custom_data {

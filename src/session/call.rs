@@ -1,6 +1,6 @@
 //! One call: every leg that belongs to it, and its timeline.
 
-use super::leg::{AppKind, FsFigures, Leg, LegState};
+use super::leg::{AppKind, FsFigures, Leg, LegState, Seen};
 use super::mapping::{Attr, Mapper};
 use super::moments::Trigger;
 use super::timeline::{SegmentKind, Timeline};
@@ -69,6 +69,9 @@ pub struct CallSession {
     pub ivr_menu: Option<String>,
     /// Which lifecycle triggers have fired (see [`super::moments`]).
     pub(crate) fired: super::moments::Fired,
+    /// The latest event applied to the call, and the index of its leg: what its end time
+    /// comes from.
+    pub(crate) last_event: (Seen, usize),
 }
 
 /// Event names the session reacts to, interned so provenance needs no allocation.
@@ -148,6 +151,7 @@ impl CallSession {
         };
         let get = |h: &str| ev.get(h).map(|v| v.into_owned()).unwrap_or_default();
         CallSession {
+            last_event: (leg.seen.first, 0),
             id: leg.uuid.clone(),
             timeline: Timeline::new(leg.created_us),
             legs: vec![leg],
@@ -211,6 +215,9 @@ impl CallSession {
         self.voicemail_left |= other.voicemail_left;
         self.fired.absorb(other.fired);
         let base = self.legs.len();
+        if other.last_event.0.at_us > self.last_event.0.at_us {
+            self.last_event = (other.last_event.0, other.last_event.1 + base);
+        }
         self.legs.extend(other.legs);
         self.talked_with
             .extend(other.talked_with.into_iter().map(|i| i + base));
@@ -287,7 +294,11 @@ impl CallSession {
             }
         }
         if let Some(answered) = time("Caller-Channel-Answered-Time") {
-            leg.answered_us.get_or_insert(answered);
+            // Not the answer itself: the first event seen after it, which says when it was.
+            leg.answer(Seen {
+                header: Some("Caller-Channel-Answered-Time"),
+                ..Seen::event(name, answered)
+            });
             if leg.outbound {
                 leg.rang_us.get_or_insert(answered);
             }
@@ -339,6 +350,9 @@ impl CallSession {
         let Some(i) = self.leg_index(uuid) else {
             return;
         };
+        if at >= self.last_event.0.at_us {
+            self.last_event = (Seen::event(name, at), i);
+        }
         if maps_attrs(name) {
             let leg = &mut self.legs[i];
             mapper.apply(ev, name, at, &mut leg.attrs);
@@ -349,7 +363,10 @@ impl CallSession {
             }
         }
         match name {
-            "CHANNEL_CREATE" => self.legs[i].refresh_identity(ev, &mapper.config),
+            "CHANNEL_CREATE" => {
+                let seen = Seen::event(name, at);
+                self.legs[i].refresh_identity(ev, seen, &mapper.config)
+            }
             "CHANNEL_PROGRESS" | "CHANNEL_PROGRESS_MEDIA" => {
                 let leg = &mut self.legs[i];
                 if leg.outbound && leg.rang_us.is_none() {
@@ -362,7 +379,7 @@ impl CallSession {
             "CHANNEL_ANSWER" => {
                 let leg = &mut self.legs[i];
                 if leg.answered_us.is_none() {
-                    leg.answered_us = Some(at);
+                    leg.answer(Seen::event(name, at));
                     if leg.outbound {
                         leg.rang_us.get_or_insert(at);
                     }
@@ -400,19 +417,20 @@ impl CallSession {
                     }
                 }
             }
-            "CHANNEL_HANGUP" => self.on_hangup(i, ev, at),
+            "CHANNEL_HANGUP" => self.on_hangup(i, name, ev, at),
             "CHANNEL_HANGUP_COMPLETE" => {
-                self.on_hangup(i, ev, at);
+                self.on_hangup(i, name, ev, at);
                 let leg = &mut self.legs[i];
                 leg.state = LegState::Complete;
                 leg.fs = FsFigures::read(ev);
                 if let Some(c) = ev.get("Hangup-Cause") {
                     leg.cause = Some(c.into_owned());
+                    leg.seen.cause = Some(Seen::event(name, at));
                 }
             }
             "CHANNEL_DESTROY" => {
                 // A destroy without a hangup-complete (filtered subscriptions) still ends it.
-                self.on_hangup(i, ev, at);
+                self.on_hangup(i, name, ev, at);
                 self.legs[i].state = LegState::Complete;
             }
             "CUSTOM" => self.on_custom(i, ev),
@@ -493,7 +511,7 @@ impl CallSession {
         };
     }
 
-    fn on_hangup(&mut self, i: usize, ev: &Event, at: i64) {
+    fn on_hangup(&mut self, i: usize, name: &'static str, ev: &Event, at: i64) {
         let leg = &mut self.legs[i];
         if leg.hungup_us.is_none() {
             leg.hungup_us = Some(at);
@@ -503,6 +521,9 @@ impl CallSession {
         }
         if leg.cause.is_none() {
             leg.cause = ev.get("Hangup-Cause").map(|c| c.into_owned());
+            if leg.cause.is_some() {
+                leg.seen.cause = Some(Seen::event(name, at));
+            }
         }
         if leg.state != LegState::Complete {
             leg.state = LegState::HungUp;

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::call::{CallSession, Origin, Recording};
-use super::leg::Leg;
+use super::leg::{Leg, Seen};
 use super::mapping::Attr;
+use super::numbers::NumberInfo;
 use super::timeline::{Segment, SegmentKind};
 use super::Settings;
 
@@ -159,99 +160,93 @@ pub struct Cdr {
     pub timelineError: Option<String>,
 }
 
-/// Every field name a CDR may carry (the CloudSessionCdr names, then switchhook's extensions): what
-/// webhook templates and filters may name.
-#[rustfmt::skip]
-pub const FIELDS: [&str; 80] = [
-    "id", "dType", "sVer", "pbxId", "pbxName", "tz", "start", "answer", "end", "dur", "ring",
-    "talk", "hold", "park", "lost", "lostinPark", "aban", "ans", "short", "cause", "dir", "type",
-    "t2t", "cliNum", "cliName", "cliLoc", "cliArea", "cliState", "cliCtry", "ddiNum", "ddiName",
-    "fRngDevNum", "fRngDevName", "lRngDevNum", "lRngDevName", "ansDevNum", "ansDevName",
-    "lAnsDevNum", "lAnsDevName", "fRngUsrNum", "fRngUsrName", "lRngUsrNum", "lRngUsrName",
-    "ansUsrNum", "ansUsrName", "lAnsUsrNum", "lAnsUsrName", "fRngAgtNum", "fRngAgtName",
-    "lRngAgtNum", "lRngAgtName", "ansAgtNum", "ansAgtName", "lAnsAgtNum", "lAnsAgtName",
-    "rteID", "rteName", "fRngGroupName", "lRngGroupName", "ansGroupName", "hasRec", "rate",
-    "rateCost", "rateBand", "rateName", "recordingIds", "directoryMatches", "tags", "timeline",
-    "recordings", "partial", "timelineError", "routeStep", "routeStatus", "routeDest",
-    "routeCallerName", "routeReason", "routeSource", "routeLatencyMs", "routeUrl",
-];
+/// Every field name a CDR may carry, in order (the CloudSessionCdr names, then switchhook's
+/// extensions): what webhook templates and filters may name. Derived from [`Cdr`] itself, so
+/// a field added there is known here.
+pub fn fields() -> &'static [String] {
+    static FIELDS: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| match serde_json::to_value(Cdr::with_every_field()) {
+            Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        });
+    &FIELDS
+}
 
-/// The first/last rung and answering device, user and agent fields.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-#[allow(non_snake_case)]
-pub struct Parties {
-    /// First rang device number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fRngDevNum: Option<String>,
-    /// First rang device name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fRngDevName: Option<String>,
-    /// Last rang device number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lRngDevNum: Option<String>,
-    /// Last rang device name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lRngDevName: Option<String>,
-    /// Answering device number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ansDevNum: Option<String>,
-    /// Answering device name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ansDevName: Option<String>,
-    /// Last answering device number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lAnsDevNum: Option<String>,
-    /// Last answering device name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lAnsDevName: Option<String>,
-    /// First rang user number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fRngUsrNum: Option<String>,
-    /// First rang user name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fRngUsrName: Option<String>,
-    /// Last rang user number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lRngUsrNum: Option<String>,
-    /// Last rang user name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lRngUsrName: Option<String>,
-    /// Answering user number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ansUsrNum: Option<String>,
-    /// Answering user name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ansUsrName: Option<String>,
-    /// Last answering user number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lAnsUsrNum: Option<String>,
-    /// Last answering user name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lAnsUsrName: Option<String>,
-    /// First rang agent number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fRngAgtNum: Option<String>,
-    /// First rang agent name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fRngAgtName: Option<String>,
-    /// Last rang agent number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lRngAgtNum: Option<String>,
-    /// Last rang agent name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lRngAgtName: Option<String>,
-    /// Answering agent number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ansAgtNum: Option<String>,
-    /// Answering agent name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ansAgtName: Option<String>,
-    /// Last answering agent number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lAnsAgtNum: Option<String>,
-    /// Last answering agent name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lAnsAgtName: Option<String>,
+impl Cdr {
+    /// A record with every field present (no `None`): the source of [`fields`]. Every field
+    /// is named here, so the compiler asks for a new one.
+    fn with_every_field() -> Cdr {
+        let text = || Some(String::new());
+        Cdr {
+            id: String::new(),
+            dType: "CloudSessionCdr",
+            sVer: 1,
+            pbxId: String::new(),
+            pbxName: String::new(),
+            tz: String::new(),
+            start: String::new(),
+            answer: text(),
+            end: String::new(),
+            dur: 0,
+            ring: 0,
+            talk: 0,
+            hold: 0,
+            park: 0,
+            lost: 0,
+            lostinPark: 0,
+            aban: 0,
+            ans: 0,
+            short: 0,
+            cause: text(),
+            dir: 0,
+            call_type: 0,
+            t2t: 0,
+            cliNum: String::new(),
+            cliName: text(),
+            cliLoc: text(),
+            cliArea: text(),
+            cliState: text(),
+            cliCtry: text(),
+            ddiNum: String::new(),
+            ddiName: text(),
+            parties: Parties(
+                PARTY_FIELDS
+                    .iter()
+                    .flat_map(|p| {
+                        [
+                            (p.number_field, String::new()),
+                            (p.name_field, String::new()),
+                        ]
+                    })
+                    .collect(),
+            ),
+            rteID: text(),
+            rteName: text(),
+            fRngGroupName: text(),
+            lRngGroupName: text(),
+            ansGroupName: text(),
+            hasRec: 0,
+            rate: 0,
+            rateCost: Some(0.0),
+            rateBand: text(),
+            rateName: text(),
+            recordingIds: Vec::new(),
+            directoryMatches: Vec::new(),
+            tags: BTreeMap::new(),
+            routeStep: text(),
+            routeStatus: text(),
+            routeDest: text(),
+            routeCallerName: text(),
+            routeReason: text(),
+            routeSource: text(),
+            routeLatencyMs: Some(0),
+            routeUrl: text(),
+            timeline: Vec::new(),
+            recordings: Vec::new(),
+            partial: text(),
+            timelineError: text(),
+        }
+    }
 }
 
 /// A finished call: its CDR, the flat fields, and where every field came from.
@@ -330,7 +325,8 @@ fn secs(ms: i64) -> i64 {
     (ms + 500).div_euclid(1000)
 }
 
-/// Where each field came from, as `explain` prints it.
+/// Where each field came from, as `explain` prints it. A line cites an event that arrived
+/// (its name, its time from the start, its leg), or says what else the value came from.
 struct Prov {
     lines: Vec<(String, String)>,
     start_us: i64,
@@ -340,9 +336,24 @@ impl Prov {
     fn at(&self, us: i64) -> String {
         format!("+{:.3}s", (us - self.start_us) as f64 / 1e6)
     }
+
     fn add(&mut self, field: &str, source: String) {
         self.lines.push((field.to_owned(), source));
     }
+
+    /// `field` came from what `seen` revealed on `leg`.
+    fn seen(&mut self, field: &str, seen: Seen, leg: &Leg, what: &str) {
+        let header = seen.header.map(|h| format!(" ({h})")).unwrap_or_default();
+        let line = format!(
+            "{}{header} {} on leg {}: {what}",
+            seen.event,
+            self.at(seen.at_us),
+            short(&leg.uuid)
+        );
+        self.add(field, line);
+    }
+
+    /// `field` came from a mapped attribute of `leg`.
     fn attr(&mut self, field: &str, leg: &Leg, attr: Attr) {
         if let Some(s) = leg.attrs.sourced(attr) {
             let line = format!(
@@ -363,25 +374,194 @@ fn short(uuid: &str) -> &str {
     uuid.get(..8).unwrap_or(uuid)
 }
 
-/// Builds the record of a finished call.
+/// Builds the record of a call (finished, or as it stands).
 pub fn build(call: &CallSession, settings: &Settings) -> CallRecord {
-    let caller = &call.legs[0];
-    let start_seen = call.timeline.start_us();
-    let mut start_us = start_seen;
-    let end_us = call.end_us();
-    let mut timeline = call.timeline.clone();
-    // A call joined late (after a reconnect) starts when FreeSWITCH says it did.
-    if call.partial.is_some() {
-        if let Some(fs_start) = caller.fs.start_us.filter(|s| *s < start_seen) {
-            timeline = timeline.with_earlier_start(fs_start);
-            start_us = fs_start;
-        }
-    }
-    let (segments, verdict) = timeline.finish(end_us);
     let mut prov = Prov {
         lines: Vec::new(),
-        start_us,
+        start_us: call.timeline.start_us(),
     };
+    let clock = clock(call, &mut prov);
+    let verdicts = verdicts(call, &clock.ms, settings, &mut prov);
+    let numbers = numbers(call, &verdicts, settings, &mut prov);
+    let people = people(call, verdicts.click_to_call, &mut prov);
+    let route = |a: Attr| route_attr(call, a);
+    for (field, attr) in ROUTE_FIELDS {
+        if let Some(leg) = call.legs.iter().find(|l| l.attrs.get(attr).is_some()) {
+            prov.attr(field, leg, attr);
+        }
+    }
+    let mut tags = BTreeMap::new();
+    for l in &call.legs {
+        tags.extend(l.attrs.tags.clone());
+    }
+    // Rating and the directory look at the outside party.
+    let outside = if verdicts.dir == 3 {
+        &numbers.ddi
+    } else {
+        &numbers.cli
+    };
+    let rated = if verdicts.dir == 1 {
+        None
+    } else {
+        settings.rates.rate(&outside.e164, clock.ms.talk)
+    };
+    let mut directory = Vec::new();
+    for n in [&numbers.cli, &numbers.ddi] {
+        if n.is_e164 {
+            for m in settings.directory.matches(&n.e164) {
+                if !directory.contains(&m) {
+                    directory.push(m);
+                }
+            }
+        }
+    }
+    let caller = &call.legs[0];
+    let ms = clock.ms;
+    let fmt = |us: i64| settings.format_time(us);
+    let cdr = Cdr {
+        id: call.id.clone(),
+        dType: "CloudSessionCdr",
+        sVer: 1,
+        pbxId: settings
+            .pbx_id
+            .clone()
+            .unwrap_or_else(|| call.pbx.0.clone()),
+        pbxName: settings
+            .pbx_name
+            .clone()
+            .unwrap_or_else(|| call.pbx.1.clone()),
+        tz: settings.tz_name.clone(),
+        start: fmt(clock.start_us),
+        answer: clock.answer_us.map(fmt),
+        end: fmt(clock.end_us),
+        dur: secs(ms.dur),
+        ring: secs(ms.ring),
+        talk: secs(ms.talk),
+        hold: secs(ms.hold),
+        park: secs(ms.park),
+        lost: verdicts.lost as u8,
+        lostinPark: call.hung_up_parked as u8,
+        aban: verdicts.aban as u8,
+        ans: verdicts.ans as u8,
+        short: verdicts.short as u8,
+        cause: caller.cause.clone(),
+        dir: verdicts.dir,
+        call_type: verdicts.call_type,
+        t2t: (verdicts.dir == 4) as u8,
+        cliNum: numbers.cli.e164.clone(),
+        cliName: Some(caller.caller_name.clone())
+            .filter(|n| !n.is_empty() && !verdicts.click_to_call),
+        cliLoc: numbers.cli.location.clone(),
+        cliArea: numbers.cli.area.clone(),
+        cliState: numbers.cli.state.clone(),
+        cliCtry: numbers.cli.country.clone(),
+        ddiNum: numbers.ddi.e164.clone(),
+        ddiName: numbers.ddi_name,
+        parties: people.parties,
+        rteID: route(Attr::RoutePrefix),
+        rteName: route(Attr::RouteName),
+        fRngGroupName: people.first_group,
+        lRngGroupName: people.last_group,
+        ansGroupName: people.answering_group,
+        hasRec: (!call.recordings.is_empty()) as u8,
+        rate: rated.is_some() as u8,
+        rateCost: rated.as_ref().map(|r| r.cost),
+        rateBand: rated.as_ref().map(|r| r.rate.band.clone()),
+        rateName: rated.as_ref().map(|r| r.rate.name.clone()),
+        recordingIds: call.recordings.iter().map(|r| r.id.clone()).collect(),
+        directoryMatches: directory,
+        tags,
+        routeStep: route(Attr::RouteStep),
+        routeStatus: route(Attr::RouteStatus),
+        routeDest: route(Attr::RouteDestination),
+        routeCallerName: route(Attr::RouteCallerName),
+        routeReason: route(Attr::RouteReason),
+        routeSource: route(Attr::RouteSource),
+        routeLatencyMs: route(Attr::RouteLatency).and_then(|v| v.parse().ok()),
+        routeUrl: route(Attr::RouteUrl),
+        timeline: clock.segments,
+        recordings: call.recordings.clone(),
+        partial: call.partial.clone(),
+        timelineError: clock.verdict.err(),
+    };
+    if let Some(e) = &cdr.timelineError {
+        tracing::error!(call_id = %cdr.id, error = %e, "timeline failed its partition check");
+    }
+    let flat = flat_fields(&cdr, &ms, call, settings, numbers.cli.is_e164);
+    let kind = match (verdicts.click_to_call, cdr.dir) {
+        (true, _) => CallKind::ClickToCall,
+        (false, 3) => CallKind::Outbound,
+        (false, 1) => CallKind::Internal,
+        _ => CallKind::Inbound,
+    };
+    CallRecord {
+        cdr,
+        provenance: prov.lines,
+        ms,
+        flat,
+        times: Times {
+            start_us: clock.start_us,
+            answer_us: clock.answer_us,
+            end_us: clock.end_us,
+        },
+        kind,
+    }
+}
+
+/// The call's instants, its timeline and its durations.
+struct Clock {
+    start_us: i64,
+    answer_us: Option<i64>,
+    end_us: i64,
+    segments: Vec<Segment>,
+    verdict: Result<(), String>,
+    ms: Durations,
+}
+
+/// `start`, `answer`, `end` and the durations, from the timeline; a partial call is
+/// completed from FreeSWITCH's own figures where they say more.
+fn clock(call: &CallSession, prov: &mut Prov) -> Clock {
+    let caller = &call.legs[0];
+    let start_seen = call.timeline.start_us();
+    let end_us = call.end_us();
+    let mut start_us = start_seen;
+    let mut timeline = call.timeline.clone();
+    // A call joined late (after a reconnect) starts when FreeSWITCH says it did.
+    let fs_start = caller
+        .fs
+        .start_us
+        .filter(|s| call.partial.is_some() && *s < start_seen);
+    if let Some(fs_start) = fs_start {
+        timeline = timeline.with_earlier_start(fs_start);
+        start_us = fs_start;
+    }
+    prov.start_us = start_us;
+    match fs_start {
+        Some(_) => prov.add(
+            "start",
+            format!(
+                "reconciled: start_uepoch of leg {} (its hangup)",
+                short(&caller.uuid)
+            ),
+        ),
+        None => prov.seen(
+            "start",
+            caller.seen.first,
+            caller,
+            "the call's first event (Event-Date-Timestamp)",
+        ),
+    }
+    let (last, leg) = call.last_event;
+    match call.legs.get(leg).filter(|_| last.at_us == end_us) {
+        Some(leg) => prov.seen(
+            "end",
+            last,
+            leg,
+            "the call's last event (Event-Date-Timestamp)",
+        ),
+        None => prov.add("end", "the latest event time seen for the call".into()),
+    }
+    let (segments, verdict) = timeline.finish(end_us);
     let sum = |k: SegmentKind| {
         segments
             .iter()
@@ -401,13 +581,250 @@ pub fn build(call: &CallSession, settings: &Settings) -> CallRecord {
             .map(Segment::ms)
             .sum(),
     };
-    let mut answer_us = caller.answered_us;
-    if call.partial.is_some() {
-        reconcile(call, &mut ms, &mut answer_us, &mut prov);
+    for (f, k) in [
+        ("ring", "ring"),
+        ("talk", "talk"),
+        ("hold", "hold"),
+        ("park", "park"),
+    ] {
+        prov.add(f, format!("sum of the timeline's {k} segments"));
     }
+    let mut answer_us = caller.answered_us;
+    if let Some(seen) = caller.seen.answered.filter(|_| answer_us.is_some()) {
+        prov.seen("answer", seen, caller, "the caller's leg answered");
+    }
+    if call.partial.is_some() {
+        reconcile(call, &mut ms, &mut answer_us, prov);
+    }
+    Clock {
+        start_us,
+        answer_us,
+        end_us,
+        segments,
+        verdict,
+        ms,
+    }
+}
 
-    // Who rang, who answered.
-    let click_to_call = call.origin == Origin::Originated;
+/// What kind of call it was and how it went.
+struct Verdicts {
+    click_to_call: bool,
+    dir: u8,
+    call_type: u8,
+    ans: bool,
+    lost: bool,
+    aban: bool,
+    short: bool,
+}
+
+fn verdicts(call: &CallSession, ms: &Durations, settings: &Settings, prov: &mut Prov) -> Verdicts {
+    let caller = &call.legs[0];
+    // A talk segment means a bridge with the caller; a partial call may have lost it.
+    let ans = !call.talked_with.is_empty()
+        || (call.partial.is_some() && ms.talk > 0)
+        || call.answered_unseen;
+    let caller_trunk = caller.trunk;
+    let other_trunk = call.legs.iter().skip(1).any(|l| l.trunk);
+    let dir = match (caller_trunk, other_trunk) {
+        (true, true) => 4,
+        (true, false) => 2,
+        (false, true) => 3,
+        (false, false) => 1,
+    };
+    prov.add(
+        "dir",
+        format!(
+            "caller leg {} a trunk, {} trunk leg (mapping.trunk_profiles / trunk_contexts)",
+            if caller_trunk { "is" } else { "is not" },
+            if other_trunk { "a" } else { "no" }
+        ),
+    );
+    if let Some(seen) = caller.seen.cause {
+        prov.seen("cause", seen, caller, "Hangup-Cause");
+    }
+    let lost = matches!(dir, 2 | 4) && !ans;
+    Verdicts {
+        click_to_call: call.origin == Origin::Originated,
+        dir,
+        call_type: if caller_trunk || other_trunk { 2 } else { 1 },
+        ans,
+        lost,
+        aban: lost && ms.ring < settings.abandon_ring_ms,
+        short: ans && ms.talk < settings.short_talk_ms,
+    }
+}
+
+/// The caller's and the dialled number, read.
+struct Numbers {
+    cli: NumberInfo,
+    ddi: NumberInfo,
+    ddi_name: Option<String>,
+}
+
+fn numbers(call: &CallSession, v: &Verdicts, settings: &Settings, prov: &mut Prov) -> Numbers {
+    let caller = &call.legs[0];
+    let far_leg = call
+        .legs
+        .iter()
+        .skip(1)
+        .find(|l| l.trunk)
+        .filter(|_| v.dir == 3);
+    let cli_raw = if v.click_to_call {
+        prov.add(
+            "cliNum",
+            format!(
+                "the originated leg {}'s device (click-to-call)",
+                short(&caller.uuid)
+            ),
+        );
+        caller
+            .attrs
+            .get(Attr::DeviceNumber)
+            .unwrap_or(&caller.first_destination)
+            .to_owned()
+    } else {
+        let what = format!("Caller-Caller-ID-Number = {:?}", caller.caller_number);
+        prov.seen("cliNum", caller.seen.identity, caller, &what);
+        caller.caller_number.clone()
+    };
+    let ddi_raw = match far_leg {
+        Some(f) => {
+            let what = format!("Caller-Destination-Number = {:?}", f.first_destination);
+            prov.seen("ddiNum", f.seen.identity, f, &what);
+            f.first_destination.clone()
+        }
+        None => match caller.attrs.get(Attr::DdiNumber) {
+            Some(mapped) => {
+                prov.attr("ddiNum", caller, Attr::DdiNumber);
+                mapped.to_owned()
+            }
+            None => {
+                let what = format!("Caller-Destination-Number = {:?}", caller.first_destination);
+                prov.seen("ddiNum", caller.seen.identity, caller, &what);
+                caller.first_destination.clone()
+            }
+        },
+    };
+    let cli = settings.numbers.read(&cli_raw);
+    let ddi = settings.numbers.read(&ddi_raw);
+    let ddi_name = caller
+        .attrs
+        .get(Attr::DdiName)
+        .map(str::to_owned)
+        .or_else(|| settings.mapping.config.ddi_names.get(&ddi.e164).cloned());
+    prov.attr("ddiName", caller, Attr::DdiName);
+    Numbers { cli, ddi, ddi_name }
+}
+
+/// Which legs a party field looks among.
+#[derive(Clone, Copy)]
+enum Among {
+    /// Legs that rang (extensions, agents; not trunks), in the order they rang.
+    Rung,
+    /// Legs the caller talked with, in order.
+    Answering,
+}
+
+/// One pair of party fields: a number and a name, read from the first or last leg among
+/// some that has the number.
+struct PartyField {
+    among: Among,
+    last: bool,
+    number: Attr,
+    name: Attr,
+    number_field: &'static str,
+    name_field: &'static str,
+}
+
+macro_rules! party_fields {
+    ($( ($among:ident, $last:expr, $role:ident, $num:literal, $name:literal) ),* $(,)?) => {
+        [$(
+            PartyField {
+                among: Among::$among,
+                last: $last,
+                number: party_attr!(number $role),
+                name: party_attr!(name $role),
+                number_field: $num,
+                name_field: $name,
+            }
+        ),*]
+    };
+}
+
+macro_rules! party_attr {
+    (number Dev) => {
+        Attr::DeviceNumber
+    };
+    (name Dev) => {
+        Attr::DeviceName
+    };
+    (number Usr) => {
+        Attr::UserNumber
+    };
+    (name Usr) => {
+        Attr::UserName
+    };
+    (number Agt) => {
+        Attr::AgentNumber
+    };
+    (name Agt) => {
+        Attr::AgentName
+    };
+}
+
+/// The first/last rung and answering device, user and agent fields, in the order the CDR
+/// lists them.
+const PARTY_FIELDS: [PartyField; 12] = party_fields![
+    (Rung, false, Dev, "fRngDevNum", "fRngDevName"),
+    (Rung, true, Dev, "lRngDevNum", "lRngDevName"),
+    (Answering, false, Dev, "ansDevNum", "ansDevName"),
+    (Answering, true, Dev, "lAnsDevNum", "lAnsDevName"),
+    (Rung, false, Usr, "fRngUsrNum", "fRngUsrName"),
+    (Rung, true, Usr, "lRngUsrNum", "lRngUsrName"),
+    (Answering, false, Usr, "ansUsrNum", "ansUsrName"),
+    (Answering, true, Usr, "lAnsUsrNum", "lAnsUsrName"),
+    (Rung, false, Agt, "fRngAgtNum", "fRngAgtName"),
+    (Rung, true, Agt, "lRngAgtNum", "lRngAgtName"),
+    (Answering, false, Agt, "ansAgtNum", "ansAgtName"),
+    (Answering, true, Agt, "lAnsAgtNum", "lAnsAgtName"),
+];
+
+/// The first/last rung and answering device, user and agent: the fields of
+/// [`PARTY_FIELDS`] that are known, in its order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Parties(Vec<(&'static str, String)>);
+
+impl Parties {
+    /// The value of a party field (`ansDevNum`).
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Serialize for Parties {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// Who rang and who answered.
+struct People {
+    parties: Parties,
+    first_group: Option<String>,
+    last_group: Option<String>,
+    answering_group: Option<String>,
+}
+
+fn people(call: &CallSession, click_to_call: bool, prov: &mut Prov) -> People {
+    let caller = &call.legs[0];
     let mut rung: Vec<&Leg> = call
         .legs
         .iter()
@@ -423,410 +840,60 @@ pub fn build(call: &CallSession, settings: &Settings) -> CallRecord {
     if click_to_call && caller.answered_us.is_some() {
         answering.insert(0, caller);
     }
-    // A talk segment means a bridge with the caller; a partial call may have lost it.
-    let ans = !call.talked_with.is_empty()
-        || (call.partial.is_some() && ms.talk > 0)
-        || call.answered_unseen;
-
-    let caller_trunk = caller.trunk;
-    let other_trunk = call.legs.iter().skip(1).any(|l| l.trunk);
-    let dir = match (caller_trunk, other_trunk) {
-        (true, true) => 4,
-        (true, false) => 2,
-        (false, true) => 3,
-        (false, false) => 1,
-    };
-    let incoming = matches!(dir, 2 | 4);
-    let lost = incoming && !ans;
-    let short_call = ans && ms.talk < settings.short_talk_ms;
-    let aban = lost && ms.ring < settings.abandon_ring_ms;
-
-    // Numbers.
-    let far_leg = call.legs.iter().skip(1).find(|l| l.trunk);
-    let cli_raw = if click_to_call {
-        caller
-            .attrs
-            .get(Attr::DeviceNumber)
-            .unwrap_or(&caller.first_destination)
-            .to_owned()
-    } else {
-        caller.caller_number.clone()
-    };
-    let ddi_raw = match (dir, far_leg) {
-        (3, Some(f)) => f.first_destination.clone(),
-        _ => caller
-            .attrs
-            .get(Attr::DdiNumber)
-            .map(str::to_owned)
-            .unwrap_or_else(|| caller.first_destination.clone()),
-    };
-    let cli = settings.numbers.read(&cli_raw);
-    let ddi = settings.numbers.read(&ddi_raw);
-    prov.add(
-        "cliNum",
-        if click_to_call {
-            format!(
-                "the originated leg {}'s device (click-to-call)",
-                short(&caller.uuid)
-            )
-        } else {
-            format!(
-                "CHANNEL_CREATE +0.000s on leg {}: Caller-Caller-ID-Number = {:?}",
-                short(&caller.uuid),
-                cli_raw
-            )
-        },
-    );
-    match (dir, far_leg) {
-        (3, Some(f)) => prov.add(
-            "ddiNum",
-            format!(
-                "trunk leg {}: Caller-Destination-Number = {:?}",
-                short(&f.uuid),
-                ddi_raw
-            ),
-        ),
-        _ => {
-            if caller.attrs.get(Attr::DdiNumber).is_some() {
-                prov.attr("ddiNum", caller, Attr::DdiNumber);
-            } else {
-                prov.add(
-                    "ddiNum",
-                    format!(
-                        "CHANNEL_CREATE on leg {}: Caller-Destination-Number = {:?}",
-                        short(&caller.uuid),
-                        ddi_raw
-                    ),
-                );
-            }
-        }
-    }
-    let ddi_name = caller
-        .attrs
-        .get(Attr::DdiName)
-        .map(str::to_owned)
-        .or_else(|| settings.mapping.config.ddi_names.get(&ddi.e164).cloned());
-    prov.attr("ddiName", caller, Attr::DdiName);
-
-    // Parties.
-    let mut parties = Parties::default();
-    let pick = |legs: &[&Leg], attr: Attr, last: bool| -> Option<(usize, String)> {
-        let mut it = legs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, l)| l.value(attr).map(|v| (i, v)));
-        if last {
-            it.next_back()
-        } else {
-            it.next()
-        }
-    };
-    let name_of = |legs: &[&Leg], i: usize, attr: Attr| legs[i].value(attr);
-    macro_rules! fill {
-        ($legs:expr, $last:expr, $num:ident, $name:ident, $na:expr, $nn:expr, $f1:expr, $f2:expr) => {
-            if let Some((i, v)) = pick($legs, $na, $last) {
-                parties.$num = Some(v);
-                parties.$name = name_of($legs, i, $nn);
-                prov.attr($f1, $legs[i], $na);
-                prov.attr($f2, $legs[i], $nn);
-            }
+    let mut parties = Vec::new();
+    for p in &PARTY_FIELDS {
+        let legs = match p.among {
+            Among::Rung => &rung,
+            Among::Answering => &answering,
         };
-    }
-    use Attr::*;
-    fill!(
-        &rung,
-        false,
-        fRngDevNum,
-        fRngDevName,
-        DeviceNumber,
-        DeviceName,
-        "fRngDevNum",
-        "fRngDevName"
-    );
-    fill!(
-        &rung,
-        true,
-        lRngDevNum,
-        lRngDevName,
-        DeviceNumber,
-        DeviceName,
-        "lRngDevNum",
-        "lRngDevName"
-    );
-    fill!(
-        &answering,
-        false,
-        ansDevNum,
-        ansDevName,
-        DeviceNumber,
-        DeviceName,
-        "ansDevNum",
-        "ansDevName"
-    );
-    fill!(
-        &answering,
-        true,
-        lAnsDevNum,
-        lAnsDevName,
-        DeviceNumber,
-        DeviceName,
-        "lAnsDevNum",
-        "lAnsDevName"
-    );
-    fill!(
-        &rung,
-        false,
-        fRngUsrNum,
-        fRngUsrName,
-        UserNumber,
-        UserName,
-        "fRngUsrNum",
-        "fRngUsrName"
-    );
-    fill!(
-        &rung,
-        true,
-        lRngUsrNum,
-        lRngUsrName,
-        UserNumber,
-        UserName,
-        "lRngUsrNum",
-        "lRngUsrName"
-    );
-    fill!(
-        &answering,
-        false,
-        ansUsrNum,
-        ansUsrName,
-        UserNumber,
-        UserName,
-        "ansUsrNum",
-        "ansUsrName"
-    );
-    fill!(
-        &answering,
-        true,
-        lAnsUsrNum,
-        lAnsUsrName,
-        UserNumber,
-        UserName,
-        "lAnsUsrNum",
-        "lAnsUsrName"
-    );
-    fill!(
-        &rung,
-        false,
-        fRngAgtNum,
-        fRngAgtName,
-        AgentNumber,
-        AgentName,
-        "fRngAgtNum",
-        "fRngAgtName"
-    );
-    fill!(
-        &rung,
-        true,
-        lRngAgtNum,
-        lRngAgtName,
-        AgentNumber,
-        AgentName,
-        "lRngAgtNum",
-        "lRngAgtName"
-    );
-    fill!(
-        &answering,
-        false,
-        ansAgtNum,
-        ansAgtName,
-        AgentNumber,
-        AgentName,
-        "ansAgtNum",
-        "ansAgtName"
-    );
-    fill!(
-        &answering,
-        true,
-        lAnsAgtNum,
-        lAnsAgtName,
-        AgentNumber,
-        AgentName,
-        "lAnsAgtNum",
-        "lAnsAgtName"
-    );
-    let groups: Vec<&str> = rung.iter().filter_map(|l| l.group.as_deref()).collect();
-    let ans_group = answering
-        .iter()
-        .find(|l| l.outbound)
-        .and_then(|l| l.group.clone());
-
-    // Route prefix/name and tags: any leg may carry them.
-    let first_attr = |a: Attr| {
-        call.legs
+        let mut with_number = legs
             .iter()
-            .find_map(|l| l.attrs.get(a).map(str::to_owned))
-    };
-    for (field, attr) in [
-        ("rteID", Attr::RoutePrefix),
-        ("rteName", Attr::RouteName),
-        ("routeStep", Attr::RouteStep),
-        ("routeStatus", Attr::RouteStatus),
-        ("routeDest", Attr::RouteDestination),
-        ("routeCallerName", Attr::RouteCallerName),
-        ("routeReason", Attr::RouteReason),
-        ("routeSource", Attr::RouteSource),
-        ("routeLatencyMs", Attr::RouteLatency),
-        ("routeUrl", Attr::RouteUrl),
-    ] {
-        if let Some(leg) = call.legs.iter().find(|l| l.attrs.get(attr).is_some()) {
-            prov.attr(field, leg, attr);
-        }
-    }
-    let mut tags = BTreeMap::new();
-    for l in &call.legs {
-        tags.extend(l.attrs.tags.clone());
-    }
-
-    // Rating and the directory look at the outside party.
-    let outside = if matches!(dir, 3) { &ddi } else { &cli };
-    let rated = if dir == 1 {
-        None
-    } else {
-        settings.rates.rate(&outside.e164, ms.talk)
-    };
-    let mut directory = Vec::new();
-    for n in [&cli, &ddi] {
-        if n.is_e164 {
-            for m in settings.directory.matches(&n.e164) {
-                if !directory.contains(&m) {
-                    directory.push(m);
-                }
+            .filter_map(|l| l.value(p.number).map(|v| (l, v)));
+        let found = if p.last {
+            with_number.next_back()
+        } else {
+            with_number.next()
+        };
+        if let Some((leg, number)) = found {
+            parties.push((p.number_field, number));
+            prov.attr(p.number_field, leg, p.number);
+            if let Some(name) = leg.value(p.name) {
+                parties.push((p.name_field, name));
+                prov.attr(p.name_field, leg, p.name);
             }
         }
     }
+    let groups: Vec<&str> = rung.iter().filter_map(|l| l.group.as_deref()).collect();
+    People {
+        parties: Parties(parties),
+        first_group: groups.first().map(|g| g.to_string()),
+        last_group: groups.last().map(|g| g.to_string()),
+        answering_group: answering
+            .iter()
+            .find(|l| l.outbound)
+            .and_then(|l| l.group.clone()),
+    }
+}
 
-    let fmt = |us: i64| settings.format_time(us);
-    prov.add(
-        "start",
-        format!(
-            "CHANNEL_CREATE of the first leg {} (Event-Date-Timestamp)",
-            short(&caller.uuid)
-        ),
-    );
-    if answer_us.is_some() {
-        prov.add(
-            "answer",
-            format!("CHANNEL_ANSWER of leg {}", short(&caller.uuid)),
-        );
-    }
-    prov.add("end", "the last leg's CHANNEL_HANGUP_COMPLETE".into());
-    for (f, k) in [
-        ("ring", "ring"),
-        ("talk", "talk"),
-        ("hold", "hold"),
-        ("park", "park"),
-    ] {
-        prov.add(f, format!("sum of the timeline's {k} segments"));
-    }
-    prov.add(
-        "cause",
-        format!("Hangup-Cause of leg {}", short(&caller.uuid)),
-    );
-    prov.add(
-        "dir",
-        format!(
-            "caller leg {} a trunk, {} trunk leg (mapping.trunk_profiles / trunk_contexts)",
-            if caller_trunk { "is" } else { "is not" },
-            if other_trunk { "a" } else { "no" }
-        ),
-    );
+/// The routing step's fields, and the mapped attributes they are read from.
+const ROUTE_FIELDS: [(&str, Attr); 10] = [
+    ("rteID", Attr::RoutePrefix),
+    ("rteName", Attr::RouteName),
+    ("routeStep", Attr::RouteStep),
+    ("routeStatus", Attr::RouteStatus),
+    ("routeDest", Attr::RouteDestination),
+    ("routeCallerName", Attr::RouteCallerName),
+    ("routeReason", Attr::RouteReason),
+    ("routeSource", Attr::RouteSource),
+    ("routeLatencyMs", Attr::RouteLatency),
+    ("routeUrl", Attr::RouteUrl),
+];
 
-    let cdr = Cdr {
-        id: call.id.clone(),
-        dType: "CloudSessionCdr",
-        sVer: 1,
-        pbxId: settings
-            .pbx_id
-            .clone()
-            .unwrap_or_else(|| call.pbx.0.clone()),
-        pbxName: settings
-            .pbx_name
-            .clone()
-            .unwrap_or_else(|| call.pbx.1.clone()),
-        tz: settings.tz_name.clone(),
-        start: fmt(start_us),
-        answer: answer_us.map(fmt),
-        end: fmt(end_us),
-        dur: secs(ms.dur),
-        ring: secs(ms.ring),
-        talk: secs(ms.talk),
-        hold: secs(ms.hold),
-        park: secs(ms.park),
-        lost: lost as u8,
-        lostinPark: call.hung_up_parked as u8,
-        aban: aban as u8,
-        ans: ans as u8,
-        short: short_call as u8,
-        cause: caller.cause.clone(),
-        dir,
-        call_type: if caller_trunk || other_trunk { 2 } else { 1 },
-        t2t: (dir == 4) as u8,
-        cliNum: cli.e164.clone(),
-        cliName: Some(caller.caller_name.clone()).filter(|n| !n.is_empty() && !click_to_call),
-        cliLoc: cli.location.clone(),
-        cliArea: cli.area.clone(),
-        cliState: cli.state.clone(),
-        cliCtry: cli.country.clone(),
-        ddiNum: ddi.e164.clone(),
-        ddiName: ddi_name.clone(),
-        parties,
-        rteID: first_attr(Attr::RoutePrefix),
-        rteName: first_attr(Attr::RouteName),
-        fRngGroupName: groups.first().map(|g| g.to_string()),
-        lRngGroupName: groups.last().map(|g| g.to_string()),
-        ansGroupName: ans_group,
-        hasRec: (!call.recordings.is_empty()) as u8,
-        rate: rated.is_some() as u8,
-        rateCost: rated.as_ref().map(|r| r.cost),
-        rateBand: rated.as_ref().map(|r| r.rate.band.clone()),
-        rateName: rated.as_ref().map(|r| r.rate.name.clone()),
-        recordingIds: call.recordings.iter().map(|r| r.id.clone()).collect(),
-        directoryMatches: directory,
-        tags,
-        routeStep: first_attr(Attr::RouteStep),
-        routeStatus: first_attr(Attr::RouteStatus),
-        routeDest: first_attr(Attr::RouteDestination),
-        routeCallerName: first_attr(Attr::RouteCallerName),
-        routeReason: first_attr(Attr::RouteReason),
-        routeSource: first_attr(Attr::RouteSource),
-        routeLatencyMs: first_attr(Attr::RouteLatency).and_then(|v| v.parse().ok()),
-        routeUrl: first_attr(Attr::RouteUrl),
-        timeline: segments,
-        recordings: call.recordings.clone(),
-        partial: call.partial.clone(),
-        timelineError: verdict.err(),
-    };
-    if let Some(e) = &cdr.timelineError {
-        tracing::error!(call_id = %cdr.id, error = %e, "timeline failed its partition check");
-    }
-    let flat = flat_fields(&cdr, &ms, call, settings, cli.is_e164);
-    let kind = match (click_to_call, cdr.dir) {
-        (true, _) => CallKind::ClickToCall,
-        (false, 3) => CallKind::Outbound,
-        (false, 1) => CallKind::Internal,
-        _ => CallKind::Inbound,
-    };
-    CallRecord {
-        cdr,
-        provenance: prov.lines,
-        ms,
-        flat,
-        times: Times {
-            start_us,
-            answer_us,
-            end_us,
-        },
-        kind,
-    }
+/// A route attribute: any leg may carry it (the first that does).
+fn route_attr(call: &CallSession, attr: Attr) -> Option<String> {
+    call.legs
+        .iter()
+        .find_map(|l| l.attrs.get(attr).map(str::to_owned))
 }
 
 /// Fills in from FreeSWITCH's own figures what a gap hid.
@@ -835,7 +902,13 @@ fn reconcile(call: &CallSession, ms: &mut Durations, answer_us: &mut Option<i64>
     if answer_us.is_none() {
         if let Some(a) = caller.fs.answer_us {
             *answer_us = Some(a);
-            prov.add("answer", "reconciled: caller's answer_uepoch".into());
+            prov.add(
+                "answer",
+                format!(
+                    "reconciled: answer_uepoch of leg {} (its hangup)",
+                    short(&caller.uuid)
+                ),
+            );
         }
     }
     let hold = call
@@ -941,4 +1014,43 @@ fn flat_fields(
     );
     m.insert("call-date".into(), cdr.start.clone().into());
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_field_list_is_the_records_own_fields_in_order() {
+        let f = fields();
+        assert_eq!(f.len(), 80, "{f:?}");
+        assert_eq!(f[0], "id");
+        assert_eq!(f[21], "type", "serde's name for call_type");
+        for p in &PARTY_FIELDS {
+            assert!(f.iter().any(|x| x == p.number_field), "{}", p.number_field);
+            assert!(f.iter().any(|x| x == p.name_field), "{}", p.name_field);
+        }
+        for (field, _) in ROUTE_FIELDS {
+            assert!(f.iter().any(|x| x == field), "{field}");
+        }
+        // Every field of a real record is one of them.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/freeswitch-1.10/16-concurrent-mix.esl"
+        );
+        let frames = crate::playback::load_capture(std::path::Path::new(path)).unwrap();
+        let mut tracker = crate::session::SessionTracker::new(Default::default());
+        let mut records: Vec<CallRecord> = frames
+            .iter()
+            .flat_map(|f| tracker.on_event(&f.event))
+            .collect();
+        records.extend(tracker.flush("end"));
+        assert_eq!(records.len(), 5);
+        for rec in records {
+            let value = serde_json::to_value(&rec.cdr).unwrap();
+            for k in value.as_object().unwrap().keys() {
+                assert!(f.contains(k), "{k}");
+            }
+        }
+    }
 }

@@ -79,6 +79,44 @@ impl FsFigures {
     }
 }
 
+/// The event that revealed a fact, and when: what `explain` cites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// The event's name (`CHANNEL_ANSWER`), or where else the fact came from (`show
+    /// channels` for a leg adopted after a restart).
+    pub event: &'static str,
+    /// The event's time, µs.
+    pub at_us: i64,
+    /// The header of the event that held the fact, when it was not the event itself (an
+    /// answer time in the first event seen after a restart).
+    pub header: Option<&'static str>,
+}
+
+impl Seen {
+    /// The event `name` at `at_us` revealed it.
+    pub fn event(name: &'static str, at_us: i64) -> Seen {
+        Seen {
+            event: name,
+            at_us,
+            header: None,
+        }
+    }
+}
+
+/// Where a leg's facts came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LegSeen {
+    /// The leg's first event.
+    pub first: Seen,
+    /// The event its caller ID and first dialled number were read from (the first event,
+    /// unless that one lacked them).
+    pub identity: Seen,
+    /// The event that set [`Leg::answered_us`].
+    pub answered: Option<Seen>,
+    /// The event that set [`Leg::cause`].
+    pub cause: Option<Seen>,
+}
+
 /// One leg.
 #[derive(Debug, Clone)]
 pub struct Leg {
@@ -129,11 +167,13 @@ pub struct Leg {
     /// First seen mid-call (switchhook started or reconnected while it was up): its next
     /// event's headers say what it missed (see [`super::CallSession::catch_up`]).
     pub catching_up: bool,
+    /// Which events revealed what.
+    pub seen: LegSeen,
 }
 
 impl Leg {
-    /// A leg from its first event.
-    pub fn new(uuid: String, ev: &Event, at_us: i64, mapping: &MappingConfig) -> Self {
+    /// A leg from its first event, `first`.
+    pub fn new(uuid: String, ev: &Event, first: Seen, mapping: &MappingConfig) -> Self {
         let get = |h: &str| ev.get(h).map(|v| v.into_owned()).unwrap_or_default();
         let outbound = ev
             .get("Call-Direction")
@@ -142,7 +182,7 @@ impl Leg {
         let destination = get("Caller-Destination-Number");
         Leg {
             uuid,
-            created_us: at_us,
+            created_us: first.at_us,
             outbound,
             trunk: is_trunk(ev, outbound, mapping),
             caller_number: get("Caller-Caller-ID-Number"),
@@ -166,21 +206,41 @@ impl Leg {
             attrs: LegAttrs::default(),
             fs: FsFigures::default(),
             catching_up: false,
+            seen: LegSeen {
+                first,
+                identity: first,
+                answered: None,
+                cause: None,
+            },
         }
     }
 
-    /// Fills in identity fields an earlier, sparser event (CHANNEL_STATE CS_NEW) lacked.
-    pub fn refresh_identity(&mut self, ev: &Event, mapping: &MappingConfig) {
-        let fill = |field: &mut String, h: &str| {
+    /// Records the answer, the first time one is seen.
+    pub(crate) fn answer(&mut self, seen: Seen) {
+        if self.answered_us.is_none() {
+            self.answered_us = Some(seen.at_us);
+            self.seen.answered = Some(seen);
+        }
+    }
+
+    /// Fills in identity fields an earlier, sparser event (CHANNEL_STATE CS_NEW) lacked;
+    /// `seen` is this event.
+    pub fn refresh_identity(&mut self, ev: &Event, seen: Seen, mapping: &MappingConfig) {
+        let mut filled = false;
+        let mut fill = |field: &mut String, h: &str| {
             if field.is_empty() {
                 if let Some(v) = ev.get(h) {
                     *field = v.into_owned();
+                    filled = true;
                 }
             }
         };
         fill(&mut self.caller_number, "Caller-Caller-ID-Number");
         fill(&mut self.caller_name, "Caller-Caller-ID-Name");
         fill(&mut self.first_destination, "Caller-Destination-Number");
+        if filled {
+            self.seen.identity = seen;
+        }
         self.trunk |= is_trunk(ev, self.outbound, mapping);
         self.number_hidden |= ev
             .get("Caller-Privacy-Hide-Number")

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use call::CallSession;
 pub use cdr::{CallRecord, Cdr};
 use clock::EventClock;
-pub use leg::{Leg, LegState};
+pub use leg::{Leg, LegState, Seen};
 pub use moments::{Moment, Trigger};
 pub use timeline::{Segment, SegmentKind};
 
@@ -570,7 +570,8 @@ impl SessionTracker {
             for row in rows {
                 let ev = snapshot_event(row);
                 let at = snapshot_created_us(row).unwrap_or(self.clock.now_us());
-                let mut leg = Leg::new(row.uuid.clone(), &ev, at, &self.settings.mapping.config);
+                let first = Seen::event("show channels", at);
+                let mut leg = Leg::new(row.uuid.clone(), &ev, first, &self.settings.mapping.config);
                 leg.catching_up = true;
                 self.catching_up += 1;
                 let (k, opened) = self.open_or_join(key, leg, &ev);
@@ -656,7 +657,8 @@ impl SessionTracker {
 
     /// Finds the call a new leg belongs to, or opens one.
     fn attach(&mut self, uuid: &str, name: &'static str, ev: &Event, ts: i64) -> u64 {
-        let mut leg = Leg::new(uuid.to_owned(), ev, ts, &self.settings.mapping.config);
+        let first = Seen::event(name, ts);
+        let mut leg = Leg::new(uuid.to_owned(), ev, first, &self.settings.mapping.config);
         let parent = self.parent_of(uuid, ev);
         let late = !is_birth(name, ev);
         if late {
