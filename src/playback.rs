@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 
-use crate::esl::{EslCodec, Event, EventFormat, Limits, Message};
+use crate::esl::{EslCodec, Event, EventFormat, EventName, Limits, Message};
 
 /// One event frame of a capture: its exact bytes and the parsed event.
 #[derive(Clone)]
@@ -388,8 +388,8 @@ impl ChannelTable {
         let Some(uuid) = ev.unique_id() else { return };
         let header =
             |h: &str| serde_json::Value::String(ev.get(h).unwrap_or_default().into_owned());
-        let name = ev.name();
-        if name.as_deref() == Some("CHANNEL_CREATE") {
+        let name = ev.kind();
+        if name == EventName::ChannelCreate {
             let epoch = ev.timestamp_us().map(|t| t / 1_000_000).unwrap_or_default();
             let row = serde_json::json!({
                 "uuid": uuid,
@@ -404,7 +404,7 @@ impl ChannelTable {
             self.rows.insert(uuid.into_owned(), row);
             return;
         }
-        if name.as_deref() == Some("CHANNEL_DESTROY") {
+        if name == EventName::ChannelDestroy {
             self.rows.remove(uuid.as_ref());
             return;
         }
@@ -412,10 +412,14 @@ impl ChannelTable {
             return;
         };
         let mut set = |k: &str, h: &str| row[k] = header(h);
-        match name.as_deref() {
-            Some("CHANNEL_ORIGINATE" | "CHANNEL_BRIDGE") => set("call_uuid", "Channel-Call-UUID"),
-            Some("CHANNEL_CALLSTATE" | "CALL_UPDATE") => set("callstate", "Channel-Call-State"),
-            Some("CHANNEL_STATE") if ev.get("Channel-State").as_deref() == Some("CS_ROUTING") => {
+        match name {
+            EventName::ChannelOriginate | EventName::ChannelBridge => {
+                set("call_uuid", "Channel-Call-UUID")
+            }
+            EventName::ChannelCallstate | EventName::CallUpdate => {
+                set("callstate", "Channel-Call-State")
+            }
+            EventName::ChannelState if ev.get("Channel-State").as_deref() == Some("CS_ROUTING") => {
                 set("cid_name", "Caller-Caller-ID-Name");
                 set("cid_num", "Caller-Caller-ID-Number");
                 set("dest", "Caller-Destination-Number");

@@ -23,6 +23,7 @@ use super::config::{FreeswitchConfig, Overflow};
 use super::connection::{self, ConnectError, Framed8021};
 use super::event::Event;
 use super::message::{ApiResponse, Disposition, Message, Reply};
+use super::names::EventName;
 
 /// What consumers receive, in order.
 #[derive(Debug)]
@@ -493,7 +494,7 @@ async fn run(
                 match msg {
                     Message::Event(ev) => {
                         // Only look when a job waits: the lookup scans the headers.
-                        if !jobs.is_empty() && ev.name().as_deref() == Some("BACKGROUND_JOB") {
+                        if !jobs.is_empty() && ev.kind() == EventName::BackgroundJob {
                             if let Some(tx) = ev.get("Job-UUID").and_then(|id| jobs.remove(id.as_ref())) {
                                 let _ = tx.send(ev.clone());
                             }
@@ -579,8 +580,9 @@ async fn subscribe(
     budget: &Budget,
 ) -> Result<Vec<ChannelSnapshot>, String> {
     let mut events = cfg.events.clone();
-    if !events.iter().any(|e| e == "ALL" || e == "HEARTBEAT") {
-        events.push("HEARTBEAT".into());
+    let heartbeat = EventName::Heartbeat.as_str();
+    if !events.iter().any(|e| e == "ALL" || e == heartbeat) {
+        events.push(heartbeat.into());
     }
     let mut cmds = vec![Command::event(cfg.format, &events).map_err(|e| e.to_string())?];
     for super::config::Filter {

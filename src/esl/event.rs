@@ -9,6 +9,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
 use super::headers::{join_array, split_array, HeaderError, Headers, ARRAY_PREFIX};
+use super::names::EventName;
 
 /// The wire format an event arrived in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +180,13 @@ impl Event {
     /// `Event-Name`; for `CUSTOM` events callers usually want [`Event::subclass`] too.
     pub fn name(&self) -> Option<Cow<'_, str>> {
         self.headers.get("Event-Name")
+    }
+
+    /// `Event-Name` as switchhook tells names apart ([`EventName::Other`] when absent).
+    pub fn kind(&self) -> EventName {
+        self.name()
+            .map(|n| EventName::of(&n))
+            .unwrap_or(EventName::Other)
     }
 
     /// `Event-Subclass` of a CUSTOM event (`callcenter::info`, `valet_parking::info`, …).

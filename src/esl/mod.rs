@@ -9,6 +9,7 @@ mod config;
 pub mod event;
 pub mod headers;
 pub mod message;
+mod names;
 mod xml;
 
 pub use codec::{Decoded, EslCodec, FrameError, FrameErrorKind, Limits};
@@ -16,6 +17,7 @@ pub use command::{Command, CommandError};
 pub use event::{Event, EventError, EventFormat};
 pub use headers::Headers;
 pub use message::{ApiResponse, DisconnectNotice, Disposition, Message, Reply, ReplyStatus};
+pub use names::EventName;
 pub mod client;
 pub mod connection;
 

@@ -19,7 +19,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
-use crate::esl::{Command, CommandError, EslCodec, Event, Limits, Message, Reply, ReplyStatus};
+use crate::esl::{
+    Command, CommandError, EslCodec, Event, EventName, Limits, Message, Reply, ReplyStatus,
+};
 
 /// Why a conversation with FreeSWITCH ended early.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -334,8 +336,8 @@ impl OutboundSocket {
 
     fn file_event(&mut self, ev: Event) {
         let ours = ev.unique_id().is_none_or(|u| u == self.uuid);
-        match ev.name().as_deref() {
-            Some("CHANNEL_EXECUTE_COMPLETE") => {
+        match ev.kind() {
+            EventName::ChannelExecuteComplete => {
                 // Only completions of our own sendmsgs are kept (the dial plan's own
                 // applications complete on this socket too).
                 let id = ev.get("Application-UUID").map(|id| id.into_owned());
@@ -343,7 +345,7 @@ impl OutboundSocket {
                     self.completions.insert(id, ev);
                 }
             }
-            Some("CHANNEL_HANGUP" | "CHANNEL_HANGUP_COMPLETE") if ours => {
+            EventName::ChannelHangup | EventName::ChannelHangupComplete if ours => {
                 let cause = ev
                     .get("Hangup-Cause")
                     .map(|c| c.into_owned())

@@ -10,7 +10,7 @@ use super::lookup::{Answer, Question, Route, Source};
 use super::reply::{clean_name, Decision, ReplyRules, RoutingStatus};
 use super::server::Router;
 use super::socket::{App, OutboundSocket, SocketError};
-use crate::esl::{Command, Event, EventFormat};
+use crate::esl::{Command, Event, EventFormat, EventName};
 
 /// The variable `play_and_get_digits` stores the code in.
 pub const CODE_VARIABLE: &str = "switchhook_code";
@@ -112,12 +112,12 @@ async fn converse(
 /// no other channel's events ever arrive. A Unique-ID that is not a plain UUID (a custom
 /// `origination_uuid`) never reaches a command line: that channel gets `myevents`.
 pub fn subscription(uuid: &str) -> Vec<(Command, &'static str)> {
-    const EVENTS: [&str; 3] = [
-        "CHANNEL_EXECUTE_COMPLETE",
-        "CHANNEL_HANGUP",
-        "CHANNEL_HANGUP_COMPLETE",
+    const EVENTS: [EventName; 3] = [
+        EventName::ChannelExecuteComplete,
+        EventName::ChannelHangup,
+        EventName::ChannelHangupComplete,
     ];
-    let names: Vec<String> = EVENTS.iter().map(|e| (*e).to_owned()).collect();
+    let names: Vec<String> = EVENTS.iter().map(|e| e.as_str().to_owned()).collect();
     let filtered = uuid::Uuid::try_parse(uuid)
         .ok()
         .filter(|u| u.hyphenated().to_string() == uuid.to_ascii_lowercase())

@@ -4,7 +4,7 @@ use super::leg::{AppKind, FsFigures, Leg, LegState, Seen};
 use super::mapping::{Attr, Mapper};
 use super::moments::Trigger;
 use super::timeline::{SegmentKind, Timeline};
-use crate::esl::Event;
+use crate::esl::{Event, EventName};
 
 /// A recording made during the call.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -74,52 +74,17 @@ pub struct CallSession {
     pub(crate) last_event: (Seen, usize),
 }
 
-/// Event names the session reacts to, interned so provenance needs no allocation.
-pub fn intern_name(name: &str) -> &'static str {
-    const KNOWN: [&str; 24] = [
-        "CHANNEL_CREATE",
-        "CHANNEL_OUTGOING",
-        "CHANNEL_ORIGINATE",
-        "CHANNEL_PROGRESS",
-        "CHANNEL_PROGRESS_MEDIA",
-        "CHANNEL_ANSWER",
-        "CHANNEL_BRIDGE",
-        "CHANNEL_UNBRIDGE",
-        "CHANNEL_HOLD",
-        "CHANNEL_UNHOLD",
-        "CHANNEL_EXECUTE",
-        "CHANNEL_EXECUTE_COMPLETE",
-        "CHANNEL_HANGUP",
-        "CHANNEL_HANGUP_COMPLETE",
-        "CHANNEL_DESTROY",
-        "CHANNEL_PARK",
-        "CHANNEL_UNPARK",
-        "CHANNEL_STATE",
-        "CHANNEL_CALLSTATE",
-        "CUSTOM",
-        "DTMF",
-        "RECORD_START",
-        "RECORD_STOP",
-        "HEARTBEAT",
-    ];
-    KNOWN
-        .iter()
-        .find(|k| **k == name)
-        .copied()
-        .unwrap_or("OTHER")
-}
-
 /// Events after which the mapped attributes of a leg are read again. The rest (executes,
 /// state changes, codecs) repeat what these carry.
-fn maps_attrs(name: &str) -> bool {
+fn maps_attrs(name: EventName) -> bool {
     matches!(
         name,
-        "CHANNEL_CREATE"
-            | "CHANNEL_ANSWER"
-            | "CHANNEL_BRIDGE"
-            | "CHANNEL_HANGUP_COMPLETE"
-            | "CHANNEL_PROGRESS"
-            | "CHANNEL_PROGRESS_MEDIA"
+        EventName::ChannelCreate
+            | EventName::ChannelAnswer
+            | EventName::ChannelBridge
+            | EventName::ChannelHangupComplete
+            | EventName::ChannelProgress
+            | EventName::ChannelProgressMedia
     )
 }
 
@@ -229,7 +194,7 @@ impl CallSession {
     /// on the leg's first event; the call is partial (its earlier history is unknown), but
     /// it is neither missed nor a new call, and its triggers come out as the ones an
     /// uninterrupted switchhook fired, so the outbox recognises them by their `webhook-id`.
-    pub fn catch_up(&mut self, uuid: &str, name: &'static str, ev: &Event, mapper: &Mapper) {
+    pub fn catch_up(&mut self, uuid: &str, name: EventName, ev: &Event, mapper: &Mapper) {
         let Some(i) = self.leg_index(uuid).filter(|&i| self.legs[i].catching_up) else {
             return;
         };
@@ -273,7 +238,7 @@ impl CallSession {
         leg.catching_up = false;
         if matches!(
             name,
-            "CHANNEL_HANGUP" | "CHANNEL_HANGUP_COMPLETE" | "CHANNEL_DESTROY"
+            EventName::ChannelHangup | EventName::ChannelHangupComplete | EventName::ChannelDestroy
         ) && leg.outbound
         {
             // Caught up by its hangup: whether an earlier run saw it ring (and told
@@ -338,14 +303,7 @@ impl CallSession {
     }
 
     /// Applies one event about leg `uuid` (already part of this call) at `at_us`.
-    pub fn apply(
-        &mut self,
-        uuid: &str,
-        name: &'static str,
-        ev: &Event,
-        at_us: i64,
-        mapper: &Mapper,
-    ) {
+    pub fn apply(&mut self, uuid: &str, name: EventName, ev: &Event, at_us: i64, mapper: &Mapper) {
         let at = self.timeline.tick(at_us);
         let Some(i) = self.leg_index(uuid) else {
             return;
@@ -363,11 +321,11 @@ impl CallSession {
             }
         }
         match name {
-            "CHANNEL_CREATE" => {
+            EventName::ChannelCreate => {
                 let seen = Seen::event(name, at);
                 self.legs[i].refresh_identity(ev, seen, &mapper.config)
             }
-            "CHANNEL_PROGRESS" | "CHANNEL_PROGRESS_MEDIA" => {
+            EventName::ChannelProgress | EventName::ChannelProgressMedia => {
                 let leg = &mut self.legs[i];
                 if leg.outbound && leg.rang_us.is_none() {
                     leg.rang_us = Some(at);
@@ -376,7 +334,7 @@ impl CallSession {
                     }
                 }
             }
-            "CHANNEL_ANSWER" => {
+            EventName::ChannelAnswer => {
                 let leg = &mut self.legs[i];
                 if leg.answered_us.is_none() {
                     leg.answer(Seen::event(name, at));
@@ -388,7 +346,7 @@ impl CallSession {
                     leg.state = LegState::Answered;
                 }
             }
-            "CHANNEL_BRIDGE" => {
+            EventName::ChannelBridge => {
                 if let Some(other) = ev.get("Other-Leg-Unique-ID") {
                     let other = other.into_owned();
                     self.legs[i].bridged_to = Some(other.clone());
@@ -397,7 +355,7 @@ impl CallSession {
                     }
                 }
             }
-            "CHANNEL_UNBRIDGE" => {
+            EventName::ChannelUnbridge => {
                 if let Some(other) = self.legs[i].bridged_to.take() {
                     if let Some(j) = self.leg_index(&other) {
                         if self.legs[j].bridged_to.as_deref() == Some(uuid) {
@@ -406,10 +364,10 @@ impl CallSession {
                     }
                 }
             }
-            "CHANNEL_HOLD" => self.legs[i].held = true,
-            "CHANNEL_UNHOLD" => self.legs[i].held = false,
-            "CHANNEL_EXECUTE" => self.on_execute(i, name, ev, at, mapper),
-            "CHANNEL_EXECUTE_COMPLETE" => {
+            EventName::ChannelHold => self.legs[i].held = true,
+            EventName::ChannelUnhold => self.legs[i].held = false,
+            EventName::ChannelExecute => self.on_execute(i, name, ev, at, mapper),
+            EventName::ChannelExecuteComplete => {
                 let app = ev.get("Application");
                 if let Some(kind) = app.as_deref().and_then(AppKind::of) {
                     if self.legs[i].app == Some(kind) {
@@ -417,8 +375,8 @@ impl CallSession {
                     }
                 }
             }
-            "CHANNEL_HANGUP" => self.on_hangup(i, name, ev, at),
-            "CHANNEL_HANGUP_COMPLETE" => {
+            EventName::ChannelHangup => self.on_hangup(i, name, ev, at),
+            EventName::ChannelHangupComplete => {
                 self.on_hangup(i, name, ev, at);
                 let leg = &mut self.legs[i];
                 leg.state = LegState::Complete;
@@ -428,13 +386,13 @@ impl CallSession {
                     leg.seen.cause = Some(Seen::event(name, at));
                 }
             }
-            "CHANNEL_DESTROY" => {
+            EventName::ChannelDestroy => {
                 // A destroy without a hangup-complete (filtered subscriptions) still ends it.
                 self.on_hangup(i, name, ev, at);
                 self.legs[i].state = LegState::Complete;
             }
-            "CUSTOM" => self.on_custom(i, ev),
-            "DTMF"
+            EventName::Custom => self.on_custom(i, ev),
+            EventName::Dtmf
                 if self.legs[i].app == Some(AppKind::Ivr)
                     || self.legs[0].app == Some(AppKind::Ivr) =>
             {
@@ -442,7 +400,7 @@ impl CallSession {
                     self.ivr_digits.push_str(&d);
                 }
             }
-            "RECORD_START" if self.legs[i].app != Some(AppKind::Voicemail) => {
+            EventName::RecordStart if self.legs[i].app != Some(AppKind::Voicemail) => {
                 if let Some(path) = ev.get("Record-File-Path") {
                     let id = std::path::Path::new(path.as_ref())
                         .file_stem()
@@ -458,7 +416,7 @@ impl CallSession {
                     });
                 }
             }
-            "RECORD_STOP" => {
+            EventName::RecordStop => {
                 if let Some(path) = ev.get("Record-File-Path") {
                     if let Some(r) = self
                         .recordings
@@ -475,7 +433,7 @@ impl CallSession {
         self.update_timeline(at);
     }
 
-    fn on_execute(&mut self, i: usize, name: &'static str, ev: &Event, at: i64, mapper: &Mapper) {
+    fn on_execute(&mut self, i: usize, name: EventName, ev: &Event, at: i64, mapper: &Mapper) {
         let Some(app) = ev.get("Application") else {
             return;
         };
@@ -511,7 +469,7 @@ impl CallSession {
         };
     }
 
-    fn on_hangup(&mut self, i: usize, name: &'static str, ev: &Event, at: i64) {
+    fn on_hangup(&mut self, i: usize, name: EventName, ev: &Event, at: i64) {
         let leg = &mut self.legs[i];
         if leg.hungup_us.is_none() {
             leg.hungup_us = Some(at);

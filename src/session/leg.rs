@@ -1,7 +1,7 @@
 //! One channel (leg) of a call, as its events describe it.
 
 use super::mapping::{Attr, LegAttrs, MappingConfig};
-use crate::esl::Event;
+use crate::esl::{Event, EventName};
 
 /// Where a leg is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,9 +94,18 @@ pub struct Seen {
 
 impl Seen {
     /// The event `name` at `at_us` revealed it.
-    pub fn event(name: &'static str, at_us: i64) -> Seen {
+    pub fn event(name: EventName, at_us: i64) -> Seen {
         Seen {
-            event: name,
+            event: name.as_str(),
+            at_us,
+            header: None,
+        }
+    }
+
+    /// FreeSWITCH's channel list revealed it (a leg adopted after a restart or reconnect).
+    pub fn snapshot(at_us: i64) -> Seen {
+        Seen {
+            event: "show channels",
             at_us,
             header: None,
         }

@@ -7,76 +7,115 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::esl::Event;
+use crate::esl::{Event, EventName};
 use crate::problem::Problem;
 
-/// The mapping configuration. Each list names headers (`variable_x` for channel variable `x`),
-/// first present wins; a leg keeps the best value any of its events carried.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MappingConfig {
-    /// A rung or answering device's number (`1001`).
-    pub device_number: Vec<String>,
-    /// A device's name (the phone model by default).
-    pub device_name: Vec<String>,
-    /// The user behind a device.
-    pub user_number: Vec<String>,
-    /// The user's display name (`Alice Smith`).
-    pub user_name: Vec<String>,
-    /// A queue agent (`1003@default`; see `strip_domain`).
-    pub agent_number: Vec<String>,
-    /// The agent's name.
-    pub agent_name: Vec<String>,
-    /// The ring group or queue a leg was rung for; a multi-target bridge without one is named
-    /// after the extension that dialled it.
-    pub group_name: Vec<String>,
-    /// The DID the caller dialled (read on the caller's leg).
-    pub ddi_number: Vec<String>,
-    /// The DID's name (read on the caller's leg; `ddi_names` is consulted after).
-    pub ddi_name: Vec<String>,
-    /// Names for DIDs, by E.164 number.
-    pub ddi_names: BTreeMap<String, String>,
-    /// `rteID`: a prefix added to the caller's number while routing.
-    pub route_prefix: Vec<String>,
-    /// `rteName`: a prefix added to the caller's name while routing.
-    pub route_name: Vec<String>,
-    /// `routeStep`: the routing step (`[[routes]]` name) the call went through.
-    #[serde(default)]
-    pub route_step: Vec<String>,
-    /// `routeStatus`: what the routing step decided (ACK, NAK, ERR, TIMEOUT, INVALID).
-    #[serde(default)]
-    pub route_status: Vec<String>,
-    /// `routeDest`: the destination the routing step returned.
-    #[serde(default)]
-    pub route_destination: Vec<String>,
-    /// `routeCallerName`: the caller name the routing step set.
-    #[serde(default)]
-    pub route_caller_name: Vec<String>,
-    /// `routeReason`: why the routing step decided so.
-    #[serde(default)]
-    pub route_reason: Vec<String>,
-    /// `routeSource`: server, cache, circuit_open, menu or switchhook.
-    #[serde(default)]
-    pub route_source: Vec<String>,
-    /// `routeLatencyMs`: time spent asking the routing server.
-    #[serde(default)]
-    pub route_latency_ms: Vec<String>,
-    /// `routeUrl`: the routing URL asked (scheme, host and path: no query, no credentials).
-    #[serde(default)]
-    pub route_url: Vec<String>,
-    /// Headers starting with this become tags (`variable_switchhook_tag_Support: step1` →
-    /// `{"Support": "step1"}`). Empty disables tags.
-    pub tag_prefix: String,
-    /// Drop `@domain` from user and agent values (`1003@default` → `1003`).
-    pub strip_domain: bool,
-    /// Sofia profiles whose legs are trunks (the carrier side).
-    pub trunk_profiles: Vec<String>,
-    /// Dial-plan contexts whose inbound legs are trunks.
-    pub trunk_contexts: Vec<String>,
+/// Declares the mapped attributes once: each is a `[mapping]` key (a list of headers, first
+/// present wins), an [`Attr`], and its default headers. The section's other keys follow.
+macro_rules! mapping_section {
+    (
+        attributes { $( $(#[$adoc:meta])* $attr:ident $key:ident = [$($header:literal),*], )* }
+        others { $( $(#[$odoc:meta])* $okey:ident : $oty:ty = $odefault:expr, )* }
+    ) => {
+        /// The mapping configuration. Each list names headers (`variable_x` for channel variable `x`),
+        /// first present wins; a leg keeps the best value any of its events carried.
+        #[derive(Debug, Clone, Deserialize, Serialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct MappingConfig {
+            $( $(#[$adoc])* pub $key: Vec<String>, )*
+            $( $(#[$odoc])* pub $okey: $oty, )*
+        }
+
+        impl Default for MappingConfig {
+            fn default() -> Self {
+                MappingConfig {
+                    $( $key: vec![$($header.to_owned()),*], )*
+                    $( $okey: $odefault, )*
+                }
+            }
+        }
+
+        /// A mapped per-leg attribute.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Attr {
+            $( #[doc = concat!("`mapping.", stringify!($key), "`.")] $attr, )*
+        }
+
+        impl Attr {
+            const ALL: [Attr; [$(stringify!($attr)),*].len()] = [$(Attr::$attr),*];
+
+            /// The configuration key.
+            pub fn key(self) -> &'static str {
+                match self {
+                    $( Attr::$attr => stringify!($key), )*
+                }
+            }
+
+            fn sources(self, m: &MappingConfig) -> &[String] {
+                match self {
+                    $( Attr::$attr => &m.$key, )*
+                }
+            }
+        }
+    };
 }
 
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
+mapping_section! {
+    attributes {
+        /// A rung or answering device's number (`1001`).
+        DeviceNumber device_number = ["variable_dialed_user"],
+        /// A device's name (the phone model by default).
+        DeviceName device_name = ["variable_sip_user_agent"],
+        /// The user behind a device.
+        UserNumber user_number = ["variable_effective_caller_id_number", "variable_dialed_user"],
+        /// The user's display name (`Alice Smith`).
+        UserName user_name = ["variable_effective_caller_id_name"],
+        /// A queue agent (`1003@default`; see `strip_domain`).
+        AgentNumber agent_number = ["variable_cc_agent"],
+        /// The agent's name.
+        AgentName agent_name = ["variable_effective_caller_id_name"],
+        /// The ring group or queue a leg was rung for; a multi-target bridge without one is
+        /// named after the extension that dialled it.
+        Group group_name = ["variable_switchhook_group"],
+        /// The DID the caller dialled (read on the caller's leg).
+        DdiNumber ddi_number = ["variable_inbound_did"],
+        /// The DID's name (read on the caller's leg; `ddi_names` is consulted after).
+        DdiName ddi_name = ["variable_switchhook_ddi_name"],
+        /// `rteID`: a prefix added to the caller's number while routing.
+        RoutePrefix route_prefix = ["variable_switchhook_route_prefix"],
+        /// `rteName`: a prefix added to the caller's name while routing.
+        RouteName route_name = ["variable_switchhook_route_name"],
+        /// `routeStep`: the routing step (`[[routes]]` name) the call went through.
+        RouteStep route_step = ["variable_switchhook_route"],
+        /// `routeStatus`: what the routing step decided (ACK, NAK, ERR, TIMEOUT, INVALID).
+        RouteStatus route_status = ["variable_switchhook_status"],
+        /// `routeDest`: the destination the routing step returned.
+        RouteDestination route_destination = ["variable_switchhook_destination"],
+        /// `routeCallerName`: the caller name the routing step set.
+        RouteCallerName route_caller_name = ["variable_switchhook_callername"],
+        /// `routeReason`: why the routing step decided so.
+        RouteReason route_reason = ["variable_switchhook_reason"],
+        /// `routeSource`: server, cache, circuit_open, menu or switchhook.
+        RouteSource route_source = ["variable_switchhook_source"],
+        /// `routeLatencyMs`: time spent asking the routing server.
+        RouteLatency route_latency_ms = ["variable_switchhook_latency_ms"],
+        /// `routeUrl`: the routing URL asked (scheme, host and path: no query, no
+        /// credentials).
+        RouteUrl route_url = ["variable_switchhook_url"],
+    }
+    others {
+        /// Names for DIDs, by E.164 number.
+        ddi_names: BTreeMap<String, String> = BTreeMap::new(),
+        /// Headers starting with this become tags (`variable_switchhook_tag_Support: step1` →
+        /// `{"Support": "step1"}`). Empty disables tags.
+        tag_prefix: String = "variable_switchhook_tag_".into(),
+        /// Drop `@domain` from user and agent values (`1003@default` → `1003`).
+        strip_domain: bool = true,
+        /// Sofia profiles whose legs are trunks (the carrier side).
+        trunk_profiles: Vec<String> = vec!["external".into()],
+        /// Dial-plan contexts whose inbound legs are trunks.
+        trunk_contexts: Vec<String> = vec!["public".into()],
+    }
 }
 
 impl MappingConfig {
@@ -98,155 +137,7 @@ impl MappingConfig {
     }
 }
 
-impl Default for MappingConfig {
-    fn default() -> Self {
-        MappingConfig {
-            device_number: strings(&["variable_dialed_user"]),
-            device_name: strings(&["variable_sip_user_agent"]),
-            user_number: strings(&[
-                "variable_effective_caller_id_number",
-                "variable_dialed_user",
-            ]),
-            user_name: strings(&["variable_effective_caller_id_name"]),
-            agent_number: strings(&["variable_cc_agent"]),
-            agent_name: strings(&["variable_effective_caller_id_name"]),
-            group_name: strings(&["variable_switchhook_group"]),
-            ddi_number: strings(&["variable_inbound_did"]),
-            ddi_name: strings(&["variable_switchhook_ddi_name"]),
-            ddi_names: BTreeMap::new(),
-            route_prefix: strings(&["variable_switchhook_route_prefix"]),
-            route_name: strings(&["variable_switchhook_route_name"]),
-            route_step: strings(&["variable_switchhook_route"]),
-            route_status: strings(&["variable_switchhook_status"]),
-            route_destination: strings(&["variable_switchhook_destination"]),
-            route_caller_name: strings(&["variable_switchhook_callername"]),
-            route_reason: strings(&["variable_switchhook_reason"]),
-            route_source: strings(&["variable_switchhook_source"]),
-            route_latency_ms: strings(&["variable_switchhook_latency_ms"]),
-            route_url: strings(&["variable_switchhook_url"]),
-            tag_prefix: "variable_switchhook_tag_".into(),
-            strip_domain: true,
-            trunk_profiles: strings(&["external"]),
-            trunk_contexts: strings(&["public"]),
-        }
-    }
-}
-
-/// A mapped per-leg attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Attr {
-    /// [`MappingConfig::device_number`].
-    DeviceNumber,
-    /// [`MappingConfig::device_name`].
-    DeviceName,
-    /// [`MappingConfig::user_number`].
-    UserNumber,
-    /// [`MappingConfig::user_name`].
-    UserName,
-    /// [`MappingConfig::agent_number`].
-    AgentNumber,
-    /// [`MappingConfig::agent_name`].
-    AgentName,
-    /// [`MappingConfig::group_name`].
-    Group,
-    /// [`MappingConfig::ddi_number`].
-    DdiNumber,
-    /// [`MappingConfig::ddi_name`].
-    DdiName,
-    /// [`MappingConfig::route_prefix`].
-    RoutePrefix,
-    /// [`MappingConfig::route_name`].
-    RouteName,
-    /// [`MappingConfig::route_step`].
-    RouteStep,
-    /// [`MappingConfig::route_status`].
-    RouteStatus,
-    /// [`MappingConfig::route_destination`].
-    RouteDestination,
-    /// [`MappingConfig::route_caller_name`].
-    RouteCallerName,
-    /// [`MappingConfig::route_reason`].
-    RouteReason,
-    /// [`MappingConfig::route_source`].
-    RouteSource,
-    /// [`MappingConfig::route_latency_ms`].
-    RouteLatency,
-    /// [`MappingConfig::route_url`].
-    RouteUrl,
-}
-
 impl Attr {
-    const ALL: [Attr; 19] = [
-        Attr::DeviceNumber,
-        Attr::DeviceName,
-        Attr::UserNumber,
-        Attr::UserName,
-        Attr::AgentNumber,
-        Attr::AgentName,
-        Attr::Group,
-        Attr::DdiNumber,
-        Attr::DdiName,
-        Attr::RoutePrefix,
-        Attr::RouteName,
-        Attr::RouteStep,
-        Attr::RouteStatus,
-        Attr::RouteDestination,
-        Attr::RouteCallerName,
-        Attr::RouteReason,
-        Attr::RouteSource,
-        Attr::RouteLatency,
-        Attr::RouteUrl,
-    ];
-
-    /// The configuration key.
-    pub fn key(self) -> &'static str {
-        match self {
-            Attr::DeviceNumber => "device_number",
-            Attr::DeviceName => "device_name",
-            Attr::UserNumber => "user_number",
-            Attr::UserName => "user_name",
-            Attr::AgentNumber => "agent_number",
-            Attr::AgentName => "agent_name",
-            Attr::Group => "group_name",
-            Attr::DdiNumber => "ddi_number",
-            Attr::DdiName => "ddi_name",
-            Attr::RoutePrefix => "route_prefix",
-            Attr::RouteName => "route_name",
-            Attr::RouteStep => "route_step",
-            Attr::RouteStatus => "route_status",
-            Attr::RouteDestination => "route_destination",
-            Attr::RouteCallerName => "route_caller_name",
-            Attr::RouteReason => "route_reason",
-            Attr::RouteSource => "route_source",
-            Attr::RouteLatency => "route_latency_ms",
-            Attr::RouteUrl => "route_url",
-        }
-    }
-
-    fn sources(self, m: &MappingConfig) -> &[String] {
-        match self {
-            Attr::DeviceNumber => &m.device_number,
-            Attr::DeviceName => &m.device_name,
-            Attr::UserNumber => &m.user_number,
-            Attr::UserName => &m.user_name,
-            Attr::AgentNumber => &m.agent_number,
-            Attr::AgentName => &m.agent_name,
-            Attr::Group => &m.group_name,
-            Attr::DdiNumber => &m.ddi_number,
-            Attr::DdiName => &m.ddi_name,
-            Attr::RoutePrefix => &m.route_prefix,
-            Attr::RouteName => &m.route_name,
-            Attr::RouteStep => &m.route_step,
-            Attr::RouteStatus => &m.route_status,
-            Attr::RouteDestination => &m.route_destination,
-            Attr::RouteCallerName => &m.route_caller_name,
-            Attr::RouteReason => &m.route_reason,
-            Attr::RouteSource => &m.route_source,
-            Attr::RouteLatency => &m.route_latency_ms,
-            Attr::RouteUrl => &m.route_url,
-        }
-    }
-
     fn strips_domain(self) -> bool {
         matches!(
             self,
@@ -329,7 +220,8 @@ impl Mapper {
     }
 
     /// Reads every mapped header of `ev` into `attrs` in one pass over the headers.
-    pub fn apply(&self, ev: &Event, event_name: &'static str, at_us: i64, attrs: &mut LegAttrs) {
+    pub fn apply(&self, ev: &Event, event: EventName, at_us: i64, attrs: &mut LegAttrs) {
+        let event_name = event.as_str();
         let headers = ev.headers();
         for (i, name) in headers.names() {
             if let Some((&header, targets)) = self.by_header.get_key_value(name) {
@@ -398,7 +290,7 @@ mod tests {
         let mut a = LegAttrs::default();
         m.apply(
             &event(&[("variable_dialed_user", "1001")]),
-            "CHANNEL_CREATE",
+            EventName::ChannelCreate,
             1,
             &mut a,
         );
@@ -411,7 +303,7 @@ mod tests {
                 ("variable_cc_agent", "1003@default"),
                 ("variable_switchhook_tag_Support", "step1"),
             ]),
-            "CHANNEL_HANGUP_COMPLETE",
+            EventName::ChannelHangupComplete,
             2,
             &mut a,
         );
@@ -433,7 +325,7 @@ mod tests {
                 ("variable_switchhook_latency_ms", "12"),
                 ("variable_switchhook_url", "https://crm.example/route"),
             ]),
-            "CHANNEL_EXECUTE_COMPLETE",
+            EventName::ChannelExecuteComplete,
             1,
             &mut a,
         );

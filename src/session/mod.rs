@@ -31,7 +31,7 @@ pub use leg::{Leg, LegState, Seen};
 pub use moments::{Moment, Trigger};
 pub use timeline::{Segment, SegmentKind};
 
-use crate::esl::{ChannelSnapshot, Event, Headers};
+use crate::esl::{ChannelSnapshot, Event, EventName, Headers};
 use crate::problem::{Problem, Problems};
 use directory::Directory;
 use mapping::Mapper;
@@ -277,10 +277,10 @@ fn snapshot_created_us(c: &ChannelSnapshot) -> Option<i64> {
 
 /// Events that start a channel's life (a leg first seen with another is joined late).
 /// FreeSWITCH fires CHANNEL_STATE CS_NEW/CS_INIT before CHANNEL_CREATE.
-fn is_birth(name: &str, ev: &Event) -> bool {
+fn is_birth(name: EventName, ev: &Event) -> bool {
     match name {
-        "CHANNEL_CREATE" | "CHANNEL_OUTGOING" | "CHANNEL_ORIGINATE" => true,
-        "CHANNEL_STATE" => ev
+        EventName::ChannelCreate | EventName::ChannelOutgoing | EventName::ChannelOriginate => true,
+        EventName::ChannelState => ev
             .get("Channel-State")
             .is_some_and(|s| s == "CS_NEW" || s == "CS_INIT"),
         _ => false,
@@ -350,7 +350,7 @@ impl SessionTracker {
         let Some(name) = ev.name() else {
             return out;
         };
-        let name = call::intern_name(&name);
+        let name = EventName::of(&name);
         // The event keeps its own time for its call; only the clock that drives expiry is
         // protected from a timestamp far from the others.
         let ts = match ev.timestamp_us() {
@@ -359,7 +359,7 @@ impl SessionTracker {
                 // is wrong must not turn the log into a copy of the stream.
                 if self.clock.observe(ts) && self.clock.outliers().is_power_of_two() {
                     tracing::warn!(
-                        event = name,
+                        event = name.as_str(),
                         timestamp_us = ts,
                         clock_us = self.clock.now_us(),
                         outliers = self.clock.outliers(),
@@ -371,11 +371,11 @@ impl SessionTracker {
             None => self.clock.now_us(),
         };
         self.since_sweep += 1;
-        if name == "HEARTBEAT" || self.since_sweep >= 4096 {
+        if name == EventName::Heartbeat || self.since_sweep >= 4096 {
             self.since_sweep = 0;
             self.expire(&mut out);
         }
-        if matches!(name, "OTHER" | "HEARTBEAT") {
+        if matches!(name, EventName::Other | EventName::Heartbeat) {
             return out;
         }
         let Some(uuid) = ev.unique_id() else {
@@ -387,8 +387,8 @@ impl SessionTracker {
                 // A channel's last words (its destroy, and the CS_DESTROY state after it)
                 // never open a call: they are stragglers of one that ended unseen.
                 if self.finished.contains(&uuid)
-                    || !name.starts_with("CHANNEL_")
-                    || name == "CHANNEL_DESTROY"
+                    || !name.is_channel()
+                    || name == EventName::ChannelDestroy
                     || ev.get("Channel-State").is_some_and(|s| s == "CS_DESTROY")
                 {
                     return out;
@@ -397,10 +397,10 @@ impl SessionTracker {
             }
         };
         let key = match name {
-            "CHANNEL_BRIDGE" => self.merge_bridged(key, ev),
+            EventName::ChannelBridge => self.merge_bridged(key, ev),
             // A leg first seen on a sparse event (CHANNEL_STATE CS_NEW carries no variables)
             // learns its parent when its CHANNEL_CREATE arrives.
-            "CHANNEL_CREATE" | "CHANNEL_OUTGOING" | "CHANNEL_ORIGINATE"
+            EventName::ChannelCreate | EventName::ChannelOutgoing | EventName::ChannelOriginate
                 if self.calls.get(&key).is_some_and(|c| c.legs.len() == 1) =>
             {
                 match self.parent_of(&uuid, ev) {
@@ -441,7 +441,7 @@ impl SessionTracker {
     /// call it belongs to. An adopted leg listed apart from the call it has joined (a queue
     /// agent's, a retrieved parked call's) is merged into it, as an uninterrupted switchhook
     /// had it.
-    fn catch_up(&mut self, key: u64, uuid: &str, name: &'static str, ev: &Event) -> u64 {
+    fn catch_up(&mut self, key: u64, uuid: &str, name: EventName, ev: &Event) -> u64 {
         let Some(call) = self.calls.get_mut(&key) else {
             return key;
         };
@@ -570,7 +570,7 @@ impl SessionTracker {
             for row in rows {
                 let ev = snapshot_event(row);
                 let at = snapshot_created_us(row).unwrap_or(self.clock.now_us());
-                let first = Seen::event("show channels", at);
+                let first = Seen::snapshot(at);
                 let mut leg = Leg::new(row.uuid.clone(), &ev, first, &self.settings.mapping.config);
                 leg.catching_up = true;
                 self.catching_up += 1;
@@ -656,7 +656,7 @@ impl SessionTracker {
     }
 
     /// Finds the call a new leg belongs to, or opens one.
-    fn attach(&mut self, uuid: &str, name: &'static str, ev: &Event, ts: i64) -> u64 {
+    fn attach(&mut self, uuid: &str, name: EventName, ev: &Event, ts: i64) -> u64 {
         let first = Seen::event(name, ts);
         let mut leg = Leg::new(uuid.to_owned(), ev, first, &self.settings.mapping.config);
         let parent = self.parent_of(uuid, ev);

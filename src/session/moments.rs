@@ -15,85 +15,60 @@ use super::cdr::CallRecord;
 use super::leg::AppKind;
 use super::mapping::Attr;
 use super::timeline::SegmentKind;
+use crate::esl::EventName;
 
-/// A lifecycle trigger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Trigger {
+/// Declares the triggers once: the enum, its configuration spellings and the list of all.
+macro_rules! triggers {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal, )*) => {
+        /// A lifecycle trigger.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum Trigger {
+            $( $(#[$doc])* #[serde(rename = $name)] $variant, )*
+        }
+
+        impl Trigger {
+            /// Every trigger, in declaration order.
+            pub const ALL: [Trigger; [$($name),*].len()] = [$(Trigger::$variant),*];
+
+            /// The configuration spelling (`call.answered.queue`).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( Trigger::$variant => $name, )*
+                }
+            }
+        }
+    };
+}
+
+triggers! {
     /// Call received on server: the call's first leg exists.
-    #[serde(rename = "call.received")]
-    Received,
+    Received = "call.received",
     /// The answered caller reached an IVR menu.
-    #[serde(rename = "call.answered.ivr")]
-    AnsweredIvr,
+    AnsweredIvr = "call.answered.ivr",
     /// Answered by a member of a ring group.
-    #[serde(rename = "call.answered.ring_group")]
-    AnsweredRingGroup,
+    AnsweredRingGroup = "call.answered.ring_group",
     /// Answered by an agent of a call-center queue.
-    #[serde(rename = "call.answered.queue")]
-    AnsweredQueue,
+    AnsweredQueue = "call.answered.queue",
     /// Answered by an extension rung on its own.
-    #[serde(rename = "call.answered.extension")]
-    AnsweredExtension,
+    AnsweredExtension = "call.answered.extension",
     /// The call ended without anyone answering.
-    #[serde(rename = "call.missed")]
-    Missed,
+    Missed = "call.missed",
     /// The call ended.
-    #[serde(rename = "call.hangup")]
-    Hangup,
+    Hangup = "call.hangup",
     /// The first of: answered by a person, or ended unanswered.
-    #[serde(rename = "call.missed_or_answered")]
-    MissedOrAnswered,
+    MissedOrAnswered = "call.missed_or_answered",
     /// The caller chose an option in an IVR menu.
-    #[serde(rename = "call.dtmf")]
-    Dtmf,
+    Dtmf = "call.dtmf",
     /// Extensions started ringing.
-    #[serde(rename = "call.dialed")]
-    Dialed,
+    Dialed = "call.dialed",
     /// Click-to-call: the customer answered after the extension.
-    #[serde(rename = "call.click_to_call.answered")]
-    ClickToCallAnswered,
+    ClickToCallAnswered = "call.click_to_call.answered",
 }
 
 impl Trigger {
-    /// Every trigger.
-    pub const ALL: [Trigger; 11] = [
-        Trigger::Received,
-        Trigger::AnsweredIvr,
-        Trigger::AnsweredRingGroup,
-        Trigger::AnsweredQueue,
-        Trigger::AnsweredExtension,
-        Trigger::Missed,
-        Trigger::Hangup,
-        Trigger::MissedOrAnswered,
-        Trigger::Dtmf,
-        Trigger::Dialed,
-        Trigger::ClickToCallAnswered,
-    ];
-
-    /// The configuration spelling (`call.answered.queue`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Trigger::Received => "call.received",
-            Trigger::AnsweredIvr => "call.answered.ivr",
-            Trigger::AnsweredRingGroup => "call.answered.ring_group",
-            Trigger::AnsweredQueue => "call.answered.queue",
-            Trigger::AnsweredExtension => "call.answered.extension",
-            Trigger::Missed => "call.missed",
-            Trigger::Hangup => "call.hangup",
-            Trigger::MissedOrAnswered => "call.missed_or_answered",
-            Trigger::Dtmf => "call.dtmf",
-            Trigger::Dialed => "call.dialed",
-            Trigger::ClickToCallAnswered => "call.click_to_call.answered",
-        }
-    }
-
     /// The trigger spelled `name`.
     pub fn parse(name: &str) -> Option<Trigger> {
         Trigger::ALL.into_iter().find(|t| t.name() == name)
-    }
-
-    fn bit(self) -> u16 {
-        1 << (self as u16)
     }
 }
 
@@ -103,19 +78,17 @@ impl std::fmt::Display for Trigger {
     }
 }
 
-/// The set of triggers a call has fired.
+/// The set of triggers a call has fired: one flag per trigger, however many there are.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Fired {
-    bits: u16,
+    fired: [bool; Trigger::ALL.len()],
     seq: u32,
 }
 
 impl Fired {
     /// Marks `t` fired; false if it already was.
     fn claim(&mut self, t: Trigger) -> bool {
-        let new = self.bits & t.bit() == 0;
-        self.bits |= t.bit();
-        new
+        !std::mem::replace(&mut self.fired[t as usize], true)
     }
 
     /// Marks `t` as a moment that must not fire: its history is gone.
@@ -132,12 +105,14 @@ impl Fired {
 
     /// Whether `t` has fired.
     pub fn has(&self, t: Trigger) -> bool {
-        self.bits & t.bit() != 0
+        self.fired[t as usize]
     }
 
     /// Takes in the triggers of a call merged into this one.
     pub(crate) fn absorb(&mut self, other: Fired) {
-        self.bits |= other.bits;
+        for (mine, theirs) in self.fired.iter_mut().zip(other.fired) {
+            *mine |= theirs;
+        }
         self.seq = self.seq.max(other.seq);
     }
 
@@ -180,7 +155,7 @@ fn detail(pairs: &[(&str, Option<String>)]) -> Map<String, Value> {
 impl CallSession {
     /// The mid-call triggers the call's state now shows and that have not fired yet; `name`
     /// is the event just applied.
-    pub(crate) fn find_moments(&mut self, name: &str) -> Found {
+    pub(crate) fn find_moments(&mut self, name: EventName) -> Found {
         let mut found = Found::new();
         // An adopted call shows what it is (whose call a leg joins, the ring group or queue
         // that answered) once each of its legs has caught up.
@@ -253,10 +228,11 @@ impl CallSession {
     /// nothing fires before its CHANNEL_CREATE;
     /// a call from a device is only known to be internal or outbound once it is routed (a
     /// second leg, or an answer).
-    fn is_received(&self, name: &str) -> bool {
+    fn is_received(&self, name: EventName) -> bool {
         // CHANNEL_OUTGOING comes first for originated legs, and may lack the link
         // (mod_callcenter's member uuid) that CHANNEL_CREATE carries.
-        let born = name == "CHANNEL_CREATE" || self.partial.is_some() || self.legs.len() > 1;
+        let born =
+            name == EventName::ChannelCreate || self.partial.is_some() || self.legs.len() > 1;
         born && match self.origin {
             // A device's call answered by an application alone is received when it is born
             // answered; adopted, its birth is history, and only a second leg shows it.
