@@ -145,7 +145,7 @@ fn main() {
     let live = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64
         + stats.bytes_reallocated as i64;
     let active = tracker.active();
-    let legs: usize = tracker.calls().map(|c| c.legs.len()).sum();
+    let legs: usize = tracker.calls().map(|c| c.leg_count()).sum();
     println!(
         "SUMMARY memory: {calls} concurrent calls ({active} sessions, {legs} legs, {fed} events fed), {:.1} MB live, {:.0} bytes/call",
         live as f64 / 1e6,

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use switchhook::hooks::delivery::DeliveryOptions;
+use switchhook::hooks::DeliveryOptions;
 use switchhook::hooks::{DeliveryQueue, Outbox, Request, WebhookSet};
 use switchhook::session::Settings;
 

@@ -4,14 +4,15 @@
 //! The modules follow the data: [`esl`] (the wire) feeds everything else; [`config`] and the
 //! CLI sit at the edge.
 #![warn(missing_docs)]
+#![warn(unreachable_pub)]
 
 pub mod admin;
 pub mod cli;
 pub mod config;
-pub mod demo;
+
 pub mod esl;
 pub mod hooks;
-pub mod logging;
+mod logging;
 mod memory;
 pub mod pipeline;
 pub mod playback;

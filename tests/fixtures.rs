@@ -274,7 +274,7 @@ fn xmlize(e: &Event) -> String {
     };
     let mut x = String::from("<event>\n  <headers>\n");
     for (name, value) in e.headers().iter() {
-        let items = switchhook::esl::headers::split_array(&value);
+        let items = switchhook::esl::split_array(&value);
         for item in items {
             x.push_str(&format!(
                 "    <{name}>{}</{name}>\n",

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::fake_fs::{call, Conversation, FakeOptions, Transcript};
 use common::receiver::{Receiver, Reply};
-use switchhook::hooks::sign::Signer;
+use switchhook::hooks::Signer;
 use switchhook::routing::{
     RouteConfig, RouteTable, Router, RoutingConfig, RoutingServer, StepReport,
 };
@@ -451,9 +451,9 @@ async fn route_options_shape_the_commands() {
     let http = Receiver::start(|_, _| seed_ack()).await;
     let mut vip = crm(&http.base(), "/r");
     vip.method = "POST".into();
-    vip.caller_name = switchhook::routing::config::CallerNameMode::Prepend;
+    vip.caller_name = switchhook::routing::CallerNameMode::Prepend;
     vip.caller_name_text = "VIP".into();
-    vip.caller_id_forwarding = switchhook::routing::config::CallerIdForwarding::Called;
+    vip.caller_id_forwarding = switchhook::routing::CallerIdForwarding::Called;
     vip.on_success = "switchhook-ACK".into();
     let mut rig = rig(RoutingConfig::default(), vec![vip]).await;
     let conv = Conversation::for_step(&["19-routing-crm-ack"]);
@@ -481,7 +481,7 @@ async fn route_options_shape_the_commands() {
 
     // Suppressed caller ID: FreeSWITCH's privacy application.
     let mut hide = crm(&http.base(), "/r");
-    hide.caller_id_forwarding = switchhook::routing::config::CallerIdForwarding::Suppressed;
+    hide.caller_id_forwarding = switchhook::routing::CallerIdForwarding::Suppressed;
     let table = RouteTable::compile(&RoutingConfig::default(), &[hide]).unwrap();
     rig.router.set_routes(Arc::new(table));
     let t = call(rig.addr, &conv, FakeOptions::default()).await;

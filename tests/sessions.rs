@@ -625,7 +625,7 @@ fn channels_after(events: &[Event]) -> Vec<switchhook::esl::ChannelSnapshot> {
     for ev in events {
         table.track(ev);
     }
-    switchhook::esl::client::parse_channels(&table.show_json())
+    switchhook::esl::parse_channels(&table.show_json())
 }
 
 /// switchhook restarts mid-capture, at 49 points of each capture (`SWITCHHOOK_RESTART_CUTS=400`

@@ -12,9 +12,9 @@ use common::fixture;
 use common::receiver::{Receiver, Reply};
 use serde_json::Value;
 use switchhook::config::Config;
-use switchhook::hooks::delivery::DeliveryOptions;
-use switchhook::hooks::sign::Signer;
-use switchhook::hooks::store::{Admin, ListFilter, State};
+use switchhook::hooks::DeliveryOptions;
+use switchhook::hooks::Signer;
+use switchhook::hooks::{Admin, ListFilter, State};
 use switchhook::hooks::{DeliveryQueue, Outbox, Request, WebhookSet};
 use switchhook::pipeline::Compiled;
 use switchhook::replay;
@@ -442,7 +442,7 @@ async fn queue(dir: &Path, hooks: &Arc<WebhookSet>) -> DeliveryQueue {
     .unwrap()
 }
 
-fn rows(dir: &Path, webhook: &str) -> Vec<switchhook::hooks::store::Row> {
+fn rows(dir: &Path, webhook: &str) -> Vec<switchhook::hooks::Row> {
     Admin::open(&dir.join("outbox.db"))
         .unwrap()
         .list(&ListFilter {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchhook::routing::reply::{judge, ReplyRules};
+use switchhook::routing::{judge, ReplyRules};
 
 fn unsafe_for_freeswitch(c: char) -> bool {
     matches!(

@@ -54,7 +54,11 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 
 /// The middleware: 401 with a `WWW-Authenticate` challenge unless the request carries the
 /// credentials.
-pub async fn require(State(creds): State<Credentials>, req: Request, next: Next) -> Response {
+pub(crate) async fn require(
+    State(creds): State<Credentials>,
+    req: Request,
+    next: Next,
+) -> Response {
     let ok = req
         .headers()
         .get(header::AUTHORIZATION)

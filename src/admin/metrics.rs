@@ -19,34 +19,34 @@ use prometheus_client::metrics::MetricType;
 
 /// Counters of the session pipeline (kept by `run`'s loop).
 #[derive(Debug, Default)]
-pub struct PipelineStats {
+pub(crate) struct PipelineStats {
     /// Calls in progress.
-    pub active_calls: AtomicI64,
+    pub(crate) active_calls: AtomicI64,
     /// CDRs emitted (finished calls).
-    pub cdrs: AtomicU64,
+    pub(crate) cdrs: AtomicU64,
     /// Of those, partial records (a gap, a shutdown, an expiry).
-    pub partial: AtomicU64,
+    pub(crate) partial: AtomicU64,
     /// Lifecycle moments found.
-    pub moments: AtomicU64,
+    pub(crate) moments: AtomicU64,
     /// Event-socket reconnects (connections after the first).
-    pub reconnects: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
 }
 
 /// Where the figures come from.
 #[derive(Clone)]
-pub struct Sources {
+pub(crate) struct Sources {
     /// The event-socket client's counters.
-    pub esl: Arc<ClientStats>,
+    pub(crate) esl: Arc<ClientStats>,
     /// The session pipeline's counters.
-    pub pipeline: Arc<PipelineStats>,
+    pub(crate) pipeline: Arc<PipelineStats>,
     /// The delivery queue's counters.
-    pub delivery: Arc<DeliveryStats>,
+    pub(crate) delivery: Arc<DeliveryStats>,
     /// The routing server, when it runs.
-    pub routing: Option<Arc<Router>>,
+    pub(crate) routing: Option<Arc<Router>>,
     /// The outbox file (its depth is read at each scrape).
-    pub outbox: PathBuf,
+    pub(crate) outbox: PathBuf,
     /// The live page's calls.
-    pub live: Arc<super::LiveView>,
+    pub(crate) live: Arc<super::LiveView>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -57,14 +57,14 @@ impl std::fmt::Debug for Sources {
 
 /// Reads [`Sources`] at scrape time; the outbox depth is passed in (read off the runtime).
 #[derive(Debug)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     sources: Sources,
     outbox_depth: Vec<(String, i64)>,
 }
 
 impl Snapshot {
     /// A snapshot with the outbox's rows per state.
-    pub fn new(sources: Sources, outbox_depth: Vec<(String, i64)>) -> Snapshot {
+    pub(crate) fn new(sources: Sources, outbox_depth: Vec<(String, i64)>) -> Snapshot {
         Snapshot {
             sources,
             outbox_depth,

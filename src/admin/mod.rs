@@ -4,18 +4,18 @@
 //! deliveries (`/`). Off unless `[admin] listen` is set; keep it on loopback or behind a
 //! firewall.
 
-pub mod auth;
+pub(crate) mod auth;
 pub mod live;
-pub mod metrics;
-pub mod server;
+pub(crate) mod metrics;
+pub(crate) mod server;
 
 use serde::{Deserialize, Serialize};
 
 use crate::problem::{Problem, Problems};
 
 pub use live::LiveView;
-pub use metrics::{PipelineStats, Sources};
-pub use server::AdminServer;
+pub(crate) use metrics::{PipelineStats, Sources};
+pub(crate) use server::AdminServer;
 
 /// `[admin]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -1,7 +1,6 @@
 //! The admin HTTP server (axum): `/metrics`, `/healthz`, `/readyz`, and the live page (`/`,
 //! which polls `/live.json`).
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
@@ -16,14 +15,14 @@ use super::metrics::{Snapshot, Sources};
 use crate::hooks::store::Admin;
 
 /// A bound admin endpoint.
-pub struct AdminServer {
+pub(crate) struct AdminServer {
     listener: tokio::net::TcpListener,
     credentials: Option<Credentials>,
 }
 
 impl AdminServer {
     /// Binds `addr`.
-    pub async fn bind(addr: &str) -> std::io::Result<AdminServer> {
+    pub(crate) async fn bind(addr: &str) -> std::io::Result<AdminServer> {
         Ok(AdminServer {
             listener: tokio::net::TcpListener::bind(addr).await?,
             credentials: None,
@@ -31,18 +30,13 @@ impl AdminServer {
     }
 
     /// Requires these credentials on the live page, its data and `/metrics`.
-    pub fn require(mut self, credentials: Option<Credentials>) -> AdminServer {
+    pub(crate) fn require(mut self, credentials: Option<Credentials>) -> AdminServer {
         self.credentials = credentials;
         self
     }
 
-    /// The bound address.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
     /// Serves what `sources` hold until `stop`.
-    pub async fn serve(self, sources: Sources, stop: CancellationToken) {
+    pub(crate) async fn serve(self, sources: Sources, stop: CancellationToken) {
         // Call data and metrics behind the credentials, if any; the probes stay open.
         let mut guarded = axum::Router::new()
             .route("/metrics", get(metrics))

@@ -67,7 +67,7 @@ pub enum Action {
 }
 
 /// Runs one action.
-pub fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> ExitCode {
+pub(super) fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> ExitCode {
     let path = match db {
         Some(p) => p.to_owned(),
         None => match Config::read(config) {

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 
 mod deliveries;
+mod demo;
 pub mod svg;
 
 use crate::esl::{Limits, Message};
@@ -131,7 +132,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             keep,
         } => {
             quiet(log_format);
-            crate::demo::run(crate::demo::DemoOptions {
+            demo::run(demo::DemoOptions {
                 speed,
                 capture,
                 stay,

@@ -387,7 +387,7 @@ async fn supervise(
 
 /// Exponential backoff with equal jitter: half the step fixed, half random, so a fleet of
 /// clients does not reconnect in lockstep after a FreeSWITCH restart.
-pub fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
+pub(crate) fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
     let step = min.saturating_mul(1u32 << attempt.min(20)).min(max);
     let half = step / 2;
     half + half.mul_f64(fastrand::f64())

@@ -13,7 +13,7 @@ use super::message::{Message, ReplyStatus};
 
 /// How to authenticate.
 #[derive(Clone)]
-pub enum Auth {
+pub(crate) enum Auth {
     /// `auth <password>`.
     Password(String),
     /// `userauth <user@domain>:<password>`.
@@ -36,7 +36,7 @@ impl std::fmt::Debug for Auth {
 
 /// Why a connection could not be set up or was lost.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     /// TCP connect or I/O failure.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -61,11 +61,11 @@ pub enum ConnectError {
 }
 
 /// A framed, authenticated connection.
-pub type Framed8021 = Framed<TcpStream, EslCodec>;
+pub(crate) type Framed8021 = Framed<TcpStream, EslCodec>;
 
 /// Connects, waits for `auth/request`, authenticates. Returns the framed connection ready for
 /// commands.
-pub async fn connect(
+pub(crate) async fn connect(
     addr: &str,
     auth: &Auth,
     limits: Limits,

@@ -14,11 +14,11 @@ use nom::Parser;
 use percent_encoding::percent_decode;
 
 /// The value FreeSWITCH writes for a variable that is not set.
-pub const UNDEFINED: &str = "_undef_";
+pub(crate) const UNDEFINED: &str = "_undef_";
 /// The prefix of a FreeSWITCH array value: `ARRAY::a|:b|:c`.
-pub const ARRAY_PREFIX: &str = "ARRAY::";
+pub(crate) const ARRAY_PREFIX: &str = "ARRAY::";
 /// The separator between the elements of a FreeSWITCH array value.
-pub const ARRAY_SEPARATOR: &str = "|:";
+pub(crate) const ARRAY_SEPARATOR: &str = "|:";
 
 /// A byte range inside a header block's buffer. `u32` keeps an entry at 16 bytes; the codec
 /// refuses frames larger than 4 GiB long before they get here.
@@ -43,7 +43,7 @@ struct Entry {
 /// The most header lines one block may have. FreeSWITCH's events carry a few hundred (a
 /// channel with many variables, a few thousand); each line costs an index entry, so a block of
 /// tiny lines must not turn a bounded frame into an unbounded index.
-pub const MAX_HEADERS: usize = 65_536;
+pub(crate) const MAX_HEADERS: usize = 65_536;
 
 /// Why a header block could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -272,7 +272,7 @@ pub fn split_array(v: &str) -> Vec<String> {
 }
 
 /// Joins elements the way FreeSWITCH stores an array header; one element has no prefix.
-pub fn join_array<S: AsRef<str>>(items: &[S]) -> String {
+pub(crate) fn join_array<S: AsRef<str>>(items: &[S]) -> String {
     match items {
         [one] => one.as_ref().to_owned(),
         _ => {

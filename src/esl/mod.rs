@@ -3,24 +3,25 @@
 //! Data flows one way: bytes → [`codec::EslCodec`] → [`message::Message`] → consumers.
 //! Replay of a capture file and a live socket go through the same codec.
 
-pub mod codec;
-pub mod command;
+pub(crate) mod codec;
+pub(crate) mod command;
 mod config;
-pub mod event;
-pub mod headers;
-pub mod message;
+pub(crate) mod event;
+pub(crate) mod headers;
+pub(crate) mod message;
 mod names;
 mod xml;
 
 pub use codec::{Decoded, EslCodec, FrameError, FrameErrorKind, Limits};
 pub use command::{Command, CommandError};
 pub use event::{Event, EventError, EventFormat};
-pub use headers::Headers;
+pub use headers::{split_array, Headers};
 pub use message::{ApiResponse, DisconnectNotice, Disposition, Message, Reply, ReplyStatus};
 pub use names::EventName;
-pub mod client;
-pub mod connection;
+pub(crate) mod client;
+pub(crate) mod connection;
 
-pub use client::{ChannelSnapshot, ClientError, EslClient, EslSignal, GapReason, QueuedEvent};
+pub use client::{
+    parse_channels, ChannelSnapshot, ClientError, EslClient, EslSignal, GapReason, QueuedEvent,
+};
 pub use config::{Filter, FreeswitchConfig, Overflow};
-pub use connection::Auth;

@@ -65,7 +65,7 @@ impl Default for DeliveryOptions {
     }
 }
 
-pub use super::stats::{DeliveryStats, Outcome};
+pub(crate) use super::stats::{DeliveryStats, Outcome};
 
 type ChainKey = (String, String);
 

@@ -40,7 +40,7 @@ pub struct FilterConfig {
 
 /// A compiled filter.
 #[derive(Debug, Clone)]
-pub struct Filter {
+pub(crate) struct Filter {
     field: String,
     test: Test,
 }
@@ -73,7 +73,10 @@ fn same(a: &Value, b: &Value) -> bool {
 
 impl Filter {
     /// Compiles `cfg`; `known` says which field names exist.
-    pub fn compile(cfg: &FilterConfig, known: impl Fn(&str) -> bool) -> Result<Filter, String> {
+    pub(crate) fn compile(
+        cfg: &FilterConfig,
+        known: impl Fn(&str) -> bool,
+    ) -> Result<Filter, String> {
         if !known(&cfg.field) {
             return Err(format!("unknown field {:?}", cfg.field));
         }
@@ -111,7 +114,7 @@ impl Filter {
     }
 
     /// Whether `fields` pass.
-    pub fn matches(&self, fields: &Map<String, Value>) -> bool {
+    pub(crate) fn matches(&self, fields: &Map<String, Value>) -> bool {
         let v = fields.get(&self.field).unwrap_or(&Value::Null);
         match &self.test {
             Test::Eq(want, eq) => same(v, want) == *eq,

@@ -8,17 +8,18 @@
 //! [`sign`] adds the Standard Webhooks signature; [`egress`] keeps requests away from
 //! loopback and private networks unless allowed.
 
-pub mod delivery;
-pub mod egress;
-pub mod filter;
-pub mod request;
-pub mod retry;
-pub mod sign;
-pub mod stats;
-pub mod store;
-pub mod webhook;
+pub(crate) mod delivery;
+pub(crate) mod egress;
+pub(crate) mod filter;
+pub(crate) mod request;
+pub(crate) mod retry;
+pub(crate) mod sign;
+pub(crate) mod stats;
+pub(crate) mod store;
+pub(crate) mod webhook;
 
-pub use delivery::DeliveryQueue;
+pub use delivery::{DeliveryOptions, DeliveryQueue};
 pub use request::Request;
-pub use store::Outbox;
+pub use sign::Signer;
+pub use store::{Admin, ListFilter, Outbox, Row, State, StoreError};
 pub use webhook::{WebhookConfig, WebhookSet};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// The result of one HTTP attempt, as far as retrying cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attempt {
+pub(crate) enum Attempt {
     /// A response arrived.
     Response {
         /// Its status code.
@@ -19,7 +19,7 @@ pub enum Attempt {
 
 /// What to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Delivered.
     Delivered,
     /// Try again after this long.
@@ -31,16 +31,16 @@ pub enum Verdict {
 }
 
 /// The longest `Retry-After` honoured: a receiver asking for days is parked for an hour.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// The delay after attempt `n` (1-based): `n` × 2 s, the documented retry schedule.
-pub fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_secs(2 * u64::from(attempt.max(1)))
 }
 
 /// Decides what attempt number `attempt` (1-based) of `max_attempts` leads to. `now_unix` is
 /// for `Retry-After` given as an HTTP date.
-pub fn judge(outcome: &Attempt, attempt: u32, max_attempts: u32, now_unix: i64) -> Verdict {
+pub(crate) fn judge(outcome: &Attempt, attempt: u32, max_attempts: u32, now_unix: i64) -> Verdict {
     let again = |d: Duration| {
         if attempt < max_attempts {
             Verdict::Retry(d)
@@ -68,7 +68,7 @@ pub fn judge(outcome: &Attempt, attempt: u32, max_attempts: u32, now_unix: i64) 
 }
 
 /// `Retry-After`: delta seconds or an HTTP date.
-pub fn parse_retry_after(value: &str, now_unix: i64) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now_unix: i64) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));

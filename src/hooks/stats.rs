@@ -17,14 +17,14 @@ use super::request::Request;
 use super::store::now_ms;
 
 /// How many deliveries [`DeliveryStats::recent`] keeps.
-pub const RECENT: usize = 50;
+pub(crate) const RECENT: usize = 50;
 
 /// Labels `webhook`, `outcome`.
-pub type OutcomeLabels = [(&'static str, String); 2];
+pub(crate) type OutcomeLabels = [(&'static str, String); 2];
 /// Label `webhook`.
-pub type WebhookLabel = [(&'static str, String); 1];
+pub(crate) type WebhookLabel = [(&'static str, String); 1];
 /// Histograms labelled `webhook`.
-pub type HistogramFamily = Family<WebhookLabel, Histogram, fn() -> Histogram>;
+pub(crate) type HistogramFamily = Family<WebhookLabel, Histogram, fn() -> Histogram>;
 
 /// What became of one attempt (or of a request that was not attempted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -230,7 +230,7 @@ INSERT OR IGNORE INTO meta (k, v) VALUES ('generation', 0);
 ";
 
 /// Opens (creating if needed) the database at `path` with the outbox's settings.
-pub fn open(path: &Path) -> Result<Connection, StoreError> {
+pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     let err = |source| StoreError::Sqlite {
         path: path.display().to_string(),
         source,
@@ -249,7 +249,7 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// Unix time now, ms.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -163,7 +163,7 @@ impl std::fmt::Debug for WebhookConfig {
 }
 
 /// Names a moment offers to templates and filters besides the CDR's and the flat fields'.
-pub const MOMENT_FIELDS: [&str; 14] = [
+pub(crate) const MOMENT_FIELDS: [&str; 14] = [
     "trigger",
     "sequence",
     "callType",
@@ -181,7 +181,7 @@ pub const MOMENT_FIELDS: [&str; 14] = [
 ];
 
 /// Whether templates and filters may name `field`.
-pub fn is_known_field(field: &str) -> bool {
+pub(crate) fn is_known_field(field: &str) -> bool {
     cdr::fields().iter().any(|f| f == field)
         || FLAT_FIELDS.contains(&field)
         || MOMENT_FIELDS.contains(&field)
@@ -611,7 +611,7 @@ fn retime(fields: &mut Map<String, Value>, m: &Moment, tz: &jiff::tz::TimeZone, 
 
 /// The `webhook-id` of a webhook's request for one trigger of one call: the same on every
 /// attempt, after a restart and in replay, so receivers can de-duplicate.
-pub fn message_id(webhook: &str, call_id: &str, trigger: Trigger) -> String {
+pub(crate) fn message_id(webhook: &str, call_id: &str, trigger: Trigger) -> String {
     let name = format!("{webhook}\n{call_id}\n{}", trigger.name());
     format!(
         "msg_{}",
@@ -621,7 +621,7 @@ pub fn message_id(webhook: &str, call_id: &str, trigger: Trigger) -> String {
 
 /// The fields every webhook sees for a moment: the CDR, the flat fields, the trigger
 /// and what it adds.
-pub fn moment_fields(m: &Moment) -> Map<String, Value> {
+pub(crate) fn moment_fields(m: &Moment) -> Map<String, Value> {
     let mut fields = match serde_json::to_value(&m.record.cdr) {
         Ok(Value::Object(o)) => o,
         _ => Map::new(),
@@ -637,7 +637,7 @@ pub fn moment_fields(m: &Moment) -> Map<String, Value> {
 
 /// Where the built-in example webhook posts (what `replay --emit webhooks` shows without a
 /// configuration, and what `demo` receives).
-pub const EXAMPLE_URL: &str = "http://127.0.0.1:8080/hooks/{trigger}";
+pub(crate) const EXAMPLE_URL: &str = "http://127.0.0.1:8080/hooks/{trigger}";
 
 impl WebhookSet {
     /// One webhook on every trigger, posting the default JSON payload to [`EXAMPLE_URL`].

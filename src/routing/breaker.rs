@@ -26,7 +26,7 @@ enum State {
 
 /// May this call go to the routing server?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Yes.
     Go,
     /// Yes, as the single probe after a cooldown.
@@ -37,14 +37,14 @@ pub enum Admission {
 
 /// The breakers of every routing URL (keyed by the URL template, so one per configured URL).
 #[derive(Debug)]
-pub struct Breakers {
+pub(crate) struct Breakers {
     cfg: BreakerConfig,
     states: Mutex<HashMap<String, State>>,
 }
 
 impl Breakers {
     /// Breakers with one configuration.
-    pub fn new(cfg: BreakerConfig) -> Breakers {
+    pub(crate) fn new(cfg: BreakerConfig) -> Breakers {
         Breakers {
             cfg,
             states: Mutex::new(HashMap::new()),
@@ -52,7 +52,7 @@ impl Breakers {
     }
 
     /// Asks before calling `key`.
-    pub fn admit(&self, key: &str) -> Admission {
+    pub(crate) fn admit(&self, key: &str) -> Admission {
         if self.cfg.failures == 0 {
             return Admission::Go;
         }
@@ -79,7 +79,7 @@ impl Breakers {
     }
 
     /// Reports how a call to `key` went. Returns true when this report opened the breaker.
-    pub fn record(&self, key: &str, ok: bool) -> bool {
+    pub(crate) fn record(&self, key: &str, ok: bool) -> bool {
         if self.cfg.failures == 0 {
             return false;
         }

@@ -164,10 +164,10 @@ fn two_s() -> Duration {
 
 /// The placeholders a route URL may use. Any channel-data header may be named too:
 /// `{variable_sip_h_X-Account}`, `{Caller-ANI}`, `{Channel-Destination-Number}`.
-pub const ROUTE_FIELDS: [&str; 4] = ["code", "did", "callerid", "callername"];
+pub(crate) const ROUTE_FIELDS: [&str; 4] = ["code", "did", "callerid", "callername"];
 
 /// Whether a URL placeholder names a channel-data header (see [`ROUTE_FIELDS`]).
-pub fn is_channel_field(f: &str) -> bool {
+pub(crate) fn is_channel_field(f: &str) -> bool {
     ["variable_", "Caller-", "Channel-"]
         .iter()
         .any(|p| f.len() > p.len() && f.starts_with(p))
@@ -190,7 +190,7 @@ fn is_plain_arg(s: &str) -> bool {
 }
 
 /// Every problem in `[routing]` and `[[routes]]`, as (key path, message).
-pub fn check(routing: &RoutingConfig, routes: &[RouteConfig]) -> Vec<Problem> {
+pub(crate) fn check(routing: &RoutingConfig, routes: &[RouteConfig]) -> Vec<Problem> {
     let mut bad = Vec::new();
     if !routing.listen.is_empty() && routing.listen.parse::<std::net::SocketAddr>().is_err() {
         bad.push(Problem::new(

@@ -118,7 +118,7 @@ impl Route {
 /// placeholders empty (no caller's data), without the query or any `user:password@` (they may
 /// hold API keys, and the CDR travels to other systems). The template is rendered and parsed
 /// as the configuration check does, so a checked route always has one.
-pub fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     let rendered = Template::parse(url).render(&Map::new(), Escape::Url);
     let Ok(mut u) = reqwest::Url::parse(&rendered) else {
         return String::new();

@@ -6,16 +6,16 @@
 //! routing server under a deadline, [`breaker`] and a last-known-good cache → [`reply`] judges
 //! what it answered, so every value is validated before it reaches a channel variable.
 
-pub mod breaker;
-pub mod config;
-pub mod lookup;
-pub mod reply;
-pub mod server;
-pub mod socket;
-pub mod step;
+pub(crate) mod breaker;
+pub(crate) mod config;
+pub(crate) mod lookup;
+pub(crate) mod reply;
+pub(crate) mod server;
+pub(crate) mod socket;
+pub(crate) mod step;
 
-pub use config::{RouteConfig, RoutingConfig};
-pub use reply::{Decision, ReplyRules, RoutingStatus};
+pub use config::{CallerIdForwarding, CallerNameMode, RouteConfig, RoutingConfig};
+pub use reply::{judge, Decision, ReplyRules, RoutingStatus};
 pub use server::{RouteTable, Router, RoutingServer};
-pub use socket::{OutboundSocket, SocketError};
+pub use socket::SocketError;
 pub use step::StepReport;

@@ -59,7 +59,8 @@ impl RoutingStatus {
 
 /// The default destination pattern: digits with an optional leading `+` (and `*`, `#`), or an
 /// extension name of letters and digits; at most 32 characters.
-pub const DEFAULT_DESTINATION: &str = r"^(\+?[0-9*#]{1,32}|[A-Za-z0-9][A-Za-z0-9_.-]{0,31})$";
+pub(crate) const DEFAULT_DESTINATION: &str =
+    r"^(\+?[0-9*#]{1,32}|[A-Za-z0-9][A-Za-z0-9_.-]{0,31})$";
 
 /// How replies are judged.
 #[derive(Debug, Clone)]
@@ -224,7 +225,7 @@ fn safe_destination(d: &str) -> bool {
 
 /// Drops control characters and characters that mean something to FreeSWITCH's variable
 /// expansion and application arguments, collapses whitespace, bounds the length (in chars).
-pub fn clean_name(name: &str, max: usize) -> String {
+pub(crate) fn clean_name(name: &str, max: usize) -> String {
     let kept: String = name
         .chars()
         .map(|c| if c.is_whitespace() { ' ' } else { c })

@@ -82,7 +82,8 @@ pub struct RoutingStats {
 }
 
 /// Histograms labelled `status`.
-pub type StatusHistograms = Family<[(&'static str, String); 1], Histogram, fn() -> Histogram>;
+pub(crate) type StatusHistograms =
+    Family<[(&'static str, String); 1], Histogram, fn() -> Histogram>;
 
 /// 1 ms to about 8 s: a local routing server to one past any sane deadline.
 fn latency_histogram() -> Histogram {

@@ -67,27 +67,24 @@ impl SocketError {
 /// How long replies and completions may take. FreeSWITCH answers a command in well under a
 /// millisecond and runs a `set` within one 20 ms tick, so these only bound a stuck peer.
 #[derive(Debug, Clone, Copy)]
-pub struct SocketTimeouts {
+pub(crate) struct SocketTimeouts {
     /// A `command/reply`.
     pub reply: Duration,
-    /// A short application (`set`, `answer`, `privacy`, `transfer`).
-    pub execute: Duration,
 }
 
 impl Default for SocketTimeouts {
     fn default() -> Self {
         SocketTimeouts {
             reply: Duration::from_secs(5),
-            execute: Duration::from_secs(10),
         }
     }
 }
 
 /// An application to run on the channel: name and argument.
-pub type App = (&'static str, String);
+pub(crate) type App = (&'static str, String);
 
 /// The outbound-socket conversation for one channel.
-pub struct OutboundSocket {
+pub(crate) struct OutboundSocket {
     framed: Framed<TcpStream, EslCodec>,
     uuid: String,
     timeouts: SocketTimeouts,
@@ -101,7 +98,7 @@ pub struct OutboundSocket {
 
 impl OutboundSocket {
     /// Sends `connect` on a freshly accepted connection and reads the channel data.
-    pub async fn connect(
+    pub(crate) async fn connect(
         stream: TcpStream,
         limits: Limits,
         timeouts: SocketTimeouts,
@@ -144,7 +141,7 @@ impl OutboundSocket {
     }
 
     /// The channel's `Unique-ID`.
-    pub fn uuid(&self) -> &str {
+    pub(crate) fn uuid(&self) -> &str {
         &self.uuid
     }
 
@@ -152,7 +149,7 @@ impl OutboundSocket {
     /// overlaps what comes next (the HTTP call). Their replies are checked by the next
     /// [`OutboundSocket::execute_all`] before it writes anything: an `-ERR` fails the step
     /// before any decision reaches the channel.
-    pub async fn send_early(
+    pub(crate) async fn send_early(
         &mut self,
         cmds: Vec<(Command, &'static str)>,
     ) -> Result<(), SocketError> {
@@ -175,7 +172,7 @@ impl OutboundSocket {
 
     /// Runs applications in order (`sendmsg` with `event-lock`, all in one write) and waits
     /// until every one has completed; returns their CHANNEL_EXECUTE_COMPLETE events.
-    pub async fn execute_all(
+    pub(crate) async fn execute_all(
         &mut self,
         apps: &[App],
         limit: Duration,
@@ -213,7 +210,7 @@ impl OutboundSocket {
     }
 
     /// Runs one application and waits for its completion.
-    pub async fn execute(
+    pub(crate) async fn execute(
         &mut self,
         app: &'static str,
         arg: String,
@@ -225,7 +222,10 @@ impl OutboundSocket {
 
     /// Awaits `work` (an HTTP call) while reading the socket, so a hangup in the meantime ends
     /// the wait at once instead of after the routing server answers.
-    pub async fn while_connected<F: Future>(&mut self, work: F) -> Result<F::Output, SocketError> {
+    pub(crate) async fn while_connected<F: Future>(
+        &mut self,
+        work: F,
+    ) -> Result<F::Output, SocketError> {
         tokio::pin!(work);
         loop {
             self.fail_if_ended()?;
@@ -238,7 +238,7 @@ impl OutboundSocket {
 
     /// Ends the conversation: `exit`, then FreeSWITCH's `+OK bye` and disconnect notice. The
     /// dial plan goes on (with `socket_resume=true`). Does nothing once the call is gone.
-    pub async fn exit(&mut self) -> Result<(), SocketError> {
+    pub(crate) async fn exit(&mut self) -> Result<(), SocketError> {
         self.fail_if_ended()?;
         // The reply and notice are a courtesy: FreeSWITCH closes either way, and after a
         // transfer it may already have.

@@ -13,7 +13,7 @@ use super::socket::{App, OutboundSocket, SocketError};
 use crate::esl::{Command, Event, EventFormat, EventName};
 
 /// The variable `play_and_get_digits` stores the code in.
-pub const CODE_VARIABLE: &str = "switchhook_code";
+pub(crate) const CODE_VARIABLE: &str = "switchhook_code";
 
 /// What became of one step (logged, counted, returned to tests).
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ pub struct StepReport {
 }
 
 /// Runs the whole step on an accepted connection.
-pub async fn run(mut sock: OutboundSocket, data: Event, router: &Router) -> StepReport {
+pub(crate) async fn run(mut sock: OutboundSocket, data: Event, router: &Router) -> StepReport {
     let mut report = StepReport {
         call_id: sock.uuid().to_owned(),
         route: None,
@@ -111,7 +111,7 @@ async fn converse(
 /// each) that FreeSWITCH would otherwise build and switchhook parse. The filter goes first so
 /// no other channel's events ever arrive. A Unique-ID that is not a plain UUID (a custom
 /// `origination_uuid`) never reaches a command line: that channel gets `myevents`.
-pub fn subscription(uuid: &str) -> Vec<(Command, &'static str)> {
+pub(crate) fn subscription(uuid: &str) -> Vec<(Command, &'static str)> {
     const EVENTS: [EventName; 3] = [
         EventName::ChannelExecuteComplete,
         EventName::ChannelHangup,
@@ -221,7 +221,7 @@ fn safe(v: &str) -> String {
 }
 
 /// The applications that hand the decision to the dial plan, in order.
-pub fn decision_apps(
+pub(crate) fn decision_apps(
     data: &Event,
     route: Option<&Route>,
     answer: &Answer,

@@ -38,7 +38,7 @@ pub struct CallSession {
     /// The session id: the first leg's `Unique-ID`.
     pub id: String,
     /// Every leg, the first (the caller's, or the originated leg) first.
-    pub legs: Vec<Leg>,
+    pub(crate) legs: Vec<Leg>,
     /// The segment timeline.
     pub timeline: Timeline,
     /// Why the record is incomplete, if it is.
@@ -106,7 +106,7 @@ fn is_multi_target(data: &str) -> bool {
 
 impl CallSession {
     /// A call whose first leg is `leg`.
-    pub fn new(leg: Leg, ev: &Event) -> Self {
+    pub(crate) fn new(leg: Leg, ev: &Event) -> Self {
         let origin = if leg.outbound {
             Origin::Originated
         } else if leg.trunk {
@@ -137,12 +137,17 @@ impl CallSession {
         }
     }
 
+    /// How many legs the call has had.
+    pub fn leg_count(&self) -> usize {
+        self.legs.len()
+    }
+
     fn leg_index(&self, uuid: &str) -> Option<usize> {
         self.legs.iter().position(|l| l.uuid == uuid)
     }
 
     /// Adds a leg that belongs to this call (rung for the current group, if any).
-    pub fn add_leg(&mut self, mut leg: Leg) {
+    pub(crate) fn add_leg(&mut self, mut leg: Leg) {
         if leg.outbound && leg.group.is_none() {
             leg.group = self.group_now.clone();
             leg.via_queue = self.in_queue;

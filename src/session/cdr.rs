@@ -163,7 +163,7 @@ pub struct Cdr {
 /// Every field name a CDR may carry, in order (the CloudSessionCdr names, then switchhook's
 /// extensions): what webhook templates and filters may name. Derived from [`Cdr`] itself, so
 /// a field added there is known here.
-pub fn fields() -> &'static [String] {
+pub(crate) fn fields() -> &'static [String] {
     static FIELDS: std::sync::LazyLock<Vec<String>> =
         std::sync::LazyLock::new(|| match serde_json::to_value(Cdr::with_every_field()) {
             Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
@@ -375,7 +375,7 @@ fn short(uuid: &str) -> &str {
 }
 
 /// Builds the record of a call (finished, or as it stands).
-pub fn build(call: &CallSession, settings: &Settings) -> CallRecord {
+pub(crate) fn build(call: &CallSession, settings: &Settings) -> CallRecord {
     let mut prov = Prov {
         lines: Vec::new(),
         start_us: call.timeline.start_us(),
@@ -958,7 +958,7 @@ fn reconcile(call: &CallSession, ms: &mut Durations, answer_us: &mut Option<i64>
 }
 
 /// The flat field names (`{cli}`, `{call-duration}`…).
-pub const FLAT_FIELDS: [&str; 11] = [
+pub(crate) const FLAT_FIELDS: [&str; 11] = [
     "cli",
     "cli-withheld",
     "ddi",

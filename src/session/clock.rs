@@ -9,14 +9,14 @@
 //! like (a reconnect after an outage, the next capture file of a replay).
 
 /// How far one event may move the clock without being confirmed.
-pub const MAX_JUMP_US: i64 = 5 * 60 * 1_000_000;
+pub(super) const MAX_JUMP_US: i64 = 5 * 60 * 1_000_000;
 
 /// Consecutive events that must agree with a far timestamp before the clock takes it.
-pub const CONFIRMATIONS: u32 = 3;
+pub(super) const CONFIRMATIONS: u32 = 3;
 
 /// The stream's time, in microseconds since the epoch (0 before the first event).
 #[derive(Debug, Default, Clone)]
-pub struct EventClock {
+pub(super) struct EventClock {
     now_us: i64,
     /// A far timestamp seen, and how many events in a row have agreed with it.
     candidate: Option<(i64, u32)>,
@@ -25,17 +25,17 @@ pub struct EventClock {
 
 impl EventClock {
     /// The current time.
-    pub fn now_us(&self) -> i64 {
+    pub(super) fn now_us(&self) -> i64 {
         self.now_us
     }
 
     /// Timestamps ignored as outliers so far.
-    pub fn outliers(&self) -> u64 {
+    pub(super) fn outliers(&self) -> u64 {
         self.outliers
     }
 
     /// Takes an event's timestamp; returns whether it was an outlier (ignored).
-    pub fn observe(&mut self, ts: i64) -> bool {
+    pub(super) fn observe(&mut self, ts: i64) -> bool {
         if self.now_us == 0 || ts.abs_diff(self.now_us) <= MAX_JUMP_US as u64 {
             self.candidate = None;
             self.now_us = self.now_us.max(ts);

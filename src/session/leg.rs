@@ -5,7 +5,7 @@ use crate::esl::{Event, EventName};
 
 /// Where a leg is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LegState {
+pub(crate) enum LegState {
     /// Created, not yet alerting.
     Down,
     /// Alerting (outbound legs: the device or far end rings).
@@ -20,7 +20,7 @@ pub enum LegState {
 
 /// What application the leg is in, as far as the timeline cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AppKind {
+pub(crate) enum AppKind {
     /// `ivr`, `play_and_get_digits`, `read`.
     Ivr,
     /// `voicemail`.
@@ -33,7 +33,7 @@ pub enum AppKind {
 
 impl AppKind {
     /// The kind of a dial-plan application, if it matters to the timeline.
-    pub fn of(app: &str) -> Option<AppKind> {
+    pub(crate) fn of(app: &str) -> Option<AppKind> {
         Some(match app {
             "ivr" | "play_and_get_digits" | "read" => AppKind::Ivr,
             "voicemail" => AppKind::Voicemail,
@@ -48,22 +48,22 @@ impl AppKind {
 
 /// FreeSWITCH's own figures from a CHANNEL_HANGUP_COMPLETE, used to reconcile partial calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FsFigures {
+pub(crate) struct FsFigures {
     /// `start_uepoch`.
-    pub start_us: Option<i64>,
+    pub(crate) start_us: Option<i64>,
     /// `answer_uepoch`.
-    pub answer_us: Option<i64>,
+    pub(crate) answer_us: Option<i64>,
     /// `end_uepoch`.
-    pub end_us: Option<i64>,
+    pub(crate) end_us: Option<i64>,
     /// `billmsec`.
-    pub bill_ms: Option<i64>,
+    pub(crate) bill_ms: Option<i64>,
     /// `hold_accum_ms`.
-    pub hold_ms: Option<i64>,
+    pub(crate) hold_ms: Option<i64>,
 }
 
 impl FsFigures {
     /// Reads the figures from a CHANNEL_HANGUP_COMPLETE.
-    pub fn read(ev: &Event) -> Self {
+    pub(crate) fn read(ev: &Event) -> Self {
         let num = |name: &str| {
             ev.var(name)
                 .and_then(|v| v.trim().parse::<i64>().ok())
@@ -81,20 +81,20 @@ impl FsFigures {
 
 /// The event that revealed a fact, and when: what `explain` cites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seen {
+pub(crate) struct Seen {
     /// The event's name (`CHANNEL_ANSWER`), or where else the fact came from (`show
     /// channels` for a leg adopted after a restart).
-    pub event: &'static str,
+    pub(crate) event: &'static str,
     /// The event's time, µs.
-    pub at_us: i64,
+    pub(crate) at_us: i64,
     /// The header of the event that held the fact, when it was not the event itself (an
     /// answer time in the first event seen after a restart).
-    pub header: Option<&'static str>,
+    pub(crate) header: Option<&'static str>,
 }
 
 impl Seen {
     /// The event `name` at `at_us` revealed it.
-    pub fn event(name: EventName, at_us: i64) -> Seen {
+    pub(crate) fn event(name: EventName, at_us: i64) -> Seen {
         Seen {
             event: name.as_str(),
             at_us,
@@ -103,7 +103,7 @@ impl Seen {
     }
 
     /// FreeSWITCH's channel list revealed it (a leg adopted after a restart or reconnect).
-    pub fn snapshot(at_us: i64) -> Seen {
+    pub(crate) fn snapshot(at_us: i64) -> Seen {
         Seen {
             event: "show channels",
             at_us,
@@ -114,75 +114,75 @@ impl Seen {
 
 /// Where a leg's facts came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LegSeen {
+pub(crate) struct LegSeen {
     /// The leg's first event.
-    pub first: Seen,
+    pub(crate) first: Seen,
     /// The event its caller ID and first dialled number were read from (the first event,
     /// unless that one lacked them).
-    pub identity: Seen,
+    pub(crate) identity: Seen,
     /// The event that set [`Leg::answered_us`].
-    pub answered: Option<Seen>,
+    pub(crate) answered: Option<Seen>,
     /// The event that set [`Leg::cause`].
-    pub cause: Option<Seen>,
+    pub(crate) cause: Option<Seen>,
 }
 
 /// One leg.
 #[derive(Debug, Clone)]
-pub struct Leg {
+pub(crate) struct Leg {
     /// `Unique-ID`.
-    pub uuid: String,
+    pub(crate) uuid: String,
     /// When it was created (or first seen), µs.
-    pub created_us: i64,
+    pub(crate) created_us: i64,
     /// Whether FreeSWITCH originated it (`Call-Direction: outbound`).
-    pub outbound: bool,
+    pub(crate) outbound: bool,
     /// Whether it is a trunk (carrier) leg.
-    pub trunk: bool,
+    pub(crate) trunk: bool,
     /// `Caller-Caller-ID-Number` when first seen.
-    pub caller_number: String,
+    pub(crate) caller_number: String,
     /// `Caller-Caller-ID-Name` when first seen.
-    pub caller_name: String,
+    pub(crate) caller_name: String,
     /// `Caller-Destination-Number` when first seen (the DID on an inbound trunk leg).
-    pub first_destination: String,
+    pub(crate) first_destination: String,
     /// `Caller-Destination-Number` now (changes on transfer).
-    pub destination: String,
+    pub(crate) destination: String,
     /// Whether the caller asked for privacy on the number.
-    pub number_hidden: bool,
+    pub(crate) number_hidden: bool,
     /// Life cycle.
-    pub state: LegState,
+    pub(crate) state: LegState,
     /// First alerting, µs (outbound legs only).
-    pub rang_us: Option<i64>,
+    pub(crate) rang_us: Option<i64>,
     /// Answer, µs.
-    pub answered_us: Option<i64>,
+    pub(crate) answered_us: Option<i64>,
     /// Hangup, µs.
-    pub hungup_us: Option<i64>,
+    pub(crate) hungup_us: Option<i64>,
     /// The leg it is bridged with.
-    pub bridged_to: Option<String>,
+    pub(crate) bridged_to: Option<String>,
     /// Holding or held.
-    pub held: bool,
+    pub(crate) held: bool,
     /// The application it is in.
-    pub app: Option<AppKind>,
+    pub(crate) app: Option<AppKind>,
     /// Parked by valet parking.
-    pub parked: bool,
+    pub(crate) parked: bool,
     /// The ring group or queue it was rung for.
-    pub group: Option<String>,
+    pub(crate) group: Option<String>,
     /// Rung by a call-center queue (its `group` is the queue).
-    pub via_queue: bool,
+    pub(crate) via_queue: bool,
     /// `Hangup-Cause`.
-    pub cause: Option<String>,
+    pub(crate) cause: Option<String>,
     /// Mapped attributes.
-    pub attrs: LegAttrs,
+    pub(crate) attrs: LegAttrs,
     /// FreeSWITCH's own figures, once hung up.
-    pub fs: FsFigures,
+    pub(crate) fs: FsFigures,
     /// First seen mid-call (switchhook started or reconnected while it was up): its next
     /// event's headers say what it missed (see [`super::CallSession::catch_up`]).
-    pub catching_up: bool,
+    pub(crate) catching_up: bool,
     /// Which events revealed what.
-    pub seen: LegSeen,
+    pub(crate) seen: LegSeen,
 }
 
 impl Leg {
     /// A leg from its first event, `first`.
-    pub fn new(uuid: String, ev: &Event, first: Seen, mapping: &MappingConfig) -> Self {
+    pub(crate) fn new(uuid: String, ev: &Event, first: Seen, mapping: &MappingConfig) -> Self {
         let get = |h: &str| ev.get(h).map(|v| v.into_owned()).unwrap_or_default();
         let outbound = ev
             .get("Call-Direction")
@@ -234,7 +234,7 @@ impl Leg {
 
     /// Fills in identity fields an earlier, sparser event (CHANNEL_STATE CS_NEW) lacked;
     /// `seen` is this event.
-    pub fn refresh_identity(&mut self, ev: &Event, seen: Seen, mapping: &MappingConfig) {
+    pub(crate) fn refresh_identity(&mut self, ev: &Event, seen: Seen, mapping: &MappingConfig) {
         let mut filled = false;
         let mut fill = |field: &mut String, h: &str| {
             if field.is_empty() {
@@ -257,17 +257,17 @@ impl Leg {
     }
 
     /// Still up (not hung up).
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         !matches!(self.state, LegState::HungUp | LegState::Complete)
     }
 
     /// Alerting and not yet answered: an outbound leg ringing a device or the far end.
-    pub fn is_ringing(&self) -> bool {
+    pub(crate) fn is_ringing(&self) -> bool {
         self.outbound && self.is_up() && self.answered_us.is_none()
     }
 
     /// A mapped attribute; a device leg that called in (not rung) is its caller's number.
-    pub fn value(&self, attr: Attr) -> Option<String> {
+    pub(crate) fn value(&self, attr: Attr) -> Option<String> {
         self.attrs
             .get(attr)
             .map(str::to_owned)
@@ -281,7 +281,7 @@ impl Leg {
 
     /// How the leg is named in timelines: its device number (or the dialled number for
     /// trunks).
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         if !self.trunk {
             if let Some(v) = self
                 .value(Attr::AgentNumber)

@@ -7,16 +7,16 @@
 //! the last leg is gone. Nothing here reads the wall clock, so a replay yields exactly what
 //! the live run did.
 
-pub mod call;
-pub mod cdr;
+pub(crate) mod call;
+pub(crate) mod cdr;
 mod clock;
-pub mod directory;
-pub mod leg;
-pub mod mapping;
-pub mod moments;
-pub mod numbers;
-pub mod rates;
-pub mod timeline;
+pub(crate) mod directory;
+pub(crate) mod leg;
+pub(crate) mod mapping;
+pub(crate) mod moments;
+pub(crate) mod numbers;
+pub(crate) mod rates;
+pub(crate) mod timeline;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use call::CallSession;
 pub use cdr::{CallRecord, Cdr};
 use clock::EventClock;
-pub use leg::{Leg, LegState, Seen};
+pub(crate) use leg::{Leg, LegState, Seen};
 pub use moments::{Moment, Trigger};
 pub use timeline::{Segment, SegmentKind};
 

@@ -80,7 +80,7 @@ impl std::fmt::Display for Trigger {
 
 /// The set of triggers a call has fired: one flag per trigger, however many there are.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Fired {
+pub(crate) struct Fired {
     fired: [bool; Trigger::ALL.len()],
     seq: u32,
 }
@@ -104,7 +104,7 @@ impl Fired {
     }
 
     /// Whether `t` has fired.
-    pub fn has(&self, t: Trigger) -> bool {
+    pub(crate) fn has(&self, t: Trigger) -> bool {
         self.fired[t as usize]
     }
 

@@ -168,7 +168,7 @@ fn area_code(number: &phonenumber::PhoneNumber) -> Option<String> {
 
 /// The English common name of a country (`GB` → `United Kingdom`), cached: keshvar builds the
 /// whole record on every lookup.
-pub fn country_name(alpha2: &str) -> Option<String> {
+pub(crate) fn country_name(alpha2: &str) -> Option<String> {
     static CACHE: OnceLock<Mutex<HashMap<String, Option<String>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());

@@ -201,7 +201,7 @@ impl Timeline {
 }
 
 /// The partition invariant: contiguous from 0, none negative, ending at `duration_ms`.
-pub fn check_partition(segments: &[Segment], duration_ms: i64) -> Result<(), String> {
+pub(crate) fn check_partition(segments: &[Segment], duration_ms: i64) -> Result<(), String> {
     let mut at = 0;
     for s in segments {
         if s.start_ms != at {

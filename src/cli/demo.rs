@@ -22,12 +22,12 @@ use crate::session::{Settings, Trigger};
 
 /// The bundled capture: scenario 16 of `fixtures/freeswitch-1.10` (a DDI call, a ring group,
 /// a queue, an outbound call and a missed call, overlapping, about 18 s).
-const CAPTURE: &[u8] = include_bytes!("../fixtures/freeswitch-1.10/16-concurrent-mix.esl");
+const CAPTURE: &[u8] = include_bytes!("../../fixtures/freeswitch-1.10/16-concurrent-mix.esl");
 const CAPTURE_NAME: &str = "16-concurrent-mix.esl";
 
 /// Demo options.
 #[derive(Debug, Clone)]
-pub struct DemoOptions {
+pub(crate) struct DemoOptions {
     /// 1.0: real time.
     pub speed: f64,
     /// Another capture instead of the bundled one.
@@ -40,7 +40,7 @@ pub struct DemoOptions {
 }
 
 /// Runs the demo until the capture has played and its webhooks arrived (or Ctrl-C).
-pub async fn run(opts: DemoOptions) -> ExitCode {
+pub(crate) async fn run(opts: DemoOptions) -> ExitCode {
     match demo(opts).await {
         Ok(code) => code,
         Err(e) => {
@@ -212,7 +212,7 @@ async fn start_receiver(hangups: Arc<AtomicUsize>) -> Result<std::net::SocketAdd
 }
 
 /// One webhook as a line: trigger, call, who called whom, and what the trigger adds.
-pub fn describe(v: &Value) -> String {
+pub(crate) fn describe(v: &Value) -> String {
     let s = |v: &Value| match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
