@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use switchhook::esl::{EslClient, EslCodec, EslSignal, FreeswitchConfig, Limits, Message};
-use switchhook::playback::load_capture;
+use switchhook::fake_freeswitch::load_capture;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio_util::codec::Decoder;

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchhook::playback::{load_capture, Faults, Pace, PlaybackConfig, PlaybackServer};
+use switchhook::fake_freeswitch::{load_capture, Faults, Pace, PlaybackConfig, PlaybackServer};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/freeswitch-1.10")

@@ -16,7 +16,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::fake_fs::{call, Conversation, FakeOptions};
+use common::fake_fs::{call, conversation, FakeOptions};
 use switchhook::routing::{RouteConfig, RouteTable, Router, RoutingConfig, RoutingServer};
 use tokio_util::sync::CancellationToken;
 
@@ -82,7 +82,7 @@ fn main() {
             let addr = server.local_addr().unwrap();
             let stop = CancellationToken::new();
             tokio::spawn(server.serve(stop.clone()));
-            let conv = Arc::new(Conversation::for_step(&["19-routing-crm-ack"]));
+            let conv = Arc::new(conversation(&["19-routing-crm-ack"]));
 
             // Warm up (connection pool, allocator).
             for _ in 0..50 {

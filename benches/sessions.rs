@@ -15,7 +15,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use switchhook::esl::{EslCodec, Event, Limits, Message};
-use switchhook::playback::load_capture;
+use switchhook::fake_freeswitch::load_capture;
 use switchhook::session::{SessionTracker, Settings};
 use tokio_util::codec::Decoder;
 

@@ -11,11 +11,11 @@ pub mod cli;
 pub mod config;
 
 pub mod esl;
+pub mod fake_freeswitch;
 pub mod hooks;
 mod logging;
 mod memory;
 pub mod pipeline;
-pub mod playback;
 pub mod problem;
 pub mod replay;
 pub mod routing;

@@ -678,7 +678,7 @@ fn demo_keep_leaves_an_outbox_that_deliveries_can_read() {
 /// What an admin-endpoint test runs `switchhook run` with: capture 03 played back, the outbox
 /// in a temporary directory, the admin endpoint on a free port.
 struct AdminRig {
-    _server: switchhook::playback::PlaybackServer,
+    _server: switchhook::fake_freeswitch::PlaybackServer,
     _dir: tempfile::TempDir,
     admin: std::net::SocketAddr,
     config: tempfile::NamedTempFile,
@@ -1013,9 +1013,10 @@ fn check_config_and_run_agree_on_an_unknown_key_in_every_section() {
 /// source is one the cut stream holds.
 #[test]
 fn explain_cites_only_events_that_arrived() {
-    let frames =
-        switchhook::playback::load_capture(&fixture("freeswitch-1.10/01-inbound-answered.esl"))
-            .unwrap();
+    let frames = switchhook::fake_freeswitch::load_capture(&fixture(
+        "freeswitch-1.10/01-inbound-answered.esl",
+    ))
+    .unwrap();
     let kept = &frames[60..];
     let arrived: std::collections::HashSet<String> = kept
         .iter()

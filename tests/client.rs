@@ -11,7 +11,7 @@ use common::fixture;
 use switchhook::esl::{
     ClientError, EslClient, EslSignal, EventFormat, Filter, FreeswitchConfig, GapReason, Overflow,
 };
-use switchhook::playback::{load_capture, Faults, Pace, PlaybackConfig, PlaybackServer};
+use switchhook::fake_freeswitch::{load_capture, Faults, Pace, PlaybackConfig, PlaybackServer};
 use tokio::sync::mpsc::Receiver;
 
 const PASSWORD: &str = "ClueCon-test-secret";

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fake_fs::{call, Conversation, FakeOptions, Transcript};
+use common::fake_fs::{call, conversation, FakeOptions, Transcript};
 use common::receiver::{Receiver, Reply};
 use switchhook::hooks::Signer;
 use switchhook::routing::{
@@ -132,7 +132,7 @@ fn seed_ack() -> Reply {
 async fn an_ack_hands_the_captured_call_its_destination_and_name() {
     let http = Receiver::start(|_, _| seed_ack()).await;
     let mut rig = rig(RoutingConfig::default(), vec![crm(&http.base(), "/route")]).await;
-    let conv = Conversation::for_step(&["19-routing-crm-ack"]);
+    let conv = conversation(&["19-routing-crm-ack"]);
     let t = call(rig.addr, &conv, FakeOptions::default()).await;
     let report = rig.report().await;
 
@@ -200,7 +200,7 @@ async fn the_digit_menu_collects_the_code_as_the_capture_did() {
         },
     }));
     let mut rig = rig(RoutingConfig::default(), vec![pin]).await;
-    let conv = Conversation::for_step(&["20-routing-pin-digits", "19-routing-crm-ack"]);
+    let conv = conversation(&["20-routing-pin-digits", "19-routing-crm-ack"]);
     let t = call(
         rig.addr,
         &conv,
@@ -242,7 +242,7 @@ async fn a_menu_without_digits_plays_the_timeout_message_and_fails() {
         "menu": {"enabled": true, "attempts": 2, "max_digits": 4},
     }));
     let mut rig = rig(RoutingConfig::default(), vec![pin]).await;
-    let conv = Conversation::for_step(&["21-routing-pin-timeout", "19-routing-crm-ack"]);
+    let conv = conversation(&["21-routing-pin-timeout", "19-routing-crm-ack"]);
     let t = call(
         rig.addr,
         &conv,
@@ -283,7 +283,7 @@ async fn a_caller_hanging_up_mid_step_ends_it_and_nothing_more_is_sent() {
         }))],
     )
     .await;
-    let conv = Conversation::for_step(&["22-routing-caller-hangup", "19-routing-crm-ack"]);
+    let conv = conversation(&["22-routing-caller-hangup", "19-routing-crm-ack"]);
     let started = Instant::now();
     let t = call(
         rig.addr,
@@ -336,7 +336,7 @@ async fn hostile_and_broken_replies_take_the_failure_branch_and_inject_nothing()
     for (name, reply, want) in cases {
         let http = Receiver::start(move |_, _| reply.clone()).await;
         let mut rig = rig(RoutingConfig::default(), vec![crm(&http.base(), "/r")]).await;
-        let conv = Conversation::for_step(&["19-routing-crm-ack"]);
+        let conv = conversation(&["19-routing-crm-ack"]);
         let t = call(rig.addr, &conv, FakeOptions::default()).await;
         rig.report().await;
         assert_eq!(
@@ -377,7 +377,7 @@ async fn a_slow_server_times_out_within_the_deadline() {
     let mut r = crm(&http.base(), "/slow");
     r.deadline = Duration::from_millis(300);
     let mut rig = rig(RoutingConfig::default(), vec![r]).await;
-    let conv = Conversation::for_step(&["19-routing-crm-ack"]);
+    let conv = conversation(&["19-routing-crm-ack"]);
     let t = call(rig.addr, &conv, FakeOptions::default()).await;
     let report = rig.report().await;
     assert_eq!(var(&t, "switchhook_status").as_deref(), Some("TIMEOUT"));
@@ -413,8 +413,8 @@ async fn an_outage_opens_the_breaker_and_the_cache_keeps_known_callers_routed() 
         ..Default::default()
     };
     let mut rig = rig(routing, vec![r]).await;
-    let known = Conversation::for_step(&["19-routing-crm-ack"]);
-    let other = Conversation::for_step(&["23-routing-api-linger", "19-routing-crm-ack"]);
+    let known = conversation(&["19-routing-crm-ack"]);
+    let other = conversation(&["23-routing-api-linger", "19-routing-crm-ack"]);
 
     // 1: the server answers; the ACK is kept.
     let t = call(rig.addr, &known, FakeOptions::default()).await;
@@ -456,7 +456,7 @@ async fn route_options_shape_the_commands() {
     vip.caller_id_forwarding = switchhook::routing::CallerIdForwarding::Called;
     vip.on_success = "switchhook-ACK".into();
     let mut rig = rig(RoutingConfig::default(), vec![vip]).await;
-    let conv = Conversation::for_step(&["19-routing-crm-ack"]);
+    let conv = conversation(&["19-routing-crm-ack"]);
     let t = call(rig.addr, &conv, FakeOptions::default()).await;
     rig.report().await;
     let n = t.normalized();
@@ -493,7 +493,7 @@ async fn route_options_shape_the_commands() {
 async fn a_refused_subscription_fails_the_step_before_any_decision_is_set() {
     let http = Receiver::start(|_, _| seed_ack()).await;
     let mut rig = rig(RoutingConfig::default(), vec![crm(&http.base(), "/r")]).await;
-    let conv = Conversation::for_step(&["19-routing-crm-ack"]);
+    let conv = conversation(&["19-routing-crm-ack"]);
     // FreeSWITCH's own `-ERR command not found` (capture 23) answers the filter.
     let t = call(
         rig.addr,
@@ -523,7 +523,7 @@ async fn an_unknown_route_fails_without_asking_anyone() {
     let mut other = crm(&http.base(), "/r");
     other.name = "billing".into();
     let mut rig = rig(RoutingConfig::default(), vec![other]).await;
-    let conv = Conversation::for_step(&["19-routing-crm-ack"]);
+    let conv = conversation(&["19-routing-crm-ack"]);
     let t = call(rig.addr, &conv, FakeOptions::default()).await;
     rig.report().await;
     assert_eq!(var(&t, "switchhook_status").as_deref(), Some("ERR"));
@@ -542,7 +542,7 @@ async fn many_calls_at_once_each_get_their_own_answer() {
     })
     .await;
     let mut rig = rig(RoutingConfig::default(), vec![crm(&http.base(), "/r")]).await;
-    let conv = Arc::new(Conversation::for_step(&["19-routing-crm-ack"]));
+    let conv = Arc::new(conversation(&["19-routing-crm-ack"]));
     let mut calls = Vec::new();
     for _ in 0..40 {
         let conv = Arc::clone(&conv);
@@ -628,7 +628,7 @@ filters = [{{ field = "routeStatus", op = "eq", value = "ACK" }}]
         "{}",
         log.text()
     );
-    let conv = Conversation::for_step(&["19-routing-crm-ack"]);
+    let conv = conversation(&["19-routing-crm-ack"]);
     let t = rt.block_on(call(addr, &conv, FakeOptions::default()));
     assert_eq!(var(&t, "switchhook_status").as_deref(), Some("ACK"));
     assert_eq!(var(&t, "switchhook_destination").as_deref(), Some("1003"));

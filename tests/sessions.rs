@@ -11,7 +11,7 @@ use common::fixture;
 use proptest::prelude::*;
 use serde_json::Value;
 use switchhook::esl::Event;
-use switchhook::playback::load_capture;
+use switchhook::fake_freeswitch::load_capture;
 use switchhook::replay;
 use switchhook::session::{CallRecord, SessionTracker, Settings};
 
@@ -621,7 +621,7 @@ async fn the_routing_decision_is_on_the_cdr() {
 
 /// FreeSWITCH's `show channels as json` after `events`, through the client's own parser.
 fn channels_after(events: &[Event]) -> Vec<switchhook::esl::ChannelSnapshot> {
-    let mut table = switchhook::playback::ChannelTable::default();
+    let mut table = switchhook::fake_freeswitch::ChannelTable::default();
     for ev in events {
         table.track(ev);
     }

@@ -905,12 +905,12 @@ fn a_config_edit_applies_live_and_a_bad_edit_keeps_the_running_one() {
     let rt = rt();
     rt.block_on(async {
         let receiver = Receiver::start(|_, _| Reply::status(200)).await;
-        let server = switchhook::playback::PlaybackServer::start(
+        let server = switchhook::fake_freeswitch::PlaybackServer::start(
             "127.0.0.1:0",
-            switchhook::playback::PlaybackConfig {
+            switchhook::fake_freeswitch::PlaybackConfig {
                 password: "reload-test".into(),
                 captures: vec![fixture("freeswitch-1.10/16-concurrent-mix.esl")],
-                pace: switchhook::playback::Pace::RealTime { speed: 1.0 },
+                pace: switchhook::fake_freeswitch::Pace::RealTime { speed: 1.0 },
                 faults: Default::default(),
             },
         )
@@ -973,7 +973,7 @@ fn a_config_edit_applies_live_and_a_bad_edit_keeps_the_running_one() {
 /// call, every request is one replay computes for the capture, and the hangup arrives.
 #[test]
 fn a_call_up_across_a_restart_gets_each_webhook_once() {
-    use switchhook::playback::{Pace, PlaybackConfig, PlaybackServer};
+    use switchhook::fake_freeswitch::{Pace, PlaybackConfig, PlaybackServer};
     let rt = rt();
     rt.block_on(async {
         // The fourth request (call.missed_or_answered, sent with the answer) takes 1.5 s: it
@@ -1357,7 +1357,7 @@ fn past_its_memory_bound_a_full_disk_gives_requests_up_and_counts_them() {
 /// each once.
 #[test]
 fn moments_that_pass_while_run_is_killed_are_fired_after_the_restart() {
-    use switchhook::playback::{Faults, Pace, PlaybackConfig, PlaybackServer};
+    use switchhook::fake_freeswitch::{Faults, Pace, PlaybackConfig, PlaybackServer};
     use switchhook::session::SessionTracker;
     let rt = rt();
     rt.block_on(async {

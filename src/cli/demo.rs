@@ -15,9 +15,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::fake_freeswitch::{Pace, PlaybackConfig, PlaybackServer};
 use crate::hooks::webhook::WebhookConfig;
 use crate::pipeline::{Compiled, Pipeline};
-use crate::playback::{Pace, PlaybackConfig, PlaybackServer};
 use crate::session::{Settings, Trigger};
 
 /// The bundled capture: scenario 16 of `fixtures/freeswitch-1.10` (a DDI call, a ring group,

@@ -1038,7 +1038,7 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/fixtures/freeswitch-1.10/16-concurrent-mix.esl"
         );
-        let frames = crate::playback::load_capture(std::path::Path::new(path)).unwrap();
+        let frames = crate::fake_freeswitch::load_capture(std::path::Path::new(path)).unwrap();
         let mut tracker = crate::session::SessionTracker::new(Default::default());
         let mut records: Vec<CallRecord> = frames
             .iter()

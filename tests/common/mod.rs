@@ -67,13 +67,16 @@ pub fn free_addr() -> std::net::SocketAddr {
 }
 
 /// A playback server streaming one capture as fast as the socket takes it.
-pub async fn playback(capture: &str, password: &str) -> switchhook::playback::PlaybackServer {
-    switchhook::playback::PlaybackServer::start(
+pub async fn playback(
+    capture: &str,
+    password: &str,
+) -> switchhook::fake_freeswitch::PlaybackServer {
+    switchhook::fake_freeswitch::PlaybackServer::start(
         "127.0.0.1:0",
-        switchhook::playback::PlaybackConfig {
+        switchhook::fake_freeswitch::PlaybackConfig {
             password: password.into(),
             captures: vec![fixture(capture)],
-            pace: switchhook::playback::Pace::Fast,
+            pace: switchhook::fake_freeswitch::Pace::Fast,
             faults: Default::default(),
         },
     )
