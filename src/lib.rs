@@ -19,6 +19,6 @@ pub mod pipeline;
 pub mod problem;
 pub mod replay;
 pub mod routing;
-mod secrets;
+pub mod secrets;
 pub mod session;
 pub mod template;

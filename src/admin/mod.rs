@@ -12,6 +12,7 @@ pub(crate) mod server;
 use serde::{Deserialize, Serialize};
 
 use crate::problem::{Problem, Problems};
+use crate::secrets::SecretError;
 
 pub use live::LiveView;
 pub(crate) use metrics::{PipelineStats, Sources};
@@ -44,7 +45,7 @@ impl Default for AdminConfig {
 impl AdminConfig {
     /// The Basic-auth credentials, read from the environment; Err names the variable (never
     /// a value). None: no authentication.
-    pub fn credentials(&self) -> Result<Option<auth::Credentials>, String> {
+    pub fn credentials(&self) -> Result<Option<auth::Credentials>, SecretError> {
         if self.password_env.is_empty() {
             return Ok(None);
         }

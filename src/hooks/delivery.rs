@@ -673,7 +673,7 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
         let attempt_no = s.attempts + 1;
         let mut in_flight = None;
         let refused = match hooks.egress().check_url(&s.request.url) {
-            Err(why) => Some(why),
+            Err(why) => Some(why.to_string()),
             Ok(()) if s.request.signed && signer.is_none() => {
                 Some("the webhook's secret is no longer configured: cannot sign".into())
             }
@@ -930,7 +930,7 @@ async fn attempt(
                 std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
                     e.source()
                 })
-                .find_map(|e| e.downcast_ref::<super::egress::Refused>());
+                .find_map(|e| e.downcast_ref::<super::egress::ResolveRefused>());
             let why = if let Some(r) = refused {
                 format!("refused by [egress]: {r}")
             } else if e.is_timeout() {

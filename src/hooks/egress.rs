@@ -94,18 +94,16 @@ impl Egress {
     }
 
     /// Why `ip` may not be reached, if it may not.
-    pub fn check_ip(&self, ip: IpAddr) -> Result<(), String> {
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refused> {
         let ip = ip.to_canonical();
         if self.allow_nets.iter().any(|n| n.contains(&ip)) {
             return Ok(());
         }
         if let Some(n) = self.deny_nets.iter().find(|n| n.contains(&ip)) {
-            return Err(format!("{ip} is in {n}, denied by egress.deny"));
+            return Err(Refused::Denied { ip, net: *n });
         }
         match reserved(ip).filter(|_| self.deny_private) {
-            Some(kind) => Err(format!(
-                "{ip} is {kind}, denied by egress.deny_private (allow it with egress.allow)"
-            )),
+            Some(kind) => Err(Refused::Private { ip, kind }),
             None => Ok(()),
         }
     }
@@ -119,7 +117,7 @@ impl Egress {
     }
 
     /// Checks a URL whose host is an address (a host name is checked when it is resolved).
-    pub fn check_url(&self, url: &str) -> Result<(), String> {
+    pub fn check_url(&self, url: &str) -> Result<(), Refused> {
         let Ok(url) = reqwest::Url::parse(url) else {
             return Ok(());
         };
@@ -133,6 +131,27 @@ impl Egress {
             Err(_) => Ok(()),
         }
     }
+}
+
+/// Why an address may not be reached.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// It is in a range of `egress.deny`.
+    #[error("{ip} is in {net}, denied by egress.deny")]
+    Denied {
+        /// The address.
+        ip: IpAddr,
+        /// The denied range it is in.
+        net: IpNet,
+    },
+    /// It is loopback, private, link-local or otherwise not public, and `deny_private` is on.
+    #[error("{ip} is {kind}, denied by egress.deny_private (allow it with egress.allow)")]
+    Private {
+        /// The address.
+        ip: IpAddr,
+        /// What kind of address it is.
+        kind: &'static str,
+    },
 }
 
 fn is_host_name(s: &str) -> bool {
@@ -185,10 +204,21 @@ impl Resolver {
     }
 }
 
-/// The message a refused resolution carries (the delivery's error shows it).
+/// A resolution refused by `[egress]` (the delivery's error shows it).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct Refused(pub(crate) String);
+pub(crate) enum ResolveRefused {
+    /// Every address the name resolves to is refused.
+    #[error("{host}: {why}")]
+    Refused {
+        /// The name.
+        host: String,
+        /// Why the first address was refused.
+        why: Refused,
+    },
+    /// The name resolves to nothing.
+    #[error("{0}: no address")]
+    NoAddress(String),
+}
 
 impl reqwest::dns::Resolve for Resolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
@@ -216,8 +246,11 @@ impl reqwest::dns::Resolve for Resolver {
                 })
                 .collect();
             if allowed.is_empty() {
-                let why = why.unwrap_or_else(|| "no address".into());
-                return Err(Box::new(Refused(format!("{host}: {why}"))) as _);
+                let refused = match why {
+                    Some(why) => ResolveRefused::Refused { host, why },
+                    None => ResolveRefused::NoAddress(host),
+                };
+                return Err(Box::new(refused) as _);
             }
             Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })
@@ -264,7 +297,7 @@ mod tests {
         assert!(p.check_ip("10.20.3.4".parse().unwrap()).is_ok());
         assert!(p.check_ip("10.21.3.4".parse().unwrap()).is_err());
         let e = p.check_ip("203.0.113.7".parse().unwrap()).unwrap_err();
-        assert!(e.contains("egress.deny"), "{e}");
+        assert!(e.to_string().contains("egress.deny"), "{e}");
         assert!(Egress::default()
             .check_ip("127.0.0.1".parse().unwrap())
             .is_ok());

@@ -22,17 +22,26 @@ impl std::fmt::Debug for Signer {
     }
 }
 
+/// A signing secret is unusable. The message never holds the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The part after `whsec_` is not base64.
+    #[error("the part after whsec_ is not base64 ({0})")]
+    NotBase64(#[from] base64::DecodeError),
+    /// No key at all.
+    #[error("must not be empty")]
+    Empty,
+}
+
 impl Signer {
     /// The key of `secret`; an error when a `whsec_` secret is not base64.
-    pub fn new(secret: &str) -> Result<Signer, String> {
+    pub fn new(secret: &str) -> Result<Signer, KeyError> {
         let key = match secret.strip_prefix("whsec_") {
-            Some(b64) => STANDARD
-                .decode(b64)
-                .map_err(|e| format!("the part after whsec_ is not base64 ({e})"))?,
+            Some(b64) => STANDARD.decode(b64)?,
             None => secret.as_bytes().to_vec(),
         };
         if key.is_empty() {
-            return Err("must not be empty".into());
+            return Err(KeyError::Empty);
         }
         Ok(Signer { key })
     }

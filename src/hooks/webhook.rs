@@ -12,7 +12,7 @@ use super::filter::{Filter, FilterConfig};
 use super::request::Request;
 use super::sign::Signer;
 use crate::problem::Problem;
-use crate::session::cdr::{self, CallKind, FLAT_FIELDS};
+use crate::session::cdr::{CallKind, Cdr, FLAT_FIELDS};
 use crate::session::numbers::NumberReader;
 use crate::session::{Moment, Trigger};
 use crate::template::{text_of, Escape, Template};
@@ -130,7 +130,9 @@ fn secret_of(cfg: &WebhookConfig) -> Result<Option<String>, String> {
     match (&cfg.secret, &cfg.secret_env) {
         (Some(_), Some(_)) => Err("set secret or secret_env, not both".into()),
         (Some(s), None) => Ok(Some(s.clone())),
-        (None, Some(var)) => crate::secrets::from_env(var).map(Some),
+        (None, Some(var)) => crate::secrets::from_env(var)
+            .map(Some)
+            .map_err(|e| e.to_string()),
         (None, None) => Ok(None),
     }
 }
@@ -182,7 +184,7 @@ pub(crate) const MOMENT_FIELDS: [&str; 14] = [
 
 /// Whether templates and filters may name `field`.
 pub(crate) fn is_known_field(field: &str) -> bool {
-    cdr::fields().iter().any(|f| f == field)
+    Cdr::field_names().iter().any(|f| f == field)
         || FLAT_FIELDS.contains(&field)
         || MOMENT_FIELDS.contains(&field)
 }
@@ -339,7 +341,7 @@ impl Webhook {
                     format!("the environment variable {var:?} is not a valid header value"),
                 ),
                 Ok(v) => secret_headers.push((name.clone(), v)),
-                Err(e) => bad(&key, e),
+                Err(e) => bad(&key, e.to_string()),
             }
         }
         let body = cfg.body.as_ref().map(|b| Template::parse(b));
@@ -378,7 +380,7 @@ impl Webhook {
                     } else {
                         "secret_env"
                     };
-                    bad(key, e);
+                    bad(key, e.to_string());
                     None
                 }
                 None => None,
@@ -518,7 +520,7 @@ impl Webhook {
     /// trigger, the per-call sequence number and what the trigger adds.
     fn payload_json(&self, m: &Moment, fields: &Map<String, Value>, tenant: &str) -> Value {
         // The CDR as the fields hold it (serialized once per moment, retimed for this webhook).
-        let cdr: Map<String, Value> = cdr::fields()
+        let cdr: Map<String, Value> = Cdr::field_names()
             .iter()
             .filter_map(|k| fields.get(k).map(|v| (k.clone(), v.clone())))
             .collect();
@@ -560,7 +562,7 @@ impl Webhook {
         for (k, v) in &m.detail {
             pairs.push((k.clone(), text_of(v)));
         }
-        let names = cdr::fields().iter().map(String::as_str);
+        let names = Cdr::field_names().iter().map(String::as_str);
         for name in names.chain(FLAT_FIELDS.iter().copied()) {
             if matches!(name, "timeline" | "recordings") {
                 continue;

@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::esl::{EslClient, EslSignal};
 use crate::hooks::store::StoreError;
 use crate::routing::{Router, RoutingServer};
+use crate::secrets::SecretError;
 use crate::session::SessionTracker;
 use outputs::{Outputs, Shared};
 
@@ -63,7 +64,7 @@ pub enum StartError {
     },
     /// The admin password's variable went away after the configuration was checked.
     #[error("admin.password_env: {0}")]
-    AdminCredentials(String),
+    AdminCredentials(#[source] SecretError),
 }
 
 /// A task beside the pipeline, and how to stop it.

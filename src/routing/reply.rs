@@ -76,14 +76,18 @@ impl Default for ReplyRules {
     }
 }
 
+/// `[routing] destination_pattern` is not a regular expression.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("bad destination pattern: {0}")]
+pub struct PatternError(#[from] regex::Error);
+
 impl ReplyRules {
     /// Rules with a destination pattern and a caller-name bound. The pattern is always
     /// anchored here: one that looks anchored can still match a part (`^[0-9]+|sales$`).
-    pub fn new(destination: &str, callername_max: usize) -> Result<ReplyRules, String> {
+    pub fn new(destination: &str, callername_max: usize) -> Result<ReplyRules, PatternError> {
         let anchored = format!("^(?:{destination})$");
         Ok(ReplyRules {
-            destination: Regex::new(&anchored)
-                .map_err(|e| format!("bad destination pattern: {e}"))?,
+            destination: Regex::new(&anchored)?,
             callername_max: callername_max.clamp(1, 256),
             body_max: 8192,
         })

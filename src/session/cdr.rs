@@ -160,20 +160,20 @@ pub struct Cdr {
     pub timelineError: Option<String>,
 }
 
-/// Every field name a CDR may carry, in order (the CloudSessionCdr names, then switchhook's
-/// extensions): what webhook templates and filters may name. Derived from [`Cdr`] itself, so
-/// a field added there is known here.
-pub(crate) fn fields() -> &'static [String] {
-    static FIELDS: std::sync::LazyLock<Vec<String>> =
-        std::sync::LazyLock::new(|| match serde_json::to_value(Cdr::with_every_field()) {
-            Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
-            _ => Vec::new(),
-        });
-    &FIELDS
-}
-
 impl Cdr {
-    /// A record with every field present (no `None`): the source of [`fields`]. Every field
+    /// Every field name a CDR may carry, in order (the CloudSessionCdr names, then
+    /// switchhook's extensions): what webhook templates and filters may name. Derived from
+    /// the record itself, so a field added to it is known here.
+    pub fn field_names() -> &'static [String] {
+        static FIELDS: std::sync::LazyLock<Vec<String>> =
+            std::sync::LazyLock::new(|| match serde_json::to_value(Cdr::with_every_field()) {
+                Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+                _ => Vec::new(),
+            });
+        &FIELDS
+    }
+
+    /// A record with every field present (no `None`): the source of [`Cdr::field_names`]. Every field
     /// is named here, so the compiler asks for a new one.
     fn with_every_field() -> Cdr {
         let text = || Some(String::new());
@@ -482,7 +482,7 @@ pub(crate) fn build(call: &CallSession, settings: &Settings) -> CallRecord {
         timeline: clock.segments,
         recordings: call.recordings.clone(),
         partial: call.partial.clone(),
-        timelineError: clock.verdict.err(),
+        timelineError: clock.verdict.err().map(|e| e.to_string()),
     };
     if let Some(e) = &cdr.timelineError {
         tracing::error!(call_id = %cdr.id, error = %e, "timeline failed its partition check");
@@ -514,7 +514,7 @@ struct Clock {
     answer_us: Option<i64>,
     end_us: i64,
     segments: Vec<Segment>,
-    verdict: Result<(), String>,
+    verdict: Result<(), super::timeline::PartitionError>,
     ms: Durations,
 }
 
@@ -1022,7 +1022,7 @@ mod tests {
 
     #[test]
     fn the_field_list_is_the_records_own_fields_in_order() {
-        let f = fields();
+        let f = Cdr::field_names();
         assert_eq!(f.len(), 80, "{f:?}");
         assert_eq!(f[0], "id");
         assert_eq!(f[21], "type", "serde's name for call_type");

@@ -52,33 +52,57 @@ pub struct RateTable {
     rates: Vec<Rate>,
 }
 
+/// The rate file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum RatesError {
+    /// It cannot be read.
+    #[error("{file}: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A row is wrong (rows count from 1, the header included).
+    #[error("{file} row {row}: {problem}")]
+    Row {
+        /// The file.
+        file: String,
+        /// The row.
+        row: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
 impl RateTable {
     /// Loads the configured file; none configured is an empty table.
-    pub fn load(cfg: &RatesConfig) -> Result<Self, String> {
+    pub fn load(cfg: &RatesConfig) -> Result<Self, RatesError> {
         let Some(path) = &cfg.path else {
             return Ok(RateTable::default());
         };
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| RatesError::Read {
+            file: file.clone(),
+            source: e,
+        })?;
         let mut rdr = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .from_reader(text.as_bytes());
         let mut rates = Vec::new();
         for (i, row) in rdr.deserialize::<Rate>().enumerate() {
-            let rate = row.map_err(|e| format!("{} row {}: {e}", path.display(), i + 2))?;
+            let bad = |problem: String| RatesError::Row {
+                file: file.clone(),
+                row: i + 2,
+                problem,
+            };
+            let rate = row.map_err(|e| bad(e.to_string()))?;
             if rate.prefix.is_empty() || !rate.prefix.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!(
-                    "{} row {}: prefix {:?} must be digits",
-                    path.display(),
-                    i + 2,
-                    rate.prefix
-                ));
+                return Err(bad(format!("prefix {:?} must be digits", rate.prefix)));
             }
             if rate.increment == 0 || rate.per_minute < 0.0 || rate.connection_fee < 0.0 {
-                return Err(format!(
-                    "{} row {}: increment must be > 0 and costs >= 0",
-                    path.display(),
-                    i + 2
-                ));
+                return Err(bad("increment must be > 0 and costs >= 0".into()));
             }
             rates.push(rate);
         }
@@ -146,6 +170,6 @@ mod tests {
         let p = dir.path().join("r.csv");
         std::fs::write(&p, "prefix,name,band,per_minute\n44,UK,b,x\n").unwrap();
         let e = RateTable::load(&RatesConfig { path: Some(p) }).unwrap_err();
-        assert!(e.contains("row 2"), "{e}");
+        assert!(e.to_string().contains("row 2"), "{e}");
     }
 }

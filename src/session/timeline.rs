@@ -171,7 +171,7 @@ impl Timeline {
 
     /// Closes the timeline at `end_us` and returns the segments (ms from the start; merged
     /// where neighbours are equal) with the partition check's verdict.
-    pub fn finish(&self, end_us: i64) -> (Vec<Segment>, Result<(), String>) {
+    pub fn finish(&self, end_us: i64) -> (Vec<Segment>, Result<(), PartitionError>) {
         let end_us = end_us.max(self.last_us);
         let mut raw = self.closed.clone();
         let (k, p, s) = self.open.clone();
@@ -200,26 +200,56 @@ impl Timeline {
     }
 }
 
+/// A timeline that does not partition its call: a bug to report, never silent garbage.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartitionError {
+    /// A gap or an overlap.
+    #[error("segment {kind} starts at {start_ms} ms, expected {expected_ms}")]
+    NotContiguous {
+        /// The segment's kind.
+        kind: &'static str,
+        /// Where it starts.
+        start_ms: i64,
+        /// Where the one before ended.
+        expected_ms: i64,
+    },
+    /// A segment ends before it starts.
+    #[error("segment {0} is negative")]
+    Negative(&'static str),
+    /// The segments do not add up to the call.
+    #[error("segments end at {end_ms} ms, the call lasted {duration_ms} ms")]
+    WrongLength {
+        /// Where the last segment ends.
+        end_ms: i64,
+        /// The call's duration.
+        duration_ms: i64,
+    },
+}
+
 /// The partition invariant: contiguous from 0, none negative, ending at `duration_ms`.
-pub(crate) fn check_partition(segments: &[Segment], duration_ms: i64) -> Result<(), String> {
+pub(crate) fn check_partition(
+    segments: &[Segment],
+    duration_ms: i64,
+) -> Result<(), PartitionError> {
     let mut at = 0;
     for s in segments {
         if s.start_ms != at {
-            return Err(format!(
-                "segment {} starts at {} ms, expected {at}",
-                s.kind.as_str(),
-                s.start_ms
-            ));
+            return Err(PartitionError::NotContiguous {
+                kind: s.kind.as_str(),
+                start_ms: s.start_ms,
+                expected_ms: at,
+            });
         }
         if s.end_ms < s.start_ms {
-            return Err(format!("segment {} is negative", s.kind.as_str()));
+            return Err(PartitionError::Negative(s.kind.as_str()));
         }
         at = s.end_ms;
     }
     if at != duration_ms.max(0) {
-        return Err(format!(
-            "segments end at {at} ms, the call lasted {duration_ms} ms"
-        ));
+        return Err(PartitionError::WrongLength {
+            end_ms: at,
+            duration_ms,
+        });
     }
     Ok(())
 }

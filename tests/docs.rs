@@ -1,0 +1,47 @@
+//! The reference in `docs/` is tied to the code: a field, a trigger or a configuration key
+//! added to one and not the other fails here.
+
+fn doc(name: &str) -> String {
+    let path = format!("{}/docs/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_cdr_reference_names_every_field() {
+    let text = doc("cdr.md");
+    let fields = switchhook::session::Cdr::field_names();
+    assert_eq!(fields.len(), 80);
+    for f in fields {
+        assert!(
+            text.contains(&format!("| `{f}` |")),
+            "docs/cdr.md lacks `{f}`"
+        );
+    }
+}
+
+#[test]
+fn the_webhook_reference_names_every_trigger() {
+    let text = doc("webhooks.md");
+    for t in switchhook::session::Trigger::ALL {
+        assert!(
+            text.contains(&format!("| `{}` |", t.name())),
+            "docs/webhooks.md lacks {}",
+            t.name()
+        );
+    }
+}
+
+#[test]
+fn the_configuration_reference_is_the_example_file() {
+    let text = doc("configuration.md");
+    let start = text.find("```toml\n").expect("a toml block") + 8;
+    let end = start + text[start..].find("```").unwrap();
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/switchhook.example.toml"
+    ))
+    .unwrap();
+    // The file opens with a few lines of comment about itself.
+    let body = example.trim_start_matches(|c| c != '[');
+    assert_eq!(&text[start..end], body);
+}
