@@ -1,6 +1,6 @@
 //! One call: every leg that belongs to it, and its timeline.
 
-use super::leg::{AppKind, FsFigures, Leg, LegState, Seen};
+use super::leg::{AppKind, FsFigures, Leg, LegState, Seen, SeenBy};
 use super::mapping::{Attr, Mapper};
 use super::moments::Trigger;
 use super::timeline::{SegmentKind, Timeline};
@@ -152,6 +152,9 @@ impl CallSession {
             leg.group = self.group_now.clone();
             leg.via_queue = self.in_queue;
         }
+        // Most calls have two or three legs: grow by one rather than doubling, since a
+        // leg is large and every call in progress holds its spare slots.
+        self.legs.reserve_exact(1);
         self.legs.push(leg);
     }
 
@@ -188,6 +191,7 @@ impl CallSession {
         if other.last_event.0.at_us > self.last_event.0.at_us {
             self.last_event = (other.last_event.0, other.last_event.1 + base);
         }
+        self.legs.reserve_exact(other.legs.len());
         self.legs.extend(other.legs);
         self.talked_with
             .extend(other.talked_with.into_iter().map(|i| i + base));
@@ -266,8 +270,8 @@ impl CallSession {
         if let Some(answered) = time("Caller-Channel-Answered-Time") {
             // Not the answer itself: the first event seen after it, which says when it was.
             leg.answer(Seen {
-                header: Some("Caller-Channel-Answered-Time"),
-                ..Seen::event(name, answered)
+                at_us: answered,
+                by: SeenBy::AnsweredTimeIn(name),
             });
             if leg.outbound {
                 leg.rang_us.get_or_insert(answered);

@@ -343,10 +343,9 @@ impl Prov {
 
     /// `field` came from what `seen` revealed on `leg`.
     fn seen(&mut self, field: &str, seen: Seen, leg: &Leg, what: &str) {
-        let header = seen.header.map(|h| format!(" ({h})")).unwrap_or_default();
         let line = format!(
-            "{}{header} {} on leg {}: {what}",
-            seen.event,
+            "{} {} on leg {}: {what}",
+            seen.by,
             self.at(seen.at_us),
             short(&leg.uuid)
         );

@@ -79,35 +79,52 @@ impl FsFigures {
     }
 }
 
-/// The event that revealed a fact, and when: what `explain` cites.
+/// The event that revealed a fact, and when: what `explain` cites. Kept small (16 bytes):
+/// every leg holds four.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Seen {
-    /// The event's name (`CHANNEL_ANSWER`), or where else the fact came from (`show
-    /// channels` for a leg adopted after a restart).
-    pub(crate) event: &'static str,
     /// The event's time, µs.
     pub(crate) at_us: i64,
-    /// The header of the event that held the fact, when it was not the event itself (an
-    /// answer time in the first event seen after a restart).
-    pub(crate) header: Option<&'static str>,
+    /// What revealed it.
+    pub(crate) by: SeenBy,
+}
+
+/// What revealed a fact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SeenBy {
+    /// The event itself.
+    Event(EventName),
+    /// The `Caller-Channel-Answered-Time` header of an event (the first one seen of a leg
+    /// that was answered before switchhook saw it).
+    AnsweredTimeIn(EventName),
+    /// FreeSWITCH's channel list (`show channels`: a leg adopted after a restart).
+    ChannelList,
 }
 
 impl Seen {
     /// The event `name` at `at_us` revealed it.
     pub(crate) fn event(name: EventName, at_us: i64) -> Seen {
         Seen {
-            event: name.as_str(),
             at_us,
-            header: None,
+            by: SeenBy::Event(name),
         }
     }
 
     /// FreeSWITCH's channel list revealed it (a leg adopted after a restart or reconnect).
     pub(crate) fn snapshot(at_us: i64) -> Seen {
         Seen {
-            event: "show channels",
             at_us,
-            header: None,
+            by: SeenBy::ChannelList,
+        }
+    }
+}
+
+impl std::fmt::Display for SeenBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SeenBy::Event(name) => write!(f, "{name}"),
+            SeenBy::AnsweredTimeIn(name) => write!(f, "{name} (Caller-Channel-Answered-Time)"),
+            SeenBy::ChannelList => f.write_str("show channels"),
         }
     }
 }
