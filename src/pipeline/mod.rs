@@ -192,6 +192,9 @@ impl Pipeline {
                     calls_changed = true;
                 }
             }
+            self.counters
+                .active_calls
+                .store(self.tracker.active() as i64, Ordering::Relaxed);
             let moments = self.tracker.take_moments();
             self.outputs.moments(&moments);
         }

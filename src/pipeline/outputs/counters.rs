@@ -1,11 +1,12 @@
-//! The pipeline's counters behind `/metrics`: calls in progress, records, moments.
+//! The pipeline's counters behind `/metrics`: records and moments. (The calls-in-progress
+//! gauge is set by the pipeline after every event, so a scrape never sees a stale one.)
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::Output;
 use crate::admin::PipelineStats;
-use crate::session::{CallRecord, Moment, SessionTracker};
+use crate::session::{CallRecord, Moment};
 
 /// Counts what passes.
 pub(super) struct Counters(Arc<PipelineStats>);
@@ -28,11 +29,5 @@ impl Output for Counters {
         self.0
             .moments
             .fetch_add(moments.len() as u64, Ordering::Relaxed);
-    }
-
-    fn calls(&mut self, tracker: &SessionTracker) {
-        self.0
-            .active_calls
-            .store(tracker.active() as i64, Ordering::Relaxed);
     }
 }
