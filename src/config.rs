@@ -81,14 +81,13 @@ fn sources(path: Option<&Path>) -> config::ConfigBuilder<config::builder::Defaul
     if let Some(p) = path {
         b = b.add_source(config::File::from(p).format(config::FileFormat::Toml));
     }
+    // Values from the environment stay the strings they were given (`0123` is a password,
+    // not 123); each key's type reads its own value, and the event lists also take a
+    // comma-separated string.
     b.add_source(
         config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
-            .separator("__")
-            .list_separator(",")
-            .with_list_parse_key("freeswitch.events")
-            .with_list_parse_key("freeswitch.nixevents")
-            .try_parsing(true),
+            .separator("__"),
     )
 }
 

@@ -28,10 +28,12 @@ pub struct FreeswitchConfig {
     pub format: EventFormat,
     /// Events to subscribe to (`ALL`, or names; `CUSTOM a::b` for subclasses). HEARTBEAT is
     /// always added: the connection watchdog feeds on it.
+    #[serde(deserialize_with = "names")]
     pub events: Vec<String>,
     /// `filter <header> <value>` lines sent after subscribing.
     pub filters: Vec<Filter>,
     /// Events to drop with `nixevent` after subscribing to `ALL`.
+    #[serde(deserialize_with = "names")]
     pub nixevents: Vec<String>,
     /// Give up a connection attempt after this long.
     #[serde(with = "humantime_serde")]
@@ -118,6 +120,25 @@ pub enum Overflow {
     Block,
     /// Drop the event, count it, and tell consumers there was a gap.
     Drop,
+}
+
+/// A list of event names, also given as one comma-separated string: how an environment
+/// variable carries it (`SWITCHHOOK__FREESWITCH__EVENTS=CHANNEL_CREATE,CHANNEL_ANSWER`).
+fn names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Names {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Names::deserialize(d)? {
+        Names::List(names) => names,
+        Names::Text(text) => text
+            .split(',')
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect(),
+    })
 }
 
 impl FreeswitchConfig {
