@@ -605,3 +605,29 @@ async fn a_slow_consumer_is_bounded_by_bytes_and_loses_nothing_when_blocking() {
         }
     }
 }
+
+/// Stopping while a connection attempt hangs (FreeSWITCH accepted the TCP connection but
+/// never greets) ends the client at once, not after the connect timeout and a backoff.
+#[tokio::test]
+async fn shutdown_during_a_connection_attempt_stops_at_once() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (client, _rx, task) = EslClient::spawn(FreeswitchConfig {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        connect_timeout: Duration::from_secs(60),
+        command_timeout: Duration::from_secs(60),
+        ..FreeswitchConfig::default()
+    });
+    // The attempt is under way: the silent server has its connection.
+    let (_silent, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("the client connects")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        client.shutdown().await;
+        task.await.unwrap();
+    })
+    .await
+    .expect("the client stops without waiting out its 60 s connect timeout");
+}

@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::command::{Command, CommandError};
 use super::config::{FreeswitchConfig, Overflow};
@@ -204,6 +205,9 @@ pub struct EslClient {
     requests: mpsc::Sender<Request>,
     stats: Arc<ClientStats>,
     command_timeout: Duration,
+    /// Cancelled by [`EslClient::shutdown`]: ends a connection attempt or a backoff at once
+    /// (neither reads commands, so an `exit` would wait them out).
+    stop: CancellationToken,
 }
 
 impl EslClient {
@@ -213,12 +217,14 @@ impl EslClient {
         let (req_tx, req_rx) = mpsc::channel(256);
         let (sig_tx, sig_rx) = mpsc::channel(cfg.queue.max(1));
         let stats = Arc::new(ClientStats::default());
+        let stop = CancellationToken::new();
         let client = EslClient {
             requests: req_tx,
             stats: stats.clone(),
             command_timeout: cfg.command_timeout,
+            stop: stop.clone(),
         };
-        let task = tokio::spawn(supervise(cfg, req_rx, sig_tx, stats));
+        let task = tokio::spawn(supervise(cfg, req_rx, sig_tx, stats, stop));
         (client, sig_rx, task)
     }
 
@@ -283,8 +289,10 @@ impl EslClient {
         }
     }
 
-    /// Sends `exit` and stops reconnecting.
+    /// Sends `exit` and stops reconnecting; a connection attempt or a backoff under way ends
+    /// at once.
     pub async fn shutdown(&self) {
+        self.stop.cancel();
         let _ = self
             .request(Command::Exit, None, self.command_timeout)
             .await;
@@ -304,6 +312,7 @@ async fn supervise(
     mut requests: mpsc::Receiver<Request>,
     signals: mpsc::Sender<EslSignal>,
     stats: Arc<ClientStats>,
+    stop: CancellationToken,
 ) {
     let mut attempt: u32 = 0;
     let mut connection: u64 = 0;
@@ -311,9 +320,15 @@ async fn supervise(
     let addr = cfg.addr();
     let auth = cfg.auth();
     loop {
-        let outcome = match connection::connect(&addr, &auth, cfg.limits(), cfg.connect_timeout)
-            .await
-        {
+        let connecting = connection::connect(&addr, &auth, cfg.limits(), cfg.connect_timeout);
+        let connected = tokio::select! {
+            c = connecting => c,
+            _ = stop.cancelled() => {
+                tracing::info!(addr = %addr, "stopped while connecting");
+                return;
+            }
+        };
+        let outcome = match connected {
             Ok(framed) => {
                 connection += 1;
                 stats.connects.fetch_add(1, Ordering::Relaxed);
@@ -374,6 +389,7 @@ async fn supervise(
         loop {
             tokio::select! {
                 _ = &mut wake => break,
+                _ = stop.cancelled() => return,
                 req = requests.recv() => match req {
                     None if signals.is_closed() => return,
                     None => { wake.as_mut().await; break }
