@@ -89,6 +89,17 @@ pub struct AssembleReport {
     pub errors: Vec<String>,
 }
 
+impl AssembleReport {
+    /// Why the file is not a capture at all (it held no event), if it is not: one line
+    /// instead of a parse error per line of a README or silence for an empty file.
+    pub fn not_a_capture(&self) -> Option<String> {
+        (self.events == 0).then(|| match self.errors.len() {
+            0 => "not an event-socket capture: it holds no event".to_owned(),
+            n => format!("not an event-socket capture: no event, {n} unreadable frame(s)"),
+        })
+    }
+}
+
 /// Replays a capture through call assembly, handing each finished call's record to `emit`
 /// in the order calls end; calls still up when the file ends are emitted last, partial.
 pub async fn assemble(

@@ -1071,3 +1071,59 @@ fn explain_cites_only_events_that_arrived() {
         }
     }
 }
+
+/// `explain` finds a call by any of its legs' `Unique-ID` (what FreeSWITCH's logs show), or
+/// a prefix of one, and explains the same call as by its id.
+#[test]
+fn explain_finds_a_call_by_any_legs_uuid() {
+    let capture = fixture("freeswitch-1.10/01-inbound-answered.esl");
+    let frames = switchhook::fake_freeswitch::load_capture(&capture).unwrap();
+    let out = switchhook()
+        .args(["replay", "--emit", "cdr"])
+        .arg(&capture)
+        .output()
+        .unwrap();
+    let cdr: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = cdr["id"].as_str().unwrap().to_owned();
+    let other_leg = frames
+        .iter()
+        .filter_map(|f| f.event.unique_id().map(|u| u.into_owned()))
+        .find(|u| *u != id)
+        .expect("a second leg");
+    let explain = |which: &str| {
+        let out = switchhook()
+            .args(["explain", which])
+            .arg(&capture)
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let by_id = explain(&id);
+    assert!(by_id.starts_with(&format!("call {id}")), "{by_id}");
+    assert_eq!(explain(&other_leg), by_id);
+    assert_eq!(explain(&other_leg[..8]), by_id);
+}
+
+/// A file that is not a capture (a README, an empty file) is named as such in one line, and
+/// the command fails.
+#[test]
+fn replay_and_explain_say_in_one_line_when_a_file_is_not_a_capture() {
+    let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+    let empty = tempfile::Builder::new().suffix(".esl").tempfile().unwrap();
+    for file in [std::path::Path::new(readme), empty.path()] {
+        for args in [
+            vec!["replay", "--emit", "events"],
+            vec!["replay", "--emit", "cdr"],
+            vec!["explain", "38371bb1"],
+        ] {
+            let out = switchhook().args(&args).arg(file).output().unwrap();
+            assert_eq!(out.status.code(), Some(1), "{args:?} {}", file.display());
+            let err = String::from_utf8_lossy(&out.stderr);
+            let lines: Vec<&str> = err.lines().collect();
+            assert_eq!(lines.len(), 1, "{args:?}: {err}");
+            assert!(lines[0].contains("not an event-socket capture"), "{err}");
+            assert!(out.stdout.is_empty());
+        }
+    }
+}

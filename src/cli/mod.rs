@@ -76,7 +76,8 @@ pub enum CliCommand {
     /// Show how a call's CDR was built: its timeline and, for each field, the event and
     /// header that set it.
     Explain {
-        /// The call id (the CDR's `id`) or a unique prefix of it.
+        /// The call id (the CDR's `id`), any of its legs' `Unique-ID` (as FreeSWITCH's logs
+        /// name them), or a unique prefix of either.
         call_id: String,
         /// Configuration to apply (as for `replay`).
         #[arg(long, short)]
@@ -286,6 +287,10 @@ impl<W: Write> JsonLines<W> {
 fn reported(file: &Path, result: std::io::Result<replay::AssembleReport>) -> bool {
     match result {
         Ok(report) => {
+            if let Some(why) = report.not_a_capture() {
+                eprintln!("{}: {why}", file.display());
+                return false;
+            }
             for e in &report.errors {
                 eprintln!("{}: {e}", file.display());
             }
@@ -351,8 +356,23 @@ async fn explain(
 ) -> ExitCode {
     let mut found: Vec<CallRecord> = Vec::new();
     for file in files {
-        match replay::records(file, Arc::clone(&settings)).await {
-            Ok(recs) => found.extend(recs.into_iter().filter(|r| r.cdr.id.starts_with(call_id))),
+        let progress = replay::Progress::hidden();
+        let matches = |r: &CallRecord| {
+            r.cdr.id.starts_with(call_id) || r.leg_ids.iter().any(|l| l.starts_with(call_id))
+        };
+        let assembled = replay::assemble(file, Arc::clone(&settings), &progress, |r| {
+            if matches(&r) {
+                found.push(r)
+            }
+        })
+        .await;
+        match assembled {
+            Ok(report) => {
+                if let Some(why) = report.not_a_capture() {
+                    eprintln!("{}: {why}", file.display());
+                    return ExitCode::from(1);
+                }
+            }
             Err(e) => {
                 eprintln!("{}: {e}", file.display());
                 return ExitCode::from(1);
@@ -441,6 +461,9 @@ async fn replay_events(files: &[PathBuf]) -> ExitCode {
                 continue;
             }
         };
+        // Frame errors wait until the file has shown an event: a file that holds none is
+        // not a capture, and says so in one line.
+        let mut report = replay::AssembleReport::default();
         while let Some(item) = stream.next().await {
             match item {
                 Err(e) => {
@@ -448,17 +471,33 @@ async fn replay_events(files: &[PathBuf]) -> ExitCode {
                     failed = true;
                     break;
                 }
-                Ok(Ok(Message::Event(ev))) => out.put(&ev),
+                Ok(Ok(Message::Event(ev))) => {
+                    if report.events == 0 {
+                        for e in report.errors.drain(..) {
+                            eprintln!("{}: {e}", file.display());
+                        }
+                    }
+                    report.events += 1;
+                    out.put(&ev)
+                }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
-                    eprintln!("{}: {e}", file.display());
                     failed = true;
+                    if report.events == 0 {
+                        report.errors.push(e.to_string());
+                    } else {
+                        eprintln!("{}: {e}", file.display());
+                    }
                 }
             }
             if out.stopped.is_some() {
                 progress.finish();
                 return out.finish(failed);
             }
+        }
+        if let Some(why) = report.not_a_capture() {
+            eprintln!("{}: {why}", file.display());
+            failed = true;
         }
     }
     progress.finish();

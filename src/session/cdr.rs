@@ -264,6 +264,8 @@ pub struct CallRecord {
     pub times: Times,
     /// The call type webhooks filter on.
     pub kind: CallKind,
+    /// Every leg's `Unique-ID`, the caller's first (what FreeSWITCH's logs name).
+    pub leg_ids: Vec<String>,
 }
 
 /// A record's instants, µs since the epoch.
@@ -494,6 +496,7 @@ pub(crate) fn build(call: &CallSession, settings: &Settings) -> CallRecord {
         _ => CallKind::Inbound,
     };
     CallRecord {
+        leg_ids: call.legs.iter().map(|l| l.uuid.clone()).collect(),
         cdr,
         provenance: prov.lines,
         ms,
