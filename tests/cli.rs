@@ -457,6 +457,43 @@ fn deliveries_commands_work_on_the_outbox() {
     let show: serde_json::Value = serde_json::from_str(&run(&["show", "1"])).unwrap();
     assert_eq!(show["trigger"], "call.received");
     assert_eq!(show["request"]["method"], "POST");
+    // The webhook-id the logs and the receiver see names the same delivery.
+    let msg_id = show["id"].as_str().unwrap().to_owned();
+    assert!(msg_id.starts_with("msg_"), "{msg_id}");
+    assert_eq!(run(&["show", &msg_id]), run(&["show", "1"]));
+    // Options go before or after the action.
+    let after = switchhook()
+        .args(["deliveries", "status", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_ok(&after);
+    assert_eq!(String::from_utf8_lossy(&after.stdout).trim(), "pending: 5");
+    // Naming what is not there fails, and says what was not found.
+    for (args, says) in [
+        (vec!["show", "999"], "no delivery 999"),
+        (vec!["show", "msg_nosuch"], "no delivery msg_nosuch"),
+        (vec!["retry", "999"], "no delivery 999"),
+        (vec!["retry", "1"], "not already pending"),
+        (vec!["enable", "nosuch"], "no webhook \"nosuch\""),
+    ] {
+        let out = switchhook()
+            .arg("deliveries")
+            .arg("--db")
+            .arg(&db)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let bad_id = switchhook()
+        .args(["deliveries", "show", "abc", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(bad_id.status.code(), Some(2), "a usage error");
     assert!(run(&["purge", "--dead"]).contains("0 delivery(ies) deleted"));
     assert!(run(&["retry"]).contains("0 delivery(ies) queued again"));
     // A backup is a whole outbox: its own status is the original's; it never overwrites.

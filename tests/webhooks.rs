@@ -14,7 +14,7 @@ use serde_json::Value;
 use switchhook::config::Config;
 use switchhook::hooks::DeliveryOptions;
 use switchhook::hooks::Signer;
-use switchhook::hooks::{Admin, ListFilter, State};
+use switchhook::hooks::{Admin, DeliveryRef, ListFilter, State};
 use switchhook::hooks::{DeliveryQueue, Outbox, Request, WebhookSet};
 use switchhook::pipeline::Compiled;
 use switchhook::replay;
@@ -524,7 +524,7 @@ fn retry_rules_against_a_real_receiver() {
 
         // Enabling the webhook again replays its parked delivery.
         receiver.set_script(|_, _| Reply::status(200));
-        assert_eq!(admin.enable("gone").unwrap(), 1);
+        assert_eq!(admin.enable("gone").unwrap(), Some(1));
         let delivered = async {
             loop {
                 if one("gone").state == "delivered" {
@@ -535,7 +535,7 @@ fn retry_rules_against_a_real_receiver() {
         };
         tokio::time::timeout(Duration::from_secs(10), delivered).await.expect("replayed after enable");
         // A dead letter can be sent again by hand.
-        assert_eq!(admin.retry(Some(bad.rowid), None).unwrap(), 1);
+        assert_eq!(admin.retry(Some(&DeliveryRef::Row(bad.rowid)), None).unwrap(), 1);
         let resent = async {
             loop {
                 if one("bad").state == "delivered" {
@@ -574,7 +574,7 @@ fn a_webhook_failing_for_its_whole_window_is_disabled_and_its_deliveries_parked(
         assert!(r.iter().all(|r| r.state == "parked"), "{r:#?}");
         // Re-enabled: replayed in commit order, so each call's received comes before its hangup.
         receiver.set_script(|_, _| Reply::status(200));
-        assert_eq!(admin.enable("flaky").unwrap(), 10);
+        assert_eq!(admin.enable("flaky").unwrap(), Some(10));
         let ok = receiver
             .wait_for(Duration::from_secs(10), |s| s.iter().filter(|r| r.status == 200).count() == 10)
             .await;

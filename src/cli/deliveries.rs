@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use crate::config::Config;
-use crate::hooks::store::{Admin, ListFilter, State};
+use crate::hooks::store::{Admin, DeliveryRef, ListFilter, State};
 
 /// What to do with the outbox.
 #[derive(Debug, Subcommand)]
@@ -29,13 +29,13 @@ pub enum Action {
     },
     /// One delivery with its request and last response.
     Show {
-        /// Its number (`rowid` in `list`).
-        id: i64,
+        /// Its number (`rowid` in `list`) or its webhook-id (`msg_…`).
+        id: DeliveryRef,
     },
     /// Send again: one delivery, or every dead one (of a webhook).
     Retry {
-        /// Its number; without it, every dead delivery.
-        id: Option<i64>,
+        /// Its number or webhook-id; without it, every dead delivery.
+        id: Option<DeliveryRef>,
         /// Only dead deliveries of this webhook.
         #[arg(long)]
         webhook: Option<String>,
@@ -64,6 +64,12 @@ pub enum Action {
         /// The new file.
         to: PathBuf,
     },
+}
+
+/// Nothing in the outbox matched what was named: said on stderr, exit 1.
+fn nothing_matched(what: &str) -> ExitCode {
+    eprintln!("{what}");
+    ExitCode::from(1)
 }
 
 /// Runs one action.
@@ -120,13 +126,27 @@ pub(super) fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> E
                     }
                 })
         }
-        Action::Show { id } => admin.show(id).map(|r| match r {
-            Some(r) => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
-            None => eprintln!("no delivery {id}"),
-        }),
-        Action::Retry { id, webhook } => admin
-            .retry(id, webhook.as_deref())
-            .map(|n| println!("{n} delivery(ies) queued again")),
+        Action::Show { id } => match admin.show(&id) {
+            Ok(Some(r)) => {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                Ok(())
+            }
+            Ok(None) => return nothing_matched(&format!("no delivery {id}")),
+            Err(e) => Err(e),
+        },
+        Action::Retry { id, webhook } => match admin.retry(id.as_ref(), webhook.as_deref()) {
+            Ok(0) if id.is_some() => {
+                return nothing_matched(&format!(
+                    "no delivery {} that is not already pending",
+                    id.as_ref().map(ToString::to_string).unwrap_or_default()
+                ))
+            }
+            Ok(n) => {
+                println!("{n} delivery(ies) queued again");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
         Action::Purge {
             delivered,
             dead,
@@ -147,9 +167,14 @@ pub(super) fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> E
                 .purge(&states, older_than.as_millis() as i64)
                 .map(|n| println!("{n} delivery(ies) deleted"))
         }
-        Action::Enable { webhook } => admin
-            .enable(&webhook)
-            .map(|n| println!("{webhook} enabled; {n} parked delivery(ies) queued in order")),
+        Action::Enable { webhook } => match admin.enable(&webhook) {
+            Ok(Some(n)) => {
+                println!("{webhook} enabled; {n} parked delivery(ies) queued in order");
+                Ok(())
+            }
+            Ok(None) => return nothing_matched(&format!("no webhook {webhook:?} in the outbox")),
+            Err(e) => Err(e),
+        },
         Action::Backup { to } => admin
             .backup(&to)
             .map(|()| println!("outbox backed up to {}", to.display())),

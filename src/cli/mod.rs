@@ -96,11 +96,11 @@ pub enum CliCommand {
     },
     /// Inspect and act on the webhook outbox (works while `run` is running).
     Deliveries {
-        /// Configuration whose `[store] path` names the outbox.
-        #[arg(long, short)]
+        /// Configuration whose `[store] path` names the outbox (before or after the action).
+        #[arg(long, short, global = true)]
         config: Option<PathBuf>,
-        /// The outbox file (instead of the configuration's).
-        #[arg(long)]
+        /// The outbox file, instead of the configuration's (before or after the action).
+        #[arg(long, global = true)]
         db: Option<PathBuf>,
         /// What to do.
         #[command(subcommand)]

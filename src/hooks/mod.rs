@@ -21,5 +21,5 @@ pub(crate) mod webhook;
 pub use delivery::{DeliveryOptions, DeliveryQueue};
 pub use request::Request;
 pub use sign::Signer;
-pub use store::{Admin, ListFilter, Outbox, Row, State, StoreError};
+pub use store::{Admin, DeliveryRef, ListFilter, Outbox, Row, State, StoreError};
 pub use webhook::{WebhookConfig, WebhookSet};

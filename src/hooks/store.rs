@@ -159,6 +159,52 @@ pub struct Row {
     pub request: Option<Request>,
 }
 
+/// A delivery as the command line names it: its row number (`rowid` in `list`) or its
+/// `webhook-id` (`msg_…`, as the logs and the receiver's `webhook-id` header show it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryRef {
+    /// The row number.
+    Row(i64),
+    /// The `webhook-id`.
+    Msg(String),
+}
+
+impl std::str::FromStr for DeliveryRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<DeliveryRef, String> {
+        let s = s.trim();
+        if let Ok(n) = s.parse::<i64>() {
+            return Ok(DeliveryRef::Row(n));
+        }
+        if s.starts_with("msg_") && s.len() > 4 {
+            return Ok(DeliveryRef::Msg(s.to_owned()));
+        }
+        Err(format!(
+            "{s:?}: a row number (from `list`) or a webhook-id (msg_...)"
+        ))
+    }
+}
+
+impl std::fmt::Display for DeliveryRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeliveryRef::Row(n) => write!(f, "{n}"),
+            DeliveryRef::Msg(m) => f.write_str(m),
+        }
+    }
+}
+
+impl DeliveryRef {
+    /// The row number and the webhook-id to match (one of them matches nothing).
+    fn keys(&self) -> (i64, &str) {
+        match self {
+            DeliveryRef::Row(n) => (*n, ""),
+            DeliveryRef::Msg(m) => (-1, m.as_str()),
+        }
+    }
+}
+
 /// The outbox could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -724,13 +770,15 @@ impl Admin {
     }
 
     /// One delivery, with its request.
-    pub fn show(&self, rowid: i64) -> Result<Option<Row>, StoreError> {
+    pub fn show(&self, which: &DeliveryRef) -> Result<Option<Row>, StoreError> {
+        let (rowid, msg_id) = which.keys();
         let found = self
             .conn
             .query_row(
                 "SELECT rowid_, msg_id, webhook, trig, call_id, state, attempts, created_ms, next_ms,
-                 last_status, last_error, last_response, request FROM deliveries WHERE rowid_ = ?1",
-                params![rowid],
+                 last_status, last_error, last_response, request FROM deliveries
+                 WHERE rowid_ = ?1 OR msg_id = ?2",
+                params![rowid, msg_id],
                 |r| {
                     let mut out = row(r)?;
                     let json: String = r.get(12)?;
@@ -745,13 +793,17 @@ impl Admin {
 
     /// Sends deliveries again: one (any state but pending), or every dead one of a webhook
     /// (or of all). Returns how many were queued.
-    pub fn retry(&self, rowid: Option<i64>, webhook: Option<&str>) -> Result<usize, StoreError> {
+    pub fn retry(
+        &self,
+        which: Option<&DeliveryRef>,
+        webhook: Option<&str>,
+    ) -> Result<usize, StoreError> {
         let now = now_ms();
-        let n = match rowid {
-            Some(id) => self.conn.execute(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, next_ms = ?2, done_ms = NULL
-                 WHERE rowid_ = ?1 AND state != 'pending'",
-                params![id, now],
+        let n = match which.map(DeliveryRef::keys) {
+            Some((rowid, msg_id)) => self.conn.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_ms = ?3, done_ms = NULL
+                 WHERE (rowid_ = ?1 OR msg_id = ?2) AND state != 'pending'",
+                params![rowid, msg_id, now],
             ),
             None => self.conn.execute(
                 "UPDATE deliveries SET state = 'pending', attempts = 0, next_ms = ?2, done_ms = NULL
@@ -764,8 +816,21 @@ impl Admin {
         Ok(n)
     }
 
-    /// Enables a disabled webhook: its parked deliveries go back to pending, in order.
-    pub fn enable(&self, webhook: &str) -> Result<usize, StoreError> {
+    /// Enables a disabled webhook: its parked deliveries go back to pending, in order. None:
+    /// the outbox has never heard of that webhook.
+    pub fn enable(&self, webhook: &str) -> Result<Option<usize>, StoreError> {
+        let known: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM webhook_state WHERE name = ?1)
+                     OR EXISTS(SELECT 1 FROM deliveries WHERE webhook = ?1)",
+                params![webhook],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        if !known {
+            return Ok(None);
+        }
         self.conn
             .execute(
                 "UPDATE webhook_state SET disabled = 0, reason = NULL, since_ms = NULL WHERE name = ?1",
@@ -780,7 +845,7 @@ impl Admin {
             )
             .map_err(|e| self.err(e))?;
         self.bump()?;
-        Ok(n)
+        Ok(Some(n))
     }
 
     /// Disabled webhooks and why.
