@@ -86,7 +86,7 @@ fn check_config_lists_every_error_with_its_key_path() {
         .arg(f.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("freeswitch.format:"), "{err}");
     let good = config_file("[freeswitch]\nport = 0\nevents = [\"channel create\"]");
@@ -119,7 +119,7 @@ fn webhooks_that_would_reach_loopback_or_take_their_host_from_call_data_are_refu
         format!("[[webhooks]]\nname = \"crm\"\ntriggers = [\"call.hangup\"]\nurl = \"{url}\"\n")
     };
     let (code, err) = check(&hook("http://{ddiName}/x"));
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(78), "{err}");
     assert!(
         err.contains("webhooks[0].url") && err.contains("placeholders"),
         "{err}"
@@ -131,7 +131,7 @@ fn webhooks_that_would_reach_loopback_or_take_their_host_from_call_data_are_refu
         ("http://10.1.2.3/crm", "private"),
     ] {
         let (code, err) = check(&hook(url));
-        assert_eq!(code, Some(1), "{url}: {err}");
+        assert_eq!(code, Some(78), "{url}: {err}");
         assert!(
             err.contains("webhooks[0].url") && err.contains(kind),
             "{url}: {err}"
@@ -143,11 +143,11 @@ fn webhooks_that_would_reach_loopback_or_take_their_host_from_call_data_are_refu
     ));
     assert_eq!(code, Some(0), "{err}");
     let (code, err) = check("[egress]\nallow = [\"10.0.0.0/33\"]\n");
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("egress.allow[0]"), "{err}");
     // A misspelt key in [admin] is named by check-config, as `run` refuses it.
     let (code, err) = check("[admin]\npasword_env = \"X\"\n");
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(78), "{err}");
     assert!(
         err.contains("admin") && err.contains("pasword_env"),
         "{err}"
@@ -163,7 +163,7 @@ fn environment_overrides_the_file() {
         .env("SWITCHHOOK__FREESWITCH__PORT", "not-a-port")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("freeswitch.port"));
     let out = switchhook()
         .arg("check-config")
@@ -530,7 +530,7 @@ fn deliveries_commands_work_on_the_outbox() {
         .args(["deliveries", "--db", "/nonexistent/outbox.db", "status"])
         .output()
         .unwrap();
-    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(missing.status.code(), Some(1));
 }
 
 #[test]
@@ -577,7 +577,7 @@ timeout_message = "ivr/ivr-no_valid_entry.wav"
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78));
     assert!(err.contains("routes[0].caller_id_forwarding"), "{err}");
 }
 
@@ -617,7 +617,7 @@ fn a_webhook_secret_comes_from_the_environment_and_its_mistakes_are_named() {
     ] {
         let out = check(f, value);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(out.status.code(), Some(78), "{err}");
         assert!(
             err.contains("webhooks[0].headers_env.Authorization"),
             "{err}"
@@ -638,7 +638,7 @@ fn a_webhook_secret_comes_from_the_environment_and_its_mistakes_are_named() {
     ] {
         let out = check(f, value);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(out.status.code(), Some(78), "{err}");
         assert!(err.contains("webhooks[0].secret_env"), "{err}");
         assert!(err.contains(want), "{err}");
         assert!(!err.contains(secret), "{err}");
@@ -1027,8 +1027,8 @@ fn check_config_and_run_agree_on_an_unknown_key_in_every_section() {
             .env("SWITCHHOOK__FREESWITCH__PORT", "9")
             .output()
             .unwrap();
-        assert_eq!(check.status.code(), Some(1), "check-config on {text}");
-        assert_eq!(run.status.code(), Some(2), "run on {text}");
+        assert_eq!(check.status.code(), Some(78), "check-config on {text}");
+        assert_eq!(run.status.code(), Some(78), "run on {text}");
         let problems = |out: &std::process::Output| -> Vec<String> {
             String::from_utf8_lossy(&out.stderr)
                 .lines()

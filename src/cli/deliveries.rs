@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
+use super::Exit;
 use crate::config::Config;
 use crate::hooks::store::{Admin, DeliveryRef, ListFilter, State};
 
@@ -69,7 +70,7 @@ pub enum Action {
 /// Nothing in the outbox matched what was named: said on stderr, exit 1.
 fn nothing_matched(what: &str) -> ExitCode {
     eprintln!("{what}");
-    ExitCode::from(1)
+    Exit::Failure.into()
 }
 
 /// Runs one action.
@@ -80,7 +81,7 @@ pub(super) fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> E
             (c, problems) if problems.is_empty() => c.store.path,
             (_, problems) => {
                 super::print_problems(config, &problems);
-                return ExitCode::from(2);
+                return Exit::Config.into();
             }
         },
     };
@@ -89,13 +90,13 @@ pub(super) fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> E
             "{}: no outbox here (set [store] path or --db)",
             path.display()
         );
-        return ExitCode::from(2);
+        return Exit::Failure.into();
     }
     let admin = match Admin::open(&path) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(2);
+            return Exit::Failure.into();
         }
     };
     let result = match action {
@@ -108,7 +109,7 @@ pub(super) fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> E
             let state = match state.as_deref().map(|s| State::parse(s).ok_or(s)) {
                 Some(Err(s)) => {
                     eprintln!("--state {s:?}: one of pending, delivered, dead, parked");
-                    return ExitCode::from(2);
+                    return Exit::Usage.into();
                 }
                 Some(Ok(s)) => Some(s),
                 None => None,
@@ -161,7 +162,7 @@ pub(super) fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> E
             }
             if states.is_empty() {
                 eprintln!("say what to purge: --delivered and/or --dead");
-                return ExitCode::from(2);
+                return Exit::Usage.into();
             }
             admin
                 .purge(&states, older_than.as_millis() as i64)

@@ -119,6 +119,24 @@ pub enum Emit {
     Webhooks,
 }
 
+/// The exit statuses, as the README documents them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// Something did not work, or nothing matched what was named.
+    Failure = 1,
+    /// The command line is wrong (clap's own status for its errors).
+    Usage = 2,
+    /// The configuration is wrong (sysexits' `EX_CONFIG`): a service manager should not
+    /// restart into it (the unit's `RestartPreventExitStatus`).
+    Config = 78,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
     let log_format = cli.log_format;
@@ -181,7 +199,7 @@ async fn run_live(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Exi
         Ok(c) => c,
         Err(problems) => {
             print_problems(config.as_deref(), &problems);
-            return ExitCode::from(2);
+            return Exit::Config.into();
         }
     };
     logging::init(&cfg.log.level, log_format.unwrap_or(cfg.log.format));
@@ -189,7 +207,7 @@ async fn run_live(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Exi
         Ok(p) => p,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(2);
+            return Exit::Failure.into();
         }
     };
     pipeline.run(crate::pipeline::shutdown_signal()).await;
@@ -211,7 +229,7 @@ fn print_problems(file: Option<&Path>, problems: &[Problem]) {
 fn check_config(file: &Path) -> ExitCode {
     if !file.exists() {
         eprintln!("{}: no such file", file.display());
-        return ExitCode::from(2);
+        return Exit::Usage.into();
     }
     match Compiled::load(Some(file)) {
         Ok(_) => {
@@ -220,7 +238,7 @@ fn check_config(file: &Path) -> ExitCode {
         }
         Err(problems) => {
             print_problems(Some(file), &problems);
-            ExitCode::from(1)
+            Exit::Config.into()
         }
     }
 }
@@ -229,7 +247,7 @@ fn check_config(file: &Path) -> ExitCode {
 fn load(config: Option<&Path>) -> Result<Compiled, ExitCode> {
     Compiled::load(config).map(|(_, c)| c).map_err(|problems| {
         print_problems(config, &problems);
-        ExitCode::from(2)
+        Exit::Config.into()
     })
 }
 
