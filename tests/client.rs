@@ -416,11 +416,22 @@ async fn drop_policy_counts_dropped_events_and_signals_a_gap() {
     cfg.queue = 8;
     cfg.overflow = Overflow::Drop;
     let (client, mut rx, _task) = EslClient::spawn(cfg);
-    // Let the queue overflow while nobody reads.
-    while s.position() < s.total_events() {
+    // Let the queue overflow while nobody reads, until the client has taken in every event
+    // the server sent: each is either waiting in the channel or counted as dropped.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let stats = Arc::clone(client.stats());
+    let taken_in =
+        || stats.events.load(Ordering::Relaxed) + stats.dropped_events.load(Ordering::Relaxed);
+    while s.position() < s.total_events() || taken_in() < 419 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} sent, {} taken in",
+            s.position(),
+            s.total_events(),
+            taken_in()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let mut events = 0u64;
     let mut gap_total = 0u64;
     while let Ok(sig) = rx.try_recv() {
