@@ -45,7 +45,7 @@ async fn an_admin_endpoint_that_cannot_listen_stops_the_routing_server_already_s
 }
 
 #[tokio::test]
-async fn a_routing_server_that_cannot_listen_closes_the_outbox_already_opened() {
+async fn a_routing_server_that_cannot_listen_fails_the_start_and_leaves_the_outbox_usable() {
     let dir = tempfile::tempdir().unwrap();
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut cfg = config(&dir);
@@ -56,7 +56,7 @@ async fn a_routing_server_that_cannot_listen_closes_the_outbox_already_opened() 
         Ok(_) => panic!("the routing port is taken: start must fail"),
     };
     assert!(matches!(err, StartError::Routing { .. }), "{err}");
-    // The outbox was opened and closed: it exists and a new pipeline starts on it.
+    // The outbox was opened before the failure: it exists, and a new pipeline starts on it.
     assert!(dir.path().join("outbox.db").exists());
     let cfg = config(&dir);
     let compiled = Compiled::new(&cfg).unwrap();

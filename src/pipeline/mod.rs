@@ -42,8 +42,8 @@ const ROUTING_DRAIN: Duration = Duration::from_secs(35);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The webhook outbox cannot be opened.
-    #[error("{0}")]
-    Outbox(#[source] StoreError),
+    #[error(transparent)]
+    Outbox(StoreError),
     /// The routing server cannot listen.
     #[error("routing.listen {listen}: {source}")]
     Routing {
