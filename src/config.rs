@@ -62,6 +62,8 @@ sections! {
     table directory: crate::session::directory::DirectoryConfig,
     /// `[rates]`: the rate table.
     table rates: crate::session::rates::RatesConfig,
+    /// `[[outcomes]]`: how a finished call's `outcome` is named.
+    list outcomes: crate::session::outcome::OutcomeRule,
     /// `[store]`: the webhook outbox.
     table store: crate::hooks::store::StoreConfig,
     /// `[[webhooks]]`: lifecycle webhooks.

@@ -10,7 +10,7 @@ fn doc(name: &str) -> String {
 fn the_cdr_reference_names_every_field() {
     let text = doc("cdr.md");
     let fields = switchhook::session::Cdr::field_names();
-    assert_eq!(fields.len(), 80);
+    assert_eq!(fields.len(), 83);
     for f in fields {
         assert!(
             text.contains(&format!("| `{f}` |")),

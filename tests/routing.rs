@@ -233,6 +233,86 @@ async fn the_digit_menu_collects_the_code_as_the_capture_did() {
     assert_eq!(n.last().unwrap(), "exit\n");
 }
 
+/// A code the routing server refuses (NAK) plays the error message and asks again, until the
+/// menu's attempts are used; then the failure branch.
+#[tokio::test]
+async fn a_refused_code_asks_again_until_the_attempts_are_used() {
+    for (accept_on, want_asks, want_status) in [(2, 2, "ACK"), (9, 3, "NAK")] {
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&asked);
+        let http = Receiver::start(move |_, _| {
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if n >= accept_on {
+                Reply::body("text/plain", "status=ACK&destination=1004")
+            } else {
+                Reply::body("text/plain", "status=NAK")
+            }
+        })
+        .await;
+        let mut pin = route(serde_json::json!({
+            "name": "pin",
+            "url": format!("{}/pin?code={{code}}", http.base()),
+            "menu": {
+                "enabled": true, "timeout": "5s", "attempts": 3, "min_digits": 1, "max_digits": 4,
+                "error_message": "ivr/ivr-that_was_an_invalid_entry.wav",
+                "share_digits": accept_on == 9,
+            },
+        }));
+        pin.on_failure = "switchhook-failed".into();
+        let mut rig = rig(RoutingConfig::default(), vec![pin]).await;
+        let conv = conversation(&[
+            "20-routing-pin-digits",
+            "21-routing-pin-timeout",
+            "19-routing-crm-ack",
+        ]);
+        let t = call(
+            rig.addr,
+            &conv,
+            FakeOptions {
+                speed: 20.0,
+                ..Default::default()
+            },
+        )
+        .await;
+        let report = rig.report().await;
+        let n = t.normalized();
+        assert_eq!(http.seen().len(), want_asks, "{n:#?}");
+        let menus: Vec<&String> = n
+            .iter()
+            .filter(|c| c.contains("execute-app-name: play_and_get_digits"))
+            .collect();
+        assert_eq!(menus.len(), want_asks);
+        // Each round offers the tries left.
+        for (i, m) in menus.iter().enumerate() {
+            assert!(
+                m.contains(&format!("execute-app-arg: 1 4 {} 5000 #", 3 - i)),
+                "{m}"
+            );
+        }
+        let errors = n
+            .iter()
+            .filter(|c| **c == sendmsg("playback", "ivr/ivr-that_was_an_invalid_entry.wav"))
+            .count();
+        assert_eq!(
+            errors,
+            want_asks - 1,
+            "the error message before each new try"
+        );
+        assert_eq!(var(&t, "switchhook_status").as_deref(), Some(want_status));
+        // Only a route that shares its digits tells call assembly so.
+        assert_eq!(
+            n.contains(&sendmsg("set", "switchhook_share_digits=true")),
+            accept_on == 9
+        );
+        if want_status == "NAK" {
+            assert!(n.contains(&sendmsg("transfer", "switchhook-failed")));
+        } else {
+            assert_eq!(var(&t, "switchhook_destination").as_deref(), Some("1004"));
+        }
+        assert!(report.aborted.is_none(), "{report:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_menu_without_digits_plays_the_timeout_message_and_fails() {
     let http = Receiver::start(|_, _| seed_ack()).await;
@@ -460,11 +540,13 @@ async fn route_options_shape_the_commands() {
     let t = call(rig.addr, &conv, FakeOptions::default()).await;
     rig.report().await;
     let n = t.normalized();
-    let tail = &n[n.len() - 4..];
+    let tail = &n[n.len() - 5..];
     assert_eq!(
         tail,
         &[
             sendmsg("set", "effective_caller_id_name=VIP Jo Bloggs"),
+            // The prefix is the record's rteName.
+            sendmsg("set", "switchhook_route_name=VIP"),
             sendmsg("set", "effective_caller_id_number=+441610007100"),
             sendmsg("transfer", "switchhook-ACK"),
             "exit\n".to_owned(),

@@ -154,14 +154,16 @@ fn golden() -> Vec<(&'static str, Vec<Want>)> {
                 .n("ans", 0.0)
                 .s("cause", "ORIGINATOR_CANCEL")
                 .s("fRngDevNum", "1002")
-                .s("flat:connected", "0")],
+                .s("flat:connected", "0")
+                .s("outcome", "abandoned_ringing")],
         ),
         (
             "03-abandoned-short",
             vec![inbound("+447700900789", "+441610001001")
                 .n("ring", 1.0)
                 .n("lost", 1.0)
-                .n("aban", 1.0)],
+                .n("aban", 1.0)
+                .s("outcome", "abandoned_ringing")],
         ),
         (
             "04-hold-unhold",
@@ -222,7 +224,8 @@ fn golden() -> Vec<(&'static str, Vec<Want>)> {
                 .n("dur", 6.0)
                 .n("lost", 1.0)
                 .n("ans", 0.0)
-                .s("fRngAgtNum", "1004")],
+                .s("fRngAgtNum", "1004")
+                .s("outcome", "abandoned_in_queue")],
         ),
         (
             "09-ivr-dtmf-transfer",
@@ -230,15 +233,19 @@ fn golden() -> Vec<(&'static str, Vec<Want>)> {
                 .n("ring", 2.0)
                 .n("talk", 4.0)
                 .s("ansDevNum", "1003")
-                .s("flat:department-selection", "2")],
+                .s("flat:department-selection", "2")
+                .s("outcome", "short")],
         ),
         (
             "10-voicemail",
+            // Answered by voicemail (`answer` is set), not by a person.
             vec![w()
                 .n("ring", 11.9)
                 .n("lost", 1.0)
+                .n("aban", 0.0)
                 .n("ans", 0.0)
-                .s("flat:voicemail", "1")],
+                .s("flat:voicemail", "1")
+                .s("outcome", "voicemail")],
         ),
         (
             "11-outbound-carrier",
@@ -246,9 +253,11 @@ fn golden() -> Vec<(&'static str, Vec<Want>)> {
                 .n("dir", 3.0)
                 .n("ring", 4.0)
                 .n("talk", 5.0)
-                .s("cliNum", "1001")
+                .s("cliNum", "+441610000000")
+                .s("cliName", "Acme Widgets Ltd")
                 .s("ddiNum", "+14155550100")
-                .n("lost", 0.0)],
+                .n("lost", 0.0)
+                .s("outcome", "short")],
         ),
         (
             "12-click-to-call",
@@ -256,7 +265,7 @@ fn golden() -> Vec<(&'static str, Vec<Want>)> {
                 .n("dir", 3.0)
                 .n("ring", 5.0)
                 .n("talk", 4.0)
-                .s("cliNum", "1001")
+                .s("cliNum", "+441610000000")
                 .s("ddiNum", "+14155550100")
                 .s("ansDevNum", "1001")],
         ),
@@ -295,7 +304,13 @@ fn golden() -> Vec<(&'static str, Vec<Want>)> {
         ),
         (
             "18-rejected-busy-voicemail",
-            vec![w().n("ring", 2.0).n("lost", 1.0).s("fRngDevNum", "1003")],
+            // Busy, then voicemail: never abandoned while ringing.
+            vec![w()
+                .n("ring", 2.0)
+                .n("lost", 1.0)
+                .n("aban", 0.0)
+                .s("fRngDevNum", "1003")
+                .s("outcome", "voicemail")],
         ),
         (
             "19-routing-crm-ack",
@@ -305,7 +320,11 @@ fn golden() -> Vec<(&'static str, Vec<Want>)> {
             "20-routing-pin-digits",
             vec![w().n("ring", 2.0).n("talk", 3.0).s("ansDevNum", "1004")],
         ),
-        ("21-routing-pin-timeout", vec![w().n("lost", 1.0)]),
+        // A PIN menu, then voicemail: no phone ever rang.
+        (
+            "21-routing-pin-timeout",
+            vec![w().n("lost", 1.0).n("aban", 0.0).s("outcome", "voicemail")],
+        ),
         (
             "22-routing-caller-hangup",
             vec![w()
@@ -316,6 +335,54 @@ fn golden() -> Vec<(&'static str, Vec<Want>)> {
         (
             "23-routing-api-linger",
             vec![w().n("ring", 2.0).n("talk", 3.0).s("ansDevNum", "1002")],
+        ),
+        (
+            // Withheld: flagged, and the number not passed on by default.
+            "24-inbound-withheld",
+            vec![w()
+                .n("dir", 2.0)
+                .s("ddiNum", "+441610001002")
+                .n("ring", 2.0)
+                .n("talk", 3.0)
+                .s("ansUsrNum", "1002")
+                .s("cliNum", "")
+                .n("cliWithheld", 1.0)
+                .s("flat:cli", "")
+                .s("flat:cli-withheld", "1")],
+        ),
+        (
+            "25-ivr-direct-extension",
+            vec![inbound("+447700900250", "+441610000000")
+                .n("ring", 2.06)
+                .n("talk", 2.0)
+                .s("fRngUsrNum", "1003")
+                .s("lRngUsrNum", "1003")
+                .s("ansUsrNum", "1003")
+                .s("flat:department-selection", "1003")],
+        ),
+        (
+            "26-outbound-answered",
+            vec![w()
+                .n("dir", 3.0)
+                .n("type", 2.0)
+                .n("ring", 3.0)
+                .n("talk", 4.0)
+                .n("ans", 1.0)
+                .n("lost", 0.0)
+                .s("cliNum", "+441610000000")
+                .s("ddiNum", "+14155550100")
+                .s("outcome", "short")],
+        ),
+        (
+            "27-blind-transfer-1003-to-1004",
+            vec![inbound("+447700900280", "+441610001003")
+                .n("ring", 4.2)
+                .n("talk", 5.0)
+                .s("fRngUsrNum", "1003")
+                .s("lRngUsrNum", "1004")
+                .s("ansUsrNum", "1003")
+                .s("lAnsUsrNum", "1004")
+                .s("outcome", "short")],
         ),
     ]
 }
@@ -363,7 +430,8 @@ async fn the_concurrent_capture_yields_five_calls_like_the_single_ones() {
                 .s("ansGroupName", "support@default"),
         ),
         (
-            "1004",
+            // An outbound call: the caller ID the far end saw, not the extension.
+            "+441610000000",
             w().n("dir", 3.0)
                 .n("ring", 2.0)
                 .n("talk", 7.0)
@@ -460,7 +528,7 @@ fn a_gap_marks_the_call_partial_and_freeswitchs_figures_complete_it() {
     // Reconciled from billmsec / answer_uepoch of the hangup-complete events.
     assert!((r.ms.talk - 5_000).abs() <= 500, "talk {}", r.ms.talk);
     assert!(r.cdr.answer.is_some());
-    assert_eq!(r.cdr.ans, 1);
+    assert_eq!(r.cdr.ans, Some(1));
 }
 
 #[test]
@@ -719,7 +787,7 @@ fn a_restart_mid_call_adopts_the_calls_in_progress_and_fires_what_they_show_once
                     continue;
                 };
                 if r.cdr.ans != before.cdr.ans {
-                    wrong.push(format!("{name}@{cut}: {} ans {}", r.cdr.id, r.cdr.ans));
+                    wrong.push(format!("{name}@{cut}: {} ans {:?}", r.cdr.id, r.cdr.ans));
                 }
                 let hangup = |m: &&switchhook::session::Moment| {
                     m.call_id == r.cdr.id && m.trigger.name() == "call.hangup"
@@ -791,4 +859,91 @@ fn a_far_timestamp_is_ignored_by_the_clock_and_expires_nothing() {
         assert_eq!(out, whole, "with a HEARTBEAT at {far}");
         assert_eq!(t.clock_outliers(), 2);
     }
+}
+
+/// Every moment's record says what was known then: an answered call is talking, undecided
+/// verdicts are absent, durations run to the moment.
+#[test]
+fn a_moments_record_says_what_is_known_at_that_moment() {
+    for name in [
+        "01-inbound-answered",
+        "02-inbound-missed",
+        "26-outbound-answered",
+    ] {
+        let mut t = SessionTracker::new(settings()).with_moments();
+        let mut moments = Vec::new();
+        for ev in events(name) {
+            t.on_event(&ev);
+            moments.extend(t.take_moments());
+        }
+        assert!(!moments.is_empty(), "{name}");
+        for m in &moments {
+            let cdr = serde_json::to_value(&m.record.cdr).unwrap();
+            let at = format!("{name} {}: {cdr:#}", m.trigger);
+            if m.ended {
+                for k in ["end", "lost", "aban", "ans", "short", "outcome", "cause"] {
+                    assert!(cdr.get(k).is_some(), "{k} in the final record of {at}");
+                }
+                assert!(cdr.get("inProgress").is_none(), "{at}");
+                continue;
+            }
+            assert_eq!(cdr["inProgress"], 1, "{at}");
+            for k in [
+                "end",
+                "lost",
+                "aban",
+                "short",
+                "outcome",
+                "cause",
+                "lostinPark",
+            ] {
+                assert!(cdr.get(k).is_none(), "{k} is not decided yet in {at}");
+            }
+            let dur_ms = (m.at_us - m.record.times.start_us) / 1000;
+            assert!(
+                (m.record.ms.dur - dur_ms).abs() <= 1,
+                "duration so far: {at}"
+            );
+            let last = m.record.cdr.timeline.last().expect("a segment");
+            assert_eq!(last.end_ms, m.record.ms.dur, "{at}");
+            match m.trigger.name() {
+                "call.received" | "call.dialed" => {
+                    assert!(cdr.get("ans").is_none(), "{at}");
+                    assert_eq!(m.record.ms.talk, 0, "{at}");
+                }
+                t if t.starts_with("call.answered") || t == "call.missed_or_answered" => {
+                    assert_eq!(cdr["ans"], 1, "{at}");
+                    assert_eq!(last.kind, switchhook::session::SegmentKind::Talk, "{at}");
+                    assert_eq!(m.record.flat.get("connected"), Some(&Value::from("1")));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A capture cut just after the bridge (every event up to and including the first
+/// CHANNEL_BRIDGE): the call is talking, not ringing, and its record says it is in progress.
+#[test]
+fn a_call_cut_off_after_its_bridge_is_talking_and_in_progress() {
+    let all = events("01-inbound-answered");
+    let bridge = all
+        .iter()
+        .position(|e| e.name().as_deref() == Some("CHANNEL_BRIDGE"))
+        .unwrap();
+    let mut t = SessionTracker::new(settings());
+    for ev in &all[..=bridge] {
+        assert!(t.on_event(ev).is_empty());
+    }
+    let recs = t.flush("still in progress when the capture ended");
+    assert_eq!(recs.len(), 1);
+    let cdr = &recs[0].cdr;
+    assert_eq!(cdr.inProgress, Some(1));
+    assert_eq!(cdr.ans, Some(1));
+    assert_eq!((cdr.lost, cdr.short, cdr.aban), (None, None, None));
+    assert_eq!(cdr.end, None);
+    let last = cdr.timeline.last().unwrap();
+    assert_eq!(last.kind, switchhook::session::SegmentKind::Talk);
+    assert_eq!(last.party.as_deref(), Some("1001"));
+    assert!((recs[0].ms.ring - 3000).abs() <= 500, "{cdr:#?}");
 }

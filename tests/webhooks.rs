@@ -128,7 +128,46 @@ fn every_trigger_fires_once_at_the_moment_the_session_learns_it() {
         ),
         (
             "11-outbound-carrier",
-            &["call.received", "call.missed_or_answered", "call.hangup"],
+            &[
+                "call.received",
+                "call.dialed",
+                "call.answered.external",
+                "call.missed_or_answered",
+                "call.hangup",
+            ],
+        ),
+        (
+            // A routing step's PIN menu is not an IVR: no answered.ivr, no dtmf.
+            "20-routing-pin-digits",
+            &[
+                "call.received",
+                "call.dialed",
+                "call.answered.extension",
+                "call.missed_or_answered",
+                "call.hangup",
+            ],
+        ),
+        (
+            "25-ivr-direct-extension",
+            &[
+                "call.received",
+                "call.answered.ivr",
+                "call.dtmf",
+                "call.dialed",
+                "call.answered.extension",
+                "call.missed_or_answered",
+                "call.hangup",
+            ],
+        ),
+        (
+            "26-outbound-answered",
+            &[
+                "call.received",
+                "call.dialed",
+                "call.answered.external",
+                "call.missed_or_answered",
+                "call.hangup",
+            ],
         ),
         (
             "12-click-to-call",
@@ -156,7 +195,7 @@ fn every_trigger_fires_once_at_the_moment_the_session_learns_it() {
                 // missed_or_answered is final only when it comes from a miss.
                 let ended = match m.trigger.name() {
                     "call.hangup" | "call.missed" => true,
-                    "call.missed_or_answered" => m.record.cdr.ans == 0,
+                    "call.missed_or_answered" => m.record.cdr.ans != Some(1),
                     _ => false,
                 };
                 assert_eq!(m.ended, ended, "{name}: {}", m.trigger);
@@ -187,8 +226,24 @@ fn every_trigger_fires_once_at_the_moment_the_session_learns_it() {
         .find(|m| m.trigger.name() == "call.answered.extension")
         .unwrap();
     assert_eq!(answered.detail["answeredBy"], "1003");
-    assert_eq!(answered.record.cdr.ans, 1);
+    assert_eq!(answered.record.cdr.ans, Some(1));
     assert!(!answered.ended);
+    // A direct-extension entry keeps all its digits.
+    let ms = rt.block_on(moments(
+        "freeswitch-1.10/25-ivr-direct-extension.esl",
+        &settings,
+    ));
+    let dtmf = ms.iter().find(|m| m.trigger.name() == "call.dtmf").unwrap();
+    assert_eq!(dtmf.detail["digits"], "1003");
+    assert_eq!(dtmf.record.flat["department-selection"], "1003");
+    // A routing step's PIN reaches no webhook.
+    let ms = rt.block_on(moments(
+        "freeswitch-1.10/20-routing-pin-digits.esl",
+        &settings,
+    ));
+    for m in &ms {
+        assert_eq!(m.record.flat["department-selection"], "", "{}", m.trigger);
+    }
     let ms = rt.block_on(moments("freeswitch-1.10/08-queue-answered.esl", &settings));
     let q = ms
         .iter()
@@ -348,6 +403,21 @@ fn filters_call_types_numbers_templates_and_signatures() {
         dids,
         HashSet::from(["+441610002004".to_owned(), "+441610001001".to_owned()])
     );
+    // Every key once: the envelope's `id` is the tenant, the CDR's is `cdr.id`.
+    for r in &mine {
+        let keys: Vec<&str> = r
+            .body
+            .split('&')
+            .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+            .collect();
+        let unique: HashSet<&str> = keys.iter().copied().collect();
+        assert_eq!(unique.len(), keys.len(), "{}", r.body);
+        assert!(
+            r.body.contains(&format!("cdr.id={}", r.call_id)),
+            "{}",
+            r.body
+        );
+    }
     assert!(mine[0]
         .headers
         .iter()
@@ -829,7 +899,9 @@ fn sigkill_with_deliveries_pending_loses_nothing() {
         let (settings, hooks) = compile(&config(&text));
         let expected = requests("freeswitch-1.10/16-concurrent-mix.esl", &settings, &hooks).await;
         let expected_ids: HashSet<String> = expected.iter().map(|r| r.id.clone()).collect();
-        assert_eq!(expected.len(), 23 + 5);
+        // 25 moments of five calls (the outbound one: dialled and answered by the far end too),
+        // and five hangups signed.
+        assert_eq!(expected.len(), 25 + 5);
 
         let mut first = spawn_run(&cfg_path, "kill-9-test");
         // Wait until every request is committed (and being refused).

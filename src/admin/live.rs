@@ -81,7 +81,7 @@ impl CallLine {
             } else {
                 c.timeline.clone()
             },
-            answered: finished.then_some(c.ans == 1),
+            answered: finished.then_some(c.ans == Some(1)),
             cause: if finished { c.cause.clone() } else { None },
             partial: c.partial.clone(),
             start_us: rec.times.start_us,
@@ -168,7 +168,7 @@ impl LiveView {
         }
         let mut active: Vec<CallLine> = calls
             .into_iter()
-            .map(|c| CallLine::from_record(&cdr::build(c, settings), false))
+            .map(|c| CallLine::from_record(&cdr::build(c, settings, cdr::Stage::InProgress), false))
             .collect();
         active.sort_by_key(|c| c.start_us);
         if let Ok(mut s) = self.state.lock() {

@@ -428,7 +428,8 @@ pub fn render_explanation(rec: &CallRecord) -> String {
     use std::fmt::Write as _;
     let c = &rec.cdr;
     let mut s = String::new();
-    let _ = writeln!(s, "call {}  {} .. {}  ({} s)", c.id, c.start, c.end, c.dur);
+    let end = c.end.as_deref().unwrap_or("(in progress)");
+    let _ = writeln!(s, "call {}  {} .. {end}  ({} s)", c.id, c.start, c.dur);
     if let Some(p) = &c.partial {
         let _ = writeln!(s, "PARTIAL: {p}");
     }

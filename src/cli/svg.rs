@@ -51,7 +51,7 @@ pub fn timeline_svg(rec: &CallRecord) -> String {
         r#"<text x="{MARGIN}" y="26" font-size="15" font-weight="bold">call {}</text>"#,
         escape(c.id.as_str())
     );
-    let answered = if c.ans == 1 {
+    let answered = if c.ans == Some(1) {
         "answered"
     } else {
         "not answered"

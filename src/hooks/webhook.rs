@@ -559,8 +559,17 @@ impl Webhook {
             ("callType".into(), m.record.kind.as_str().into()),
             ("ended".into(), if m.ended { "1" } else { "0" }.into()),
         ];
+        // Every key once: a CDR or custom key that the envelope already uses is sent under
+        // its JSON path (`cdr.id`, `customData.trigger`).
+        let push = |pairs: &mut Vec<(String, String)>, prefix: &str, k: &str, v: String| {
+            if pairs.iter().any(|(have, _)| have == k) {
+                pairs.push((format!("{prefix}.{k}"), v));
+            } else {
+                pairs.push((k.to_owned(), v));
+            }
+        };
         for (k, v) in &m.detail {
-            pairs.push((k.clone(), text_of(v)));
+            push(&mut pairs, "detail", k, text_of(v));
         }
         let names = Cdr::field_names().iter().map(String::as_str);
         for name in names.chain(FLAT_FIELDS.iter().copied()) {
@@ -568,11 +577,11 @@ impl Webhook {
                 continue;
             }
             if let Some(v) = fields.get(name).filter(|v| !v.is_null()) {
-                pairs.push((name.into(), text_of(v)));
+                push(&mut pairs, "cdr", name, text_of(v));
             }
         }
         for (k, v) in &self.config.custom_data {
-            pairs.push((k.clone(), text_of(v)));
+            push(&mut pairs, "customData", k, text_of(v));
         }
         pairs
     }

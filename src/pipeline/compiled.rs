@@ -36,6 +36,7 @@ impl Compiled {
             numbers: &cfg.numbers,
             directory: &cfg.directory,
             rates: &cfg.rates,
+            outcomes: &cfg.outcomes,
         })
         .map_err(|p| bad.extend(p))
         .ok();

@@ -90,6 +90,9 @@ pub struct MenuConfig {
     pub max_digits: u32,
     /// Keys that end the entry.
     pub terminators: String,
+    /// Let webhooks see the code (as `call.dtmf` and `department-selection`); a PIN is
+    /// private by default.
+    pub share_digits: bool,
 }
 
 impl Default for MenuConfig {
@@ -104,6 +107,7 @@ impl Default for MenuConfig {
             min_digits: 1,
             max_digits: 10,
             terminators: "#".into(),
+            share_digits: false,
         }
     }
 }

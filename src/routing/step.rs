@@ -77,29 +77,42 @@ async fn converse(
     report.route = Some(route.config.name.clone());
 
     let mut q = question(data, route);
-    if route.config.menu.enabled {
-        match collect_code(sock, data, &route.config.menu).await? {
-            Some(code) => {
-                q.code = code.clone();
-                report.code = Some(code);
-            }
-            None => {
-                let answer = Answer {
-                    decision: Decision::bare(RoutingStatus::Timeout, "no digits"),
-                    source: Source::Menu,
-                    latency: Duration::ZERO,
-                    attempts: 0,
-                };
-                apply(sock, data, Some(route), &answer, table.rules()).await?;
-                report.answer = Some(answer);
-                return sock.exit().await;
-            }
-        }
+    let menu = &route.config.menu;
+    if !menu.enabled {
+        let answer = sock
+            .while_connected(router.asker().ask(route, &q, table.rules()))
+            .await?;
+        apply(sock, data, Some(route), &answer, table.rules()).await?;
+        report.answer = Some(answer);
+        return sock.exit().await;
     }
-
-    let answer = sock
-        .while_connected(router.asker().ask(route, &q, table.rules()))
-        .await?;
+    // The menu's attempts cover both kinds of wrong entry: one play_and_get_digits rejects
+    // (too short, not digits, nothing in time), and a code the routing server refuses (NAK),
+    // after which the error message is played and the caller asked again. A code counts as
+    // one attempt (FreeSWITCH does not say how many tries it took).
+    let mut left = menu.attempts.max(1);
+    let answer = loop {
+        let Some(code) = collect_code(sock, data, menu, left).await? else {
+            break Answer {
+                decision: Decision::bare(RoutingStatus::Timeout, "no digits"),
+                source: Source::Menu,
+                latency: Duration::ZERO,
+                attempts: 0,
+            };
+        };
+        left -= 1;
+        q.code = code.clone();
+        report.code = Some(code);
+        let answer = sock
+            .while_connected(router.asker().ask(route, &q, table.rules()))
+            .await?;
+        if answer.decision.status != RoutingStatus::Nak || left == 0 {
+            break answer;
+        }
+        let limit = menu.timeout + Duration::from_secs(60);
+        sock.execute("playback", menu.error_message.clone(), limit)
+            .await?;
+    };
     apply(sock, data, Some(route), &answer, table.rules()).await?;
     report.answer = Some(answer);
     sock.exit().await
@@ -168,10 +181,17 @@ async fn collect_code(
     sock: &mut OutboundSocket,
     data: &Event,
     menu: &MenuConfig,
+    tries: u32,
 ) -> Result<Option<String>, SocketError> {
     let short = Duration::from_secs(10);
     if data.get("Answer-State").as_deref() != Some("answered") {
         sock.execute("answer", String::new(), short).await?;
+    }
+    if menu.share_digits {
+        // Read by call assembly from the menu's CHANNEL_EXECUTE: these digits are a choice
+        // webhooks may see.
+        sock.execute("set", "switchhook_share_digits=true".into(), short)
+            .await?;
     }
     // min max tries timeout terminators file invalid_file var_name regexp: every piece is
     // from the checked configuration; none comes from the call.
@@ -179,7 +199,7 @@ async fn collect_code(
         "{} {} {} {} {} {} {} {} ^\\d{{{},{}}}$",
         menu.min_digits,
         menu.max_digits,
-        menu.attempts,
+        tries,
         menu.timeout.as_millis(),
         if menu.terminators.is_empty() {
             "none"
@@ -193,7 +213,7 @@ async fn collect_code(
         menu.max_digits,
     );
     // Each try is the prompt, the wait and the error message: bound the whole menu generously.
-    let limit = (menu.timeout + Duration::from_secs(60)) * menu.attempts;
+    let limit = (menu.timeout + Duration::from_secs(60)) * tries;
     let done = sock.execute("play_and_get_digits", arg, limit).await?;
     // The result comes only as variables on the completion. After failed tries `read_result`
     // is `failure` and the code variable is absent. A code ended by the digit timeout instead
@@ -253,16 +273,23 @@ pub(crate) fn decision_apps(
         if let Some(name) = &callername {
             apps.push(("set", format!("effective_caller_id_name={name}")));
         }
-        match route.config.caller_id_forwarding {
-            CallerIdForwarding::Caller => {}
-            CallerIdForwarding::Called => {
-                let did = safe(&did_of(data));
-                if !did.is_empty() && !did.contains(' ') {
-                    apps.push(("set", format!("effective_caller_id_number={did}")));
-                }
-            }
-            CallerIdForwarding::Suppressed => apps.push(("privacy", "number".into())),
+        // The prefix the route put before the caller's name is the record's `rteName`.
+        let text = safe(route.config.caller_name_text.trim());
+        if route.config.caller_name == CallerNameMode::Prepend && !text.is_empty() {
+            apps.push(("set", format!("switchhook_route_name={text}")));
         }
+    }
+    // Caller-ID forwarding is the route's, whichever branch the call takes: the failure
+    // branch (voicemail, an operator) shows the same number the success branch would.
+    match route.config.caller_id_forwarding {
+        CallerIdForwarding::Caller => {}
+        CallerIdForwarding::Called => {
+            let did = safe(&did_of(data));
+            if !did.is_empty() && !did.contains(' ') {
+                apps.push(("set", format!("effective_caller_id_number={did}")));
+            }
+        }
+        CallerIdForwarding::Suppressed => apps.push(("privacy", "number".into())),
     }
     let target = if d.status.is_success() {
         &route.config.on_success
@@ -390,6 +417,8 @@ mod tests {
             ("set", "switchhook_source=server".into()),
             ("set", "switchhook_latency_ms=12".into()),
             ("set", "switchhook_url=http://x/".into()),
+            // The route's caller-ID forwarding holds on the failure branch too.
+            ("privacy", "number".into()),
             ("transfer", "switchhook-failed".into()),
         ];
         assert_eq!(apps, want);

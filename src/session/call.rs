@@ -211,7 +211,10 @@ impl CallSession {
         // a queue is in it again, and the ring group a bridge rings is learned as from the
         // bridge's own CHANNEL_EXECUTE and given to the rung legs.
         let app = ev.var("current_application").unwrap_or_default();
-        if let Some(kind) = AppKind::of(&app) {
+        // Whether an outbound socket controls the channel: the `socket` application's start
+        // is history, but its host variable stays (its end, if still to come, clears it).
+        self.legs[i].in_socket = ev.var("socket_host").is_some();
+        if let Some(kind) = AppKind::of_running(&app, self.legs[i].in_socket, ev) {
             self.legs[i].app = Some(kind);
             if kind == AppKind::Queue {
                 self.in_queue = true;
@@ -378,9 +381,14 @@ impl CallSession {
             EventName::ChannelExecute => self.on_execute(i, name, ev, at, mapper),
             EventName::ChannelExecuteComplete => {
                 let app = ev.get("Application");
+                if app.as_deref() == Some("socket") {
+                    self.legs[i].in_socket = false;
+                }
                 if let Some(kind) = app.as_deref().and_then(AppKind::of) {
-                    if self.legs[i].app == Some(kind) {
-                        self.legs[i].app = None;
+                    let leg = &mut self.legs[i];
+                    let route_menu = kind == AppKind::Ivr && leg.app == Some(AppKind::RouteMenu);
+                    if leg.app == Some(kind) || route_menu {
+                        leg.app = None;
                     }
                 }
             }
@@ -446,7 +454,10 @@ impl CallSession {
         let Some(app) = ev.get("Application") else {
             return;
         };
-        if let Some(kind) = AppKind::of(&app) {
+        if app == "socket" {
+            self.legs[i].in_socket = true;
+        }
+        if let Some(kind) = AppKind::of_running(&app, self.legs[i].in_socket, ev) {
             self.legs[i].app = Some(kind);
             if kind == AppKind::Ivr {
                 self.ivr_menu = ev.get("Application-Data").map(|d| d.into_owned());
@@ -562,7 +573,7 @@ impl CallSession {
         if self.in_queue || caller.app == Some(AppKind::Queue) {
             return (SegmentKind::Queue, None);
         }
-        if caller.app == Some(AppKind::Ivr) {
+        if matches!(caller.app, Some(AppKind::Ivr | AppKind::RouteMenu)) {
             return (SegmentKind::Ivr, None);
         }
         (SegmentKind::Setup, None)

@@ -9,6 +9,8 @@ use super::call::{CallSession, Origin, Recording};
 use super::leg::{Leg, Seen};
 use super::mapping::Attr;
 use super::numbers::NumberInfo;
+use super::numbers::WithheldCli;
+use super::outcome::OutcomeFacts;
 use super::timeline::{Segment, SegmentKind};
 use super::Settings;
 
@@ -33,8 +35,9 @@ pub struct Cdr {
     /// Time the calls was first answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
-    /// End time of the call session.
-    pub end: String,
+    /// End time of the call session; absent while the call is in progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
     /// Duration of the call in seconds.
     pub dur: i64,
     /// Ring time of the call in seconds.
@@ -45,16 +48,24 @@ pub struct Cdr {
     pub hold: i64,
     /// Park time of the call in seconds.
     pub park: i64,
-    /// Indication of whether the call was abandoned - 1/0
-    pub lost: u8,
-    /// Indication of whether the call was abandoned whilst parked - 1/0
-    pub lostinPark: u8,
-    /// Indication of whether the call was a short ringing call or not - 1/0
-    pub aban: u8,
-    /// Indication of whether the call was answered - 1/0
-    pub ans: u8,
-    /// Indication of whether the call was called as having a short duration - 1/0
-    pub short: u8,
+    /// Indication of whether the call was abandoned - 1/0 (absent until the call ends)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<u8>,
+    /// Indication of whether the call was abandoned whilst parked - 1/0 (absent until the call ends)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lostinPark: Option<u8>,
+    /// Indication of whether the call was a short ringing call or not - 1/0 (absent until the call ends)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aban: Option<u8>,
+    /// Indication of whether the call was answered - 1/0 (in progress: 1 once answered, else absent)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ans: Option<u8>,
+    /// Indication of whether the call was called as having a short duration - 1/0 (absent until the call ends)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub short: Option<u8>,
+    /// How the call went, named by the first `[[outcomes]]` rule it matches (absent until the call ends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
     /// Clear down cause for the call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
@@ -82,6 +93,8 @@ pub struct Cdr {
     /// CLI country
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cliCtry: Option<String>,
+    /// The caller withheld the number - 1/0 (the CLI fields are then empty unless `[numbers] withheld_cli = "send"`).
+    pub cliWithheld: u8,
     /// DID number in E.164 format.
     pub ddiNum: String,
     /// DID name
@@ -152,6 +165,10 @@ pub struct Cdr {
     pub timeline: Vec<Segment>,
     /// The recordings' manifest: path, offset in the call, length.
     pub recordings: Vec<Recording>,
+    /// 1 while the call is in progress (a mid-call moment's record, or a call cut off by the
+    /// end of a capture or a shutdown); absent once it has ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inProgress: Option<u8>,
     /// Why the record is incomplete; absent when it is complete.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partial: Option<String>,
@@ -186,17 +203,18 @@ impl Cdr {
             tz: String::new(),
             start: String::new(),
             answer: text(),
-            end: String::new(),
+            end: text(),
             dur: 0,
             ring: 0,
             talk: 0,
             hold: 0,
             park: 0,
-            lost: 0,
-            lostinPark: 0,
-            aban: 0,
-            ans: 0,
-            short: 0,
+            lost: Some(0),
+            lostinPark: Some(0),
+            aban: Some(0),
+            ans: Some(0),
+            short: Some(0),
+            outcome: text(),
             cause: text(),
             dir: 0,
             call_type: 0,
@@ -207,6 +225,7 @@ impl Cdr {
             cliArea: text(),
             cliState: text(),
             cliCtry: text(),
+            cliWithheld: 0,
             ddiNum: String::new(),
             ddiName: text(),
             parties: Parties(
@@ -243,6 +262,7 @@ impl Cdr {
             routeUrl: text(),
             timeline: Vec::new(),
             recordings: Vec::new(),
+            inProgress: Some(0),
             partial: text(),
             timelineError: text(),
         }
@@ -375,14 +395,25 @@ fn short(uuid: &str) -> &str {
     uuid.get(..8).unwrap_or(uuid)
 }
 
-/// Builds the record of a call (finished, or as it stands).
-pub(crate) fn build(call: &CallSession, settings: &Settings) -> CallRecord {
+/// Whether a record is the final one of its call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// The call has ended: every verdict is decided.
+    Ended,
+    /// The call goes on: durations run to its latest event, the open segment is last, and
+    /// what the end decides (`lost`, `aban`, `short`, `outcome`, `end`, `cause`) is absent.
+    InProgress,
+}
+
+/// Builds the record of a call at `stage`.
+pub(crate) fn build(call: &CallSession, settings: &Settings, stage: Stage) -> CallRecord {
+    let ended = stage == Stage::Ended;
     let mut prov = Prov {
         lines: Vec::new(),
         start_us: call.timeline.start_us(),
     };
-    let clock = clock(call, &mut prov);
-    let verdicts = verdicts(call, &clock.ms, settings, &mut prov);
+    let clock = clock(call, stage, &mut prov);
+    let verdicts = verdicts(call, &clock, settings, &mut prov);
     let numbers = numbers(call, &verdicts, settings, &mut prov);
     let people = people(call, verdicts.click_to_call, &mut prov);
     let route = |a: Attr| route_attr(call, a);
@@ -419,6 +450,15 @@ pub(crate) fn build(call: &CallSession, settings: &Settings) -> CallRecord {
     let caller = &call.legs[0];
     let ms = clock.ms;
     let fmt = |us: i64| settings.format_time(us);
+    let decided = |v: bool| ended.then_some(v as u8);
+    let outcome = ended
+        .then(|| {
+            settings
+                .outcomes
+                .name(&outcome_facts(call, &clock, &verdicts))
+        })
+        .flatten()
+        .map(str::to_owned);
     let cdr = Cdr {
         id: call.id.clone(),
         dType: "CloudSessionCdr",
@@ -434,28 +474,30 @@ pub(crate) fn build(call: &CallSession, settings: &Settings) -> CallRecord {
         tz: settings.tz_name.clone(),
         start: fmt(clock.start_us),
         answer: clock.answer_us.map(fmt),
-        end: fmt(clock.end_us),
+        end: ended.then(|| fmt(clock.end_us)),
         dur: secs(ms.dur),
         ring: secs(ms.ring),
         talk: secs(ms.talk),
         hold: secs(ms.hold),
         park: secs(ms.park),
-        lost: verdicts.lost as u8,
-        lostinPark: call.hung_up_parked as u8,
-        aban: verdicts.aban as u8,
-        ans: verdicts.ans as u8,
-        short: verdicts.short as u8,
-        cause: caller.cause.clone(),
+        lost: decided(verdicts.lost),
+        lostinPark: decided(call.hung_up_parked),
+        aban: decided(verdicts.aban),
+        // Answered is known the moment it happens; not answered only at the end.
+        ans: (ended || verdicts.ans).then_some(verdicts.ans as u8),
+        short: decided(verdicts.short),
+        outcome,
+        cause: caller.cause.clone().filter(|_| ended),
         dir: verdicts.dir,
         call_type: verdicts.call_type,
         t2t: (verdicts.dir == 4) as u8,
         cliNum: numbers.cli.e164.clone(),
-        cliName: Some(caller.caller_name.clone())
-            .filter(|n| !n.is_empty() && !verdicts.click_to_call),
+        cliName: numbers.cli_name.clone(),
         cliLoc: numbers.cli.location.clone(),
         cliArea: numbers.cli.area.clone(),
         cliState: numbers.cli.state.clone(),
         cliCtry: numbers.cli.country.clone(),
+        cliWithheld: numbers.withheld as u8,
         ddiNum: numbers.ddi.e164.clone(),
         ddiName: numbers.ddi_name,
         parties: people.parties,
@@ -482,13 +524,14 @@ pub(crate) fn build(call: &CallSession, settings: &Settings) -> CallRecord {
         routeUrl: route(Attr::RouteUrl),
         timeline: clock.segments,
         recordings: call.recordings.clone(),
+        inProgress: (!ended).then_some(1),
         partial: call.partial.clone(),
         timelineError: clock.verdict.err().map(|e| e.to_string()),
     };
     if let Some(e) = &cdr.timelineError {
         tracing::error!(call_id = %cdr.id, error = %e, "timeline failed its partition check");
     }
-    let flat = flat_fields(&cdr, &ms, call, settings, numbers.cli.is_e164);
+    let flat = flat_fields(&cdr, &ms, call, numbers.cli.is_e164, settings);
     let kind = match (verdicts.click_to_call, cdr.dir) {
         (true, _) => CallKind::ClickToCall,
         (false, 3) => CallKind::Outbound,
@@ -522,7 +565,7 @@ struct Clock {
 
 /// `start`, `answer`, `end` and the durations, from the timeline; a partial call is
 /// completed from FreeSWITCH's own figures where they say more.
-fn clock(call: &CallSession, prov: &mut Prov) -> Clock {
+fn clock(call: &CallSession, stage: Stage, prov: &mut Prov) -> Clock {
     let caller = &call.legs[0];
     let start_seen = call.timeline.start_us();
     let end_us = call.end_us();
@@ -563,7 +606,10 @@ fn clock(call: &CallSession, prov: &mut Prov) -> Clock {
         ),
         None => prov.add("end", "the latest event time seen for the call".into()),
     }
-    let (segments, verdict) = timeline.finish(end_us);
+    let (segments, verdict) = match stage {
+        Stage::Ended => timeline.finish(end_us),
+        Stage::InProgress => timeline.so_far(end_us),
+    };
     let sum = |k: SegmentKind| {
         segments
             .iter()
@@ -619,8 +665,9 @@ struct Verdicts {
     short: bool,
 }
 
-fn verdicts(call: &CallSession, ms: &Durations, settings: &Settings, prov: &mut Prov) -> Verdicts {
+fn verdicts(call: &CallSession, clock: &Clock, settings: &Settings, prov: &mut Prov) -> Verdicts {
     let caller = &call.legs[0];
+    let ms = &clock.ms;
     // A talk segment means a bridge with the caller; a partial call may have lost it.
     let ans = !call.talked_with.is_empty()
         || (call.partial.is_some() && ms.talk > 0)
@@ -645,23 +692,98 @@ fn verdicts(call: &CallSession, ms: &Durations, settings: &Settings, prov: &mut 
         prov.seen("cause", seen, caller, "Hangup-Cause");
     }
     let lost = matches!(dir, 2 | 4) && !ans;
+    // Abandoned: the caller gave up while a phone rang, before it had rung long. A call that
+    // ended in an IVR, a queue or voicemail, or never rang, is not a short-ringing call.
+    let ended_ringing = clock
+        .segments
+        .last()
+        .is_some_and(|s| s.kind == SegmentKind::Ring);
+    let aban = lost && ended_ringing && ms.ring < settings.abandon_ring_ms;
+    let short = ans && ms.talk < settings.short_talk_ms;
+    prov.add(
+        "ans",
+        if ans {
+            "a person or the far end was bridged with the caller".into()
+        } else {
+            "nobody was bridged with the caller (an IVR or voicemail answer is not a person)".into()
+        },
+    );
+    prov.add(
+        "lost",
+        format!(
+            "an incoming call ({}) that nobody answered ({})",
+            matches!(dir, 2 | 4),
+            !ans
+        ),
+    );
+    prov.add(
+        "aban",
+        format!(
+            "lost ({lost}), ended while ringing ({ended_ringing}), rang {} ms < [sessions] abandon_ring {} ms",
+            ms.ring, settings.abandon_ring_ms
+        ),
+    );
+    prov.add(
+        "short",
+        format!(
+            "answered ({ans}), talked {} ms < [sessions] short_talk {} ms",
+            ms.talk, settings.short_talk_ms
+        ),
+    );
     Verdicts {
         click_to_call: call.origin == Origin::Originated,
         dir,
         call_type: if caller_trunk || other_trunk { 2 } else { 1 },
         ans,
         lost,
-        aban: lost && ms.ring < settings.abandon_ring_ms,
-        short: ans && ms.talk < settings.short_talk_ms,
+        aban,
+        short,
+    }
+}
+
+/// What the `[[outcomes]]` rules look at.
+fn outcome_facts(call: &CallSession, clock: &Clock, v: &Verdicts) -> OutcomeFacts {
+    let mut causes: Vec<String> = call
+        .legs
+        .iter()
+        .enumerate()
+        .filter(|(j, l)| *j == 0 || l.rang_us.is_some())
+        .filter_map(|(_, l)| l.cause.clone())
+        .collect();
+    causes.dedup();
+    OutcomeFacts {
+        answered: v.ans,
+        short: v.short,
+        abandoned: v.aban,
+        voicemail: call.voicemail_left
+            || clock
+                .segments
+                .iter()
+                .any(|s| s.kind == SegmentKind::Voicemail),
+        rang: call.legs.iter().skip(1).any(|l| l.rang_us.is_some()),
+        queued: call.legs.iter().any(|l| l.via_queue)
+            || clock.segments.iter().any(|s| s.kind == SegmentKind::Queue),
+        ended_in: clock
+            .segments
+            .last()
+            .map(|s| s.kind)
+            .unwrap_or(SegmentKind::Setup),
+        causes,
+        direction: v.dir,
     }
 }
 
 /// The caller's and the dialled number, read.
 struct Numbers {
     cli: NumberInfo,
+    cli_name: Option<String>,
+    withheld: bool,
     ddi: NumberInfo,
     ddi_name: Option<String>,
 }
+
+/// Caller ID numbers that mean "no number".
+const NO_NUMBER: [&str; 5] = ["", "anonymous", "unknown", "private", "withheld"];
 
 fn numbers(call: &CallSession, v: &Verdicts, settings: &Settings, prov: &mut Prov) -> Numbers {
     let caller = &call.legs[0];
@@ -671,7 +793,17 @@ fn numbers(call: &CallSession, v: &Verdicts, settings: &Settings, prov: &mut Pro
         .skip(1)
         .find(|l| l.trunk)
         .filter(|_| v.dir == 3);
-    let cli_raw = if v.click_to_call {
+    // The caller ID is what the far end saw: on an outbound call (click-to-call too) the
+    // number the trunk leg presented, not the extension (which the device and user fields
+    // name).
+    let (cli_raw, cli_name) = if let Some(f) = far_leg {
+        let what = format!(
+            "Caller-Caller-ID-Number = {:?}, what the far end was shown",
+            f.caller_number
+        );
+        prov.seen("cliNum", f.seen.identity, f, &what);
+        (f.caller_number.clone(), f.caller_name.clone())
+    } else if v.click_to_call {
         prov.add(
             "cliNum",
             format!(
@@ -679,16 +811,27 @@ fn numbers(call: &CallSession, v: &Verdicts, settings: &Settings, prov: &mut Pro
                 short(&caller.uuid)
             ),
         );
-        caller
+        let device = caller
             .attrs
             .get(Attr::DeviceNumber)
             .unwrap_or(&caller.first_destination)
-            .to_owned()
+            .to_owned();
+        (device, String::new())
     } else {
         let what = format!("Caller-Caller-ID-Number = {:?}", caller.caller_number);
         prov.seen("cliNum", caller.seen.identity, caller, &what);
-        caller.caller_number.clone()
+        (caller.caller_number.clone(), caller.caller_name.clone())
     };
+    let withheld = far_leg.is_none()
+        && !v.click_to_call
+        && (caller.number_hidden || NO_NUMBER.contains(&cli_raw.to_ascii_lowercase().as_str()));
+    let hide = withheld && settings.withheld_cli == WithheldCli::Hide;
+    if hide {
+        prov.add(
+            "cliNum",
+            "withheld by the caller (Caller-Privacy-Hide-Number); not sent ([numbers] withheld_cli = \"hide\")".into(),
+        );
+    }
     let ddi_raw = match far_leg {
         Some(f) => {
             let what = format!("Caller-Destination-Number = {:?}", f.first_destination);
@@ -707,7 +850,12 @@ fn numbers(call: &CallSession, v: &Verdicts, settings: &Settings, prov: &mut Pro
             }
         },
     };
-    let cli = settings.numbers.read(&cli_raw);
+    let cli = if hide {
+        NumberInfo::default()
+    } else {
+        settings.numbers.read(&cli_raw)
+    };
+    let cli_name = Some(cli_name).filter(|n| !n.is_empty() && !hide);
     let ddi = settings.numbers.read(&ddi_raw);
     let ddi_name = caller
         .attrs
@@ -715,7 +863,13 @@ fn numbers(call: &CallSession, v: &Verdicts, settings: &Settings, prov: &mut Pro
         .map(str::to_owned)
         .or_else(|| settings.mapping.config.ddi_names.get(&ddi.e164).cloned());
     prov.attr("ddiName", caller, Attr::DdiName);
-    Numbers { cli, ddi, ddi_name }
+    Numbers {
+        cli,
+        cli_name,
+        withheld,
+        ddi,
+        ddi_name,
+    }
 }
 
 /// Which legs a party field looks among.
@@ -978,14 +1132,11 @@ fn flat_fields(
     cdr: &Cdr,
     ms: &Durations,
     call: &CallSession,
-    settings: &Settings,
     cli_is_e164: bool,
+    settings: &Settings,
 ) -> serde_json::Map<String, serde_json::Value> {
-    let caller = &call.legs[0];
-    let withheld = caller.number_hidden
-        || cdr.cliNum.is_empty()
-        || ["anonymous", "unknown", "private", "withheld"]
-            .contains(&cdr.cliNum.to_ascii_lowercase().as_str());
+    let ended = cdr.inProgress.is_none();
+    let withheld = cdr.cliWithheld == 1;
     let international = cli_is_e164
         && cdr
             .cliCtry
@@ -997,22 +1148,23 @@ fn flat_fields(
     m.insert("cli-withheld".into(), b(withheld));
     m.insert("ddi".into(), cdr.ddiNum.clone().into());
     m.insert("international".into(), b(international));
-    m.insert("connected".into(), b(cdr.ans == 1));
+    // Not connected (and no voicemail) is known only at the end.
+    if ended || cdr.ans == Some(1) {
+        m.insert("connected".into(), b(cdr.ans == Some(1)));
+    }
     m.insert(
         "ddi-description".into(),
         cdr.ddiName.clone().unwrap_or_default().into(),
     );
-    m.insert("voicemail".into(), b(call.voicemail_left));
+    if ended || call.voicemail_left {
+        m.insert("voicemail".into(), b(call.voicemail_left));
+    }
     m.insert("call-duration".into(), cdr.dur.into());
     m.insert("hold-time".into(), secs(ms.wait).into());
+    // The whole menu choice (`1003` for a direct extension), not its last digit.
     m.insert(
         "department-selection".into(),
-        call.ivr_digits
-            .chars()
-            .last()
-            .map(|c| c.to_string())
-            .unwrap_or_default()
-            .into(),
+        call.ivr_digits.clone().into(),
     );
     m.insert("call-date".into(), cdr.start.clone().into());
     m
@@ -1025,9 +1177,9 @@ mod tests {
     #[test]
     fn the_field_list_is_the_records_own_fields_in_order() {
         let f = Cdr::field_names();
-        assert_eq!(f.len(), 80, "{f:?}");
+        assert_eq!(f.len(), 83, "{f:?}");
         assert_eq!(f[0], "id");
-        assert_eq!(f[21], "type", "serde's name for call_type");
+        assert_eq!(f[22], "type", "serde's name for call_type");
         for p in &PARTY_FIELDS {
             assert!(f.iter().any(|x| x == p.number_field), "{}", p.number_field);
             assert!(f.iter().any(|x| x == p.name_field), "{}", p.name_field);

@@ -23,6 +23,9 @@ pub(crate) enum LegState {
 pub(crate) enum AppKind {
     /// `ivr`, `play_and_get_digits`, `read`.
     Ivr,
+    /// `play_and_get_digits` or `read` run by a routing step (inside the `socket`
+    /// application): a code such as a PIN, not an IVR choice, so its digits stay private.
+    RouteMenu,
     /// `voicemail`.
     Voicemail,
     /// `callcenter`, `fifo`.
@@ -43,6 +46,18 @@ impl AppKind {
             "park" => AppKind::Park,
             _ => return None,
         })
+    }
+
+    /// The kind of `app` running on a leg: a code menu (`play_and_get_digits`, `read`) on a
+    /// channel an outbound socket controls is a routing step's, unless the step shares its
+    /// digits (`switchhook_share_digits`, read from `ev`).
+    pub(crate) fn of_running(app: &str, in_socket: bool, ev: &Event) -> Option<AppKind> {
+        let kind = AppKind::of(app)?;
+        let private = kind == AppKind::Ivr
+            && app != "ivr"
+            && in_socket
+            && ev.var("switchhook_share_digits").as_deref() != Some("true");
+        Some(if private { AppKind::RouteMenu } else { kind })
     }
 }
 
@@ -164,6 +179,9 @@ pub(crate) struct Leg {
     pub(crate) destination: String,
     /// Whether the caller asked for privacy on the number.
     pub(crate) number_hidden: bool,
+    /// Inside the `socket` application (an outbound-socket controller, such as a routing
+    /// step, runs its applications).
+    pub(crate) in_socket: bool,
     /// Life cycle.
     pub(crate) state: LegState,
     /// First alerting, µs (outbound legs only).
@@ -215,6 +233,7 @@ impl Leg {
             caller_name: get("Caller-Caller-ID-Name"),
             first_destination: destination.clone(),
             destination,
+            in_socket: false,
             number_hidden: ev
                 .get("Caller-Privacy-Hide-Number")
                 .is_some_and(|v| v == "true"),

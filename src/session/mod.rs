@@ -15,6 +15,7 @@ pub(crate) mod leg;
 pub(crate) mod mapping;
 pub(crate) mod moments;
 pub(crate) mod numbers;
+pub(crate) mod outcome;
 pub(crate) mod rates;
 pub(crate) mod timeline;
 
@@ -25,6 +26,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use call::CallSession;
+pub(crate) use cdr::Stage;
 pub use cdr::{CallRecord, Cdr};
 use clock::EventClock;
 pub(crate) use leg::{Leg, LegState, Seen};
@@ -35,7 +37,8 @@ use crate::esl::{ChannelSnapshot, Event, EventName, Headers};
 use crate::problem::{Problem, Problems};
 use directory::Directory;
 use mapping::Mapper;
-use numbers::NumberReader;
+use numbers::{NumberReader, WithheldCli};
+use outcome::Outcomes;
 use rates::RateTable;
 
 /// `[sessions]`: thresholds and how records are labelled.
@@ -99,6 +102,10 @@ pub struct Settings {
     pub pbx_name: Option<String>,
     /// The home country (`international` is a caller from elsewhere).
     pub home_region: String,
+    /// What becomes of a withheld caller's number.
+    pub withheld_cli: WithheldCli,
+    /// The `[[outcomes]]` rules.
+    pub outcomes: Outcomes,
 }
 
 /// The configuration sections call assembly is compiled from.
@@ -114,6 +121,8 @@ pub struct Sections<'a> {
     pub directory: &'a directory::DirectoryConfig,
     /// `[rates]`.
     pub rates: &'a rates::RatesConfig,
+    /// `[[outcomes]]`.
+    pub outcomes: &'a [outcome::OutcomeRule],
 }
 
 impl SessionsConfig {
@@ -151,6 +160,9 @@ impl Settings {
         let rates = RateTable::load(cfg.rates)
             .map_err(|e| bad.add("rates.path", e))
             .unwrap_or_default();
+        let outcomes = Outcomes::new(cfg.outcomes)
+            .map_err(|p| bad.extend(p))
+            .unwrap_or_default();
         let tz =
             jiff::tz::TimeZone::get(&cfg.sessions.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
         let s = cfg.sessions;
@@ -167,6 +179,8 @@ impl Settings {
             pbx_id: s.pbx_id.clone(),
             pbx_name: s.pbx_name.clone(),
             home_region: cfg.numbers.default_region.to_ascii_uppercase(),
+            withheld_cli: cfg.numbers.withheld_cli,
+            outcomes,
         })
     }
 
@@ -190,6 +204,7 @@ impl Default for Settings {
             numbers: &Default::default(),
             directory: &Default::default(),
             rates: &Default::default(),
+            outcomes: &[],
         })
         .expect("the defaults are valid")
     }
@@ -425,7 +440,7 @@ impl SessionTracker {
         if let Some(moments) = self.moments.as_mut() {
             let found = call.find_moments(name);
             if !found.is_empty() {
-                let snapshot = Arc::new(cdr::build(call, &self.settings));
+                let snapshot = Arc::new(cdr::build(call, &self.settings, Stage::InProgress));
                 moments.extend(call.stamp_moments(found, snapshot, ts, false));
             }
         }
@@ -596,8 +611,9 @@ impl SessionTracker {
         for key in keys {
             if let Some(mut call) = self.calls.remove(&key) {
                 call.partial.get_or_insert_with(|| reason.to_owned());
-                // The call goes on in FreeSWITCH: no end-of-call trigger fires for it.
-                out.push(self.finish_quietly(&call));
+                // The call goes on in FreeSWITCH: no end-of-call trigger fires for it, and
+                // its record says what was known when it was cut off.
+                out.push(self.finish_quietly(&call, Stage::InProgress));
             }
         }
         out
@@ -630,7 +646,7 @@ impl SessionTracker {
 
     /// Ends a call: its record, and its end-of-call moments.
     fn finish(&mut self, mut call: CallSession) -> CallRecord {
-        let record = self.finish_quietly(&call);
+        let record = self.finish_quietly(&call, Stage::Ended);
         if let Some(moments) = self.moments.as_mut() {
             let found = call.final_moments(&record);
             if !found.is_empty() {
@@ -642,7 +658,7 @@ impl SessionTracker {
     }
 
     /// Ends a call without firing its end-of-call moments.
-    fn finish_quietly(&mut self, call: &CallSession) -> CallRecord {
+    fn finish_quietly(&mut self, call: &CallSession, stage: Stage) -> CallRecord {
         for leg in &call.legs {
             if leg.catching_up {
                 self.catching_up = self.catching_up.saturating_sub(1);
@@ -650,7 +666,7 @@ impl SessionTracker {
             self.legs.remove(&leg.uuid);
             self.finished.insert(leg.uuid.clone());
         }
-        let record = cdr::build(call, &self.settings);
+        let record = cdr::build(call, &self.settings, stage);
         tracing::debug!(call_id = %record.cdr.id, partial = ?record.cdr.partial, "call finished");
         record
     }

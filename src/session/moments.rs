@@ -51,6 +51,9 @@ triggers! {
     AnsweredQueue = "call.answered.queue",
     /// Answered by an extension rung on its own.
     AnsweredExtension = "call.answered.extension",
+    /// The far end answered: an outbound call, or an incoming call sent on to an outside
+    /// number.
+    AnsweredExternal = "call.answered.external",
     /// The call ended without anyone answering.
     Missed = "call.missed",
     /// The call ended.
@@ -59,7 +62,7 @@ triggers! {
     MissedOrAnswered = "call.missed_or_answered",
     /// The caller chose an option in an IVR menu.
     Dtmf = "call.dtmf",
-    /// Extensions started ringing.
+    /// An extension, or on an outbound call the far end, started ringing.
     Dialed = "call.dialed",
     /// Click-to-call: the customer answered after the extension.
     ClickToCallAnswered = "call.click_to_call.answered",
@@ -167,9 +170,12 @@ impl CallSession {
             found.push((Trigger::Received, Map::new()));
         }
         if !self.fired.has(Trigger::Dialed) {
+            // An extension ringing, or the far end of a call from a device (an outbound
+            // call's dialled number); click-to-call dials its extension first.
+            let caller_trunk = self.legs[0].trunk;
             let dialed = self.legs.iter().enumerate().find(|(j, l)| {
                 l.outbound
-                    && !l.trunk
+                    && (!l.trunk || !caller_trunk)
                     && l.rang_us.is_some()
                     && (*j > 0 || self.origin == Origin::Originated)
             });
@@ -203,8 +209,10 @@ impl CallSession {
         for &j in &self.talked_with {
             let l = &self.legs[j];
             let trigger = if l.trunk {
-                // The far end of an outbound call answering is not a trigger of its own.
-                (self.origin == Origin::Originated).then_some(Trigger::ClickToCallAnswered)
+                Some(match self.origin {
+                    Origin::Originated => Trigger::ClickToCallAnswered,
+                    Origin::Inbound | Origin::Internal => Trigger::AnsweredExternal,
+                })
             } else if l.via_queue || l.attrs.get(Attr::AgentNumber).is_some() {
                 Some(Trigger::AnsweredQueue)
             } else if l.group.is_some() {
@@ -265,7 +273,7 @@ impl CallSession {
             found.push((Trigger::Received, Map::new()));
         }
         found.extend(self.dtmf_moment());
-        let missed = record.cdr.ans == 0;
+        let missed = record.cdr.ans != Some(1);
         if missed {
             if self.fired.claim(Trigger::Missed) {
                 found.push((Trigger::Missed, Map::new()));

@@ -18,6 +18,21 @@ pub struct NumbersConfig {
     pub default_region: String,
     /// Numbers with at most this many digits and no `+`/`00` are extensions, left as they are.
     pub extension_max_digits: usize,
+    /// A caller's number they asked to withhold (`Caller-Privacy-Hide-Number`, an
+    /// `anonymous` CLI): `hide` leaves the CLI fields empty in every record and webhook,
+    /// `send` passes the number on (receivers that may see it, such as an emergency desk).
+    pub withheld_cli: WithheldCli,
+}
+
+/// What becomes of a withheld caller's number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WithheldCli {
+    /// Left out: `cliNum` empty, no name, location or directory match; `cliWithheld` 1.
+    #[default]
+    Hide,
+    /// Sent as FreeSWITCH knows it, with `cliWithheld` 1.
+    Send,
 }
 
 impl NumbersConfig {
@@ -41,6 +56,7 @@ impl Default for NumbersConfig {
         NumbersConfig {
             default_region: "GB".into(),
             extension_max_digits: 6,
+            withheld_cli: WithheldCli::Hide,
         }
     }
 }

@@ -2,10 +2,10 @@
 //! last leg's end. Segments partition the call: contiguous, none negative, summing to the
 //! duration to the millisecond.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What the caller was doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum SegmentKind {
     /// Before anything else: dial plan, transfers between steps.
@@ -172,15 +172,28 @@ impl Timeline {
     /// Closes the timeline at `end_us` and returns the segments (ms from the start; merged
     /// where neighbours are equal) with the partition check's verdict.
     pub fn finish(&self, end_us: i64) -> (Vec<Segment>, Result<(), PartitionError>) {
+        self.segments(end_us, false)
+    }
+
+    /// The timeline of a call still in progress, up to `now_us`: like [`Timeline::finish`],
+    /// but the open segment stays last even while it is empty, so that what the caller is
+    /// doing now (talking since the bridge a moment ago) is what the record says and what a
+    /// live view extends.
+    pub fn so_far(&self, now_us: i64) -> (Vec<Segment>, Result<(), PartitionError>) {
+        self.segments(now_us, true)
+    }
+
+    fn segments(&self, end_us: i64, keep_open: bool) -> (Vec<Segment>, Result<(), PartitionError>) {
         let end_us = end_us.max(self.last_us);
         let mut raw = self.closed.clone();
         let (k, p, s) = self.open.clone();
         raw.push((k, p, s, end_us));
+        let last = raw.len() - 1;
         let ms = |us: i64| (us - self.start_us).div_euclid(1000);
         let mut out: Vec<Segment> = Vec::with_capacity(raw.len());
-        for (kind, party, s, e) in raw {
+        for (i, (kind, party, s, e)) in raw.into_iter().enumerate() {
             let (start_ms, end_ms) = (ms(s), ms(e));
-            if end_ms == start_ms {
+            if end_ms == start_ms && !(keep_open && i == last) {
                 continue;
             }
             match out.last_mut() {
