@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -278,6 +278,35 @@ fn no_trigger_fires_twice_for_a_call_in_any_capture() {
             );
         }
         assert!(reqs.iter().any(|r| r.trigger == "call.hangup"), "{name}");
+        // No call is left open: every call id that fired a moment gets a closing one (its
+        // hangup, or the merge that names the call it joined), last, and its sequence
+        // counts 1, 2, 3…
+        let mut by_call: BTreeMap<&str, Vec<&Request>> = BTreeMap::new();
+        for r in &reqs {
+            by_call.entry(r.call_id.as_str()).or_default().push(r);
+        }
+        for (call, rs) in &by_call {
+            let last = rs.last().unwrap();
+            assert!(
+                matches!(last.trigger.as_str(), "call.hangup" | "call.merged"),
+                "{name}: {call} ends with {}",
+                last.trigger
+            );
+            if last.trigger == "call.merged" {
+                let body: Value = serde_json::from_str(&last.body).unwrap();
+                let into = body["detail"]["into"].as_str().unwrap();
+                assert!(by_call.contains_key(into), "{name}: merged into {into}");
+            }
+            let seqs: Vec<u32> = rs.iter().map(|r| r.seq).collect();
+            assert_eq!(
+                seqs,
+                (1..=rs.len() as u32).collect::<Vec<_>>(),
+                "{name}: {call}"
+            );
+        }
+        if name.starts_with("14-") {
+            assert!(reqs.iter().any(|r| r.trigger == "call.merged"), "{name}");
+        }
     }
     // The concurrent capture: each of its five calls gets its own received and hangup.
     let reqs = rt.block_on(requests(

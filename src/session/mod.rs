@@ -737,9 +737,15 @@ impl SessionTracker {
         if keep == take {
             return;
         }
-        if let Some(young) = self.calls.remove(&take) {
+        if let Some(mut young) = self.calls.remove(&take) {
             for leg in &young.legs {
                 self.legs.insert(leg.uuid.clone(), keep);
+            }
+            if let (Some(moments), Some(old)) = (self.moments.as_mut(), self.calls.get(&keep)) {
+                let settings = &self.settings;
+                moments.extend(
+                    young.merge_moment(&old.id, |c| cdr::build(c, settings, Stage::InProgress)),
+                );
             }
             match self.calls.get_mut(&keep) {
                 Some(old) => old.absorb(young),

@@ -66,6 +66,10 @@ triggers! {
     Dialed = "call.dialed",
     /// Click-to-call: the customer answered after the extension.
     ClickToCallAnswered = "call.click_to_call.answered",
+    /// The call joined another (an attended transfer's consultation call, a parked call
+    /// retrieved by another extension): `detail.into` names the call it goes on as; no more
+    /// moments come under this id.
+    Merged = "call.merged",
 }
 
 impl Trigger {
@@ -86,6 +90,7 @@ impl std::fmt::Display for Trigger {
 pub(crate) struct Fired {
     fired: [bool; Trigger::ALL.len()],
     seq: u32,
+    emitted: bool,
 }
 
 impl Fired {
@@ -111,15 +116,22 @@ impl Fired {
         self.fired[t as usize]
     }
 
+    /// Whether this process has sent a moment under the call's id.
+    pub(crate) fn any(&self) -> bool {
+        self.emitted
+    }
+
     /// Takes in the triggers of a call merged into this one.
+    /// The sequence stays this call's own: the other call's moments went out under its id
+    /// (closed by `call.merged`).
     pub(crate) fn absorb(&mut self, other: Fired) {
         for (mine, theirs) in self.fired.iter_mut().zip(other.fired) {
             *mine |= theirs;
         }
-        self.seq = self.seq.max(other.seq);
     }
 
     fn next_seq(&mut self) -> u32 {
+        self.emitted = true;
         self.seq += 1;
         self.seq
     }
@@ -264,6 +276,23 @@ impl CallSession {
                 ("menu", self.ivr_menu.clone()),
             ]),
         ))
+    }
+
+    /// The closing moment of a call that joined call `into`, if it had fired any (a receiver
+    /// holding it open learns where it went).
+    pub(crate) fn merge_moment(
+        &mut self,
+        into: &str,
+        record: impl FnOnce(&CallSession) -> CallRecord,
+    ) -> Option<Moment> {
+        if !self.fired.any() || self.fired.has(Trigger::Merged) {
+            return None;
+        }
+        let record = Arc::new(record(self));
+        let at = self.timeline.last_us();
+        let found = vec![(Trigger::Merged, detail(&[("into", Some(into.to_owned()))]))];
+        let mut moments = self.stamp_moments(found, record, at, true);
+        moments.pop()
     }
 
     /// The end-of-call triggers, given the final record.

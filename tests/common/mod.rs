@@ -56,6 +56,10 @@ pub const SCENARIOS: &[(&str, usize)] = &[
     ("21-routing-pin-timeout", 120),
     ("22-routing-caller-hangup", 40),
     ("23-routing-api-linger", 108),
+    ("24-inbound-withheld", 80),
+    ("25-ivr-direct-extension", 110),
+    ("26-outbound-answered", 67),
+    ("27-blind-transfer-1003-to-1004", 137),
 ];
 
 /// A free loopback address (bound and released: for a child process to bind).
