@@ -947,3 +947,50 @@ fn a_call_cut_off_after_its_bridge_is_talking_and_in_progress() {
     assert_eq!(last.party.as_deref(), Some("1001"));
     assert!((recs[0].ms.ring - 3000).abs() <= 500, "{cdr:#?}");
 }
+
+/// Events lost without a gap being noticed (a capture with every CHANNEL_ANSWER and
+/// CHANNEL_BRIDGE removed, or only the bridges): FreeSWITCH's hangup figures say the call was
+/// answered and bridged, so the record says so too, reconciled from them, and is partial.
+#[test]
+fn answers_and_bridges_that_never_arrived_are_reconciled_from_the_hangup() {
+    let removals: [&[&str]; 2] = [&["CHANNEL_ANSWER", "CHANNEL_BRIDGE"], &["CHANNEL_BRIDGE"]];
+    for removed in removals {
+        let kept = events("01-inbound-answered")
+            .into_iter()
+            .filter(|e| !removed.contains(&e.name().as_deref().unwrap_or_default()));
+        let mut t = SessionTracker::new(settings()).with_moments();
+        let mut recs = Vec::new();
+        let mut triggers = Vec::new();
+        for ev in kept {
+            recs.extend(t.on_event(&ev));
+            triggers.extend(t.take_moments().into_iter().map(|m| m.trigger.name()));
+        }
+        assert_eq!(recs.len(), 1, "{removed:?}");
+        let cdr = &recs[0].cdr;
+        let partial = cdr.partial.as_deref().unwrap_or_default();
+        assert!(
+            partial.starts_with("events missing"),
+            "{removed:?}: {partial:?}"
+        );
+        assert_eq!((cdr.ans, cdr.lost), (Some(1), Some(0)), "{removed:?}");
+        assert!(
+            (recs[0].ms.talk - 5000).abs() <= 500,
+            "{removed:?}: {:?}",
+            recs[0].ms
+        );
+        assert!(
+            (recs[0].ms.ring - 3000).abs() <= 500,
+            "{removed:?}: {:?}",
+            recs[0].ms
+        );
+        assert!(cdr.answer.is_some(), "{removed:?}");
+        assert!(
+            !triggers.contains(&"call.missed"),
+            "{removed:?}: {triggers:?}"
+        );
+        assert!(
+            triggers.contains(&"call.missed_or_answered"),
+            "{removed:?}: {triggers:?}"
+        );
+    }
+}

@@ -292,6 +292,8 @@ impl CallSession {
                 self.legs[j]
                     .bridged_to
                     .get_or_insert_with(|| uuid.to_owned());
+                self.legs[i].was_bridged = true;
+                self.legs[j].was_bridged = true;
             }
         }
         // Bridged now, or earlier (a bridging leg keeps its bridge time into the hangup).
@@ -362,8 +364,10 @@ impl CallSession {
                 if let Some(other) = ev.get("Other-Leg-Unique-ID") {
                     let other = other.into_owned();
                     self.legs[i].bridged_to = Some(other.clone());
+                    self.legs[i].was_bridged = true;
                     if let Some(j) = self.leg_index(&other) {
                         self.legs[j].bridged_to = Some(uuid.to_owned());
+                        self.legs[j].was_bridged = true;
                     }
                 }
             }

@@ -412,8 +412,11 @@ pub(crate) fn build(call: &CallSession, settings: &Settings, stage: Stage) -> Ca
         lines: Vec::new(),
         start_us: call.timeline.start_us(),
     };
-    let clock = clock(call, stage, &mut prov);
-    let verdicts = verdicts(call, &clock, settings, &mut prov);
+    // Events that went missing without a gap being noticed: FreeSWITCH's own account at
+    // the hangup contradicts what arrived. The record is then partial and reconciled.
+    let partial = call.partial.clone().or_else(|| unseen_events(call));
+    let clock = clock(call, stage, partial.is_some(), &mut prov);
+    let verdicts = verdicts(call, &clock, partial.is_some(), settings, &mut prov);
     let numbers = numbers(call, &verdicts, settings, &mut prov);
     let people = people(call, verdicts.click_to_call, &mut prov);
     let route = |a: Attr| route_attr(call, a);
@@ -525,7 +528,7 @@ pub(crate) fn build(call: &CallSession, settings: &Settings, stage: Stage) -> Ca
         timeline: clock.segments,
         recordings: call.recordings.clone(),
         inProgress: (!ended).then_some(1),
-        partial: call.partial.clone(),
+        partial,
         timelineError: clock.verdict.err().map(|e| e.to_string()),
     };
     if let Some(e) = &cdr.timelineError {
@@ -565,17 +568,14 @@ struct Clock {
 
 /// `start`, `answer`, `end` and the durations, from the timeline; a partial call is
 /// completed from FreeSWITCH's own figures where they say more.
-fn clock(call: &CallSession, stage: Stage, prov: &mut Prov) -> Clock {
+fn clock(call: &CallSession, stage: Stage, partial: bool, prov: &mut Prov) -> Clock {
     let caller = &call.legs[0];
     let start_seen = call.timeline.start_us();
     let end_us = call.end_us();
     let mut start_us = start_seen;
     let mut timeline = call.timeline.clone();
     // A call joined late (after a reconnect) starts when FreeSWITCH says it did.
-    let fs_start = caller
-        .fs
-        .start_us
-        .filter(|s| call.partial.is_some() && *s < start_seen);
+    let fs_start = caller.fs.start_us.filter(|s| partial && *s < start_seen);
     if let Some(fs_start) = fs_start {
         timeline = timeline.with_earlier_start(fs_start);
         start_us = fs_start;
@@ -641,7 +641,7 @@ fn clock(call: &CallSession, stage: Stage, prov: &mut Prov) -> Clock {
     if let Some(seen) = caller.seen.answered.filter(|_| answer_us.is_some()) {
         prov.seen("answer", seen, caller, "the caller's leg answered");
     }
-    if call.partial.is_some() {
+    if partial {
         reconcile(call, &mut ms, &mut answer_us, prov);
     }
     Clock {
@@ -665,13 +665,17 @@ struct Verdicts {
     short: bool,
 }
 
-fn verdicts(call: &CallSession, clock: &Clock, settings: &Settings, prov: &mut Prov) -> Verdicts {
+fn verdicts(
+    call: &CallSession,
+    clock: &Clock,
+    partial: bool,
+    settings: &Settings,
+    prov: &mut Prov,
+) -> Verdicts {
     let caller = &call.legs[0];
     let ms = &clock.ms;
     // A talk segment means a bridge with the caller; a partial call may have lost it.
-    let ans = !call.talked_with.is_empty()
-        || (call.partial.is_some() && ms.talk > 0)
-        || call.answered_unseen;
+    let ans = !call.talked_with.is_empty() || (partial && ms.talk > 0) || call.answered_unseen;
     let caller_trunk = caller.trunk;
     let other_trunk = call.legs.iter().skip(1).any(|l| l.trunk);
     let dir = match (caller_trunk, other_trunk) {
@@ -1052,6 +1056,28 @@ fn route_attr(call: &CallSession, attr: Attr) -> Option<String> {
         .find_map(|l| l.attrs.get(attr).map(str::to_owned))
 }
 
+/// What FreeSWITCH's hangup figures say happened that no event showed: an answer of the
+/// caller's leg, a bridge of any leg. None when the events and the figures agree.
+fn unseen_events(call: &CallSession) -> Option<String> {
+    let caller = &call.legs[0];
+    if caller.fs.answer_us.is_some() && caller.answered_us.is_none() {
+        return Some(format!(
+            "events missing: leg {}'s hangup says it was answered; no answer event arrived",
+            short(&caller.uuid)
+        ));
+    }
+    let unseen_bridge = call
+        .legs
+        .iter()
+        .find(|l| l.fs.bridged && !l.was_bridged && !l.catching_up);
+    unseen_bridge.map(|l| {
+        format!(
+            "events missing: leg {}'s hangup says it was bridged; no bridge event arrived",
+            short(&l.uuid)
+        )
+    })
+}
+
 /// Fills in from FreeSWITCH's own figures what a gap hid.
 fn reconcile(call: &CallSession, ms: &mut Durations, answer_us: &mut Option<i64>, prov: &mut Prov) {
     let caller = &call.legs[0];
@@ -1104,7 +1130,9 @@ fn reconcile(call: &CallSession, ms: &mut Durations, answer_us: &mut Option<i64>
             _ => None,
         })
         .sum::<i64>();
-    if ring > ms.ring && call.talked_with.is_empty() {
+    // Without the bridge the timeline rang on to the end: FreeSWITCH's figure is the ring.
+    let bridge_unseen = call.talked_with.is_empty() && ms.talk > 0;
+    if call.talked_with.is_empty() && ring > 0 && (ring > ms.ring || bridge_unseen) {
         ms.ring = ring;
         prov.add("ring", "reconciled: legs' start..answer epochs".into());
     }

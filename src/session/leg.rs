@@ -72,6 +72,8 @@ pub(crate) struct FsFigures {
     pub(crate) end_us: Option<i64>,
     /// `billmsec`.
     pub(crate) bill_ms: Option<i64>,
+    /// `last_bridge_to` was set: the leg was bridged.
+    pub(crate) bridged: bool,
     /// `hold_accum_ms`.
     pub(crate) hold_ms: Option<i64>,
 }
@@ -90,6 +92,7 @@ impl FsFigures {
             end_us: num("end_uepoch"),
             bill_ms: num("billmsec"),
             hold_ms: num("hold_accum_ms"),
+            bridged: ev.var("last_bridge_to").is_some_and(|v| !v.is_empty()),
         }
     }
 }
@@ -192,6 +195,8 @@ pub(crate) struct Leg {
     pub(crate) hungup_us: Option<i64>,
     /// The leg it is bridged with.
     pub(crate) bridged_to: Option<String>,
+    /// A bridge of this leg was seen (FreeSWITCH's hangup figures say whether there was one).
+    pub(crate) was_bridged: bool,
     /// Holding or held.
     pub(crate) held: bool,
     /// The application it is in.
@@ -242,6 +247,7 @@ impl Leg {
             answered_us: None,
             hungup_us: None,
             bridged_to: None,
+            was_bridged: false,
             held: false,
             app: None,
             parked: false,

@@ -303,13 +303,13 @@ impl CallSession {
         }
         found.extend(self.dtmf_moment());
         let missed = record.cdr.ans != Some(1);
-        if missed {
-            if self.fired.claim(Trigger::Missed) {
-                found.push((Trigger::Missed, Map::new()));
-            }
-            if self.fired.claim(Trigger::MissedOrAnswered) {
-                found.push((Trigger::MissedOrAnswered, Map::new()));
-            }
+        if missed && self.fired.claim(Trigger::Missed) {
+            found.push((Trigger::Missed, Map::new()));
+        }
+        // An answer known only from the hangup's figures (its events were lost) still
+        // settles "missed or answered", late.
+        if self.fired.claim(Trigger::MissedOrAnswered) {
+            found.push((Trigger::MissedOrAnswered, Map::new()));
         }
         if self.fired.claim(Trigger::Hangup) {
             found.push((Trigger::Hangup, Map::new()));
