@@ -567,23 +567,10 @@ fn resync_ends_calls_that_finished_during_the_outage_and_expiry_bounds_memory() 
     // Five hours on, HEARTBEATs keep coming every 20 s: the clock takes the jump once three
     // agree (one alone would be an outlier), and the call has expired.
     let later = first[39].timestamp_us().unwrap() + 5 * 3600 * 1_000_000;
-    let heartbeat = |ts: i64| {
-        Event::parse_plain(bytes::Bytes::from(format!(
-            "Event-Name: HEARTBEAT\nEvent-Date-Timestamp: {ts}\n"
-        )))
-        .unwrap()
-    };
     assert!(t.on_event(&heartbeat(later)).is_empty());
     assert!(t.on_event(&heartbeat(later + 20_000_000)).is_empty());
     let recs = t.on_event(&heartbeat(later + 40_000_000));
-    assert_eq!(recs.len(), 1);
-    assert!(recs[0]
-        .cdr
-        .partial
-        .as_deref()
-        .unwrap()
-        .starts_with("expired"));
-    assert_eq!(t.active(), 0);
+    assert_one_expired(&recs, &t);
 }
 
 #[tokio::test]
@@ -812,6 +799,21 @@ fn a_restart_mid_call_adopts_the_calls_in_progress_and_fires_what_they_show_once
 
 /// Capture 01's HEARTBEAT with its `Event-Date-Timestamp` moved to `ts` (a mutation of a
 /// real event, as a glitching clock or a corrupt frame would make it).
+fn assert_one_expired(recs: &[CallRecord], t: &SessionTracker) {
+    assert_eq!(recs.len(), 1);
+    let partial = recs[0].cdr.partial.as_deref().unwrap_or_default();
+    assert!(partial.starts_with("expired"), "{partial:?}");
+    assert_eq!(t.active(), 0);
+}
+
+/// A bare HEARTBEAT stamped `ts` (µs): what moves the event clock.
+fn heartbeat(ts: i64) -> Event {
+    Event::parse_plain(bytes::Bytes::from(format!(
+        "Event-Name: HEARTBEAT\nEvent-Date-Timestamp: {ts}\n"
+    )))
+    .unwrap()
+}
+
 fn heartbeat_at(events: &[Event], ts: &str) -> Event {
     let hb = events
         .iter()
@@ -993,4 +995,69 @@ fn answers_and_bridges_that_never_arrived_are_reconciled_from_the_hangup() {
             "{removed:?}: {triggers:?}"
         );
     }
+}
+
+/// Live, a quiet call is checked with FreeSWITCH before it expires: one it still has (a long
+/// hold sends nothing) stays open and ends complete when its events come; one it no longer
+/// has ends, partial.
+#[test]
+fn a_quiet_call_freeswitch_still_has_is_kept_open() {
+    let first = events("01-inbound-answered");
+    let later = first[39].timestamp_us().unwrap() + 5 * 3600 * 1_000_000;
+    // What FreeSWITCH lists at that point of the capture: the call's legs.
+    let up: std::collections::HashSet<String> = channels_after(&first[..40])
+        .into_iter()
+        .map(|c| c.uuid)
+        .collect();
+    assert!(!up.is_empty());
+    for still_up in [true, false] {
+        let mut t = SessionTracker::new(settings()).ask_before_expiry();
+        for ev in &first[..40] {
+            t.on_event(ev);
+        }
+        for k in 0..3 {
+            assert!(t.on_event(&heartbeat(later + k * 20_000_000)).is_empty());
+        }
+        let q = t
+            .take_expiry_question()
+            .expect("the quiet call is asked about");
+        assert!(q.legs.iter().all(|l| up.contains(l)), "{q:?}");
+        assert_eq!(t.take_expiry_question(), None, "asked once");
+        // While the question is out, further sweeps do not ask again.
+        t.on_event(&heartbeat(later + 60_000_000));
+        assert_eq!(t.take_expiry_question(), None);
+        let answer: std::collections::HashSet<String> = if still_up {
+            up.clone()
+        } else {
+            Default::default()
+        };
+        let recs = t.settle_expiry(Some(&answer));
+        if still_up {
+            assert!(recs.is_empty());
+            assert_eq!(t.active(), 1);
+            // Its events come after all: it ends whole.
+            let rest: Vec<CallRecord> = first[40..].iter().flat_map(|e| t.on_event(e)).collect();
+            assert_eq!(rest.len(), 1);
+            assert_eq!(rest[0].cdr.partial, None);
+            assert_eq!(rest[0].cdr.ans, Some(1));
+        } else {
+            assert_one_expired(&recs, &t);
+        }
+    }
+    // FreeSWITCH could not be asked: the call stays, and is asked about again later.
+    let mut t = SessionTracker::new(settings()).ask_before_expiry();
+    for ev in &first[..40] {
+        t.on_event(ev);
+    }
+    for k in 0..3 {
+        t.on_event(&heartbeat(later + k * 20_000_000));
+    }
+    assert!(t.take_expiry_question().is_some());
+    assert!(t.settle_expiry(None).is_empty());
+    assert_eq!(t.active(), 1);
+    t.on_event(&heartbeat(later + 80_000_000));
+    for _ in 0..4096 {
+        t.on_event(&heartbeat(later + 100_000_000));
+    }
+    assert!(t.take_expiry_question().is_some(), "asked again");
 }

@@ -11,6 +11,7 @@ mod compiled;
 mod outputs;
 mod reload;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -85,6 +86,8 @@ pub struct Pipeline {
     routing: Option<(Arc<Router>, Beside)>,
     admin: Option<Beside>,
     reloads: mpsc::UnboundedReceiver<reload::Reloaded>,
+    /// FreeSWITCH's answers about quiet calls (see [`ask_about_quiet_calls`]).
+    expiry_answers: (mpsc::Sender<ChannelsUp>, mpsc::Receiver<ChannelsUp>),
 }
 
 impl Pipeline {
@@ -148,7 +151,10 @@ impl Pipeline {
         );
         let reloads = reload::watch(path, &cfg);
         Ok(Pipeline {
-            tracker: SessionTracker::new(compiled.settings).with_moments(),
+            tracker: SessionTracker::new(compiled.settings)
+                .with_moments()
+                .ask_before_expiry(),
+            expiry_answers: mpsc::channel(1),
             outputs,
             counters: shared.counters,
             client,
@@ -186,6 +192,12 @@ impl Pipeline {
                     calls_changed = false;
                 }
                 Some(new) = self.reloads.recv() => self.reload(new),
+                Some(alive) = self.expiry_answers.1.recv() => {
+                    for rec in self.tracker.settle_expiry(alive.as_ref()) {
+                        self.outputs.finished(&rec);
+                    }
+                    calls_changed = true;
+                }
                 signal = self.signals.recv() => {
                     let Some(signal) = signal else { return };
                     self.on_signal(signal);
@@ -195,6 +207,10 @@ impl Pipeline {
             self.counters
                 .active_calls
                 .store(self.tracker.active() as i64, Ordering::Relaxed);
+            if let Some(q) = self.tracker.take_expiry_question() {
+                let (client, answers) = (self.client.clone(), self.expiry_answers.0.clone());
+                tokio::spawn(ask_about_quiet_calls(client, q, answers));
+            }
             let moments = self.tracker.take_moments();
             self.outputs.moments(&moments);
         }
@@ -288,6 +304,39 @@ impl Pipeline {
         }
         self.outputs.close().await;
     }
+}
+
+/// The channels FreeSWITCH has, by `Unique-ID`; `None` when it could not be asked.
+type ChannelsUp = Option<HashSet<String>>;
+
+/// Asks FreeSWITCH which channels it has, for calls that have been quiet for
+/// `expire_after` (a call on hold for hours sends nothing): the answer goes back to the loop,
+/// which keeps the calls FreeSWITCH still has. Its own task: the loop must keep draining
+/// events while the command waits behind them.
+async fn ask_about_quiet_calls(
+    client: EslClient,
+    question: crate::session::ExpiryQuestion,
+    answers: mpsc::Sender<ChannelsUp>,
+) {
+    let alive = match client.api("show channels as json").await {
+        Ok(reply) => {
+            let rows = crate::esl::parse_channels(&reply.text());
+            Some(rows.into_iter().map(|c| c.uuid).collect::<HashSet<_>>())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, legs = question.legs.len(), "could not ask FreeSWITCH about quiet calls: they stay open");
+            None
+        }
+    };
+    if let Some(alive) = &alive {
+        let up = question.legs.iter().filter(|l| alive.contains(*l)).count();
+        tracing::info!(
+            legs = question.legs.len(),
+            up,
+            "quiet calls checked with FreeSWITCH"
+        );
+    }
+    let _ = answers.send(alive).await;
 }
 
 /// Starts the routing server when `[routing] listen` is set.

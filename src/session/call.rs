@@ -72,6 +72,9 @@ pub struct CallSession {
     /// The latest event applied to the call, and the index of its leg: what its end time
     /// comes from.
     pub(crate) last_event: (Seen, usize),
+    /// When FreeSWITCH last confirmed the quiet call is still up (event clock, µs): expiry
+    /// counts from here or the last event, whichever is later.
+    pub(crate) quiet_since: Option<i64>,
 }
 
 /// Events after which the mapped attributes of a leg are read again. The rest (executes,
@@ -134,6 +137,7 @@ impl CallSession {
             origin,
             ivr_menu: None,
             fired: Default::default(),
+            quiet_since: None,
         }
     }
 

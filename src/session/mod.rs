@@ -52,7 +52,9 @@ pub struct SessionsConfig {
     #[serde(with = "humantime_serde")]
     pub short_talk: Duration,
     /// A call with no event for this long is emitted as partial (lost events must not grow
-    /// memory forever). Measured on the events' own clock (HEARTBEAT keeps it moving).
+    /// memory forever). Measured on the events' own clock (HEARTBEAT keeps it moving). `run`
+    /// first asks FreeSWITCH (`show channels`) and keeps a call it still has for another
+    /// period.
     #[serde(with = "humantime_serde")]
     pub expire_after: Duration,
     /// IANA time zone for `start`/`answer`/`end` and `tz`.
@@ -253,6 +255,28 @@ pub struct SessionTracker {
     /// Legs first seen mid-call whose next event has not come yet (so the per-event path
     /// looks for them only while there are any).
     catching_up: usize,
+    /// Whether a quiet call is checked with FreeSWITCH before it expires (live), and the
+    /// calls whose check is under way.
+    expiry: Expiry,
+}
+
+/// How `expire_after` ends a quiet call.
+#[derive(Debug, Default)]
+struct Expiry {
+    /// Ask first (see [`SessionTracker::ask_before_expiry`]).
+    ask: bool,
+    /// Calls asked about and not yet answered for: (call key, its legs still up).
+    asked: Vec<(u64, Vec<String>)>,
+    /// Questions not yet taken by the asker.
+    questions: Vec<(u64, Vec<String>)>,
+}
+
+/// Quiet calls to check with FreeSWITCH before they expire: the `Unique-ID`s of their legs
+/// still up. Answer with [`SessionTracker::settle_expiry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiryQuestion {
+    /// Leg uuids to look for among FreeSWITCH's channels.
+    pub legs: Vec<String>,
 }
 
 /// A `show channels` row as the headers a channel event would carry, for [`Leg::new`].
@@ -315,7 +339,54 @@ impl SessionTracker {
             since_sweep: 0,
             moments: None,
             catching_up: 0,
+            expiry: Expiry::default(),
         }
+    }
+
+    /// Checks a quiet call with FreeSWITCH before expiring it: instead of ending it,
+    /// `expire_after` asks ([`SessionTracker::take_expiry_question`]), and a call FreeSWITCH
+    /// still has stays open (a long call on hold sends no event for hours). For the live
+    /// pipeline; a replay has nobody to ask.
+    pub fn ask_before_expiry(mut self) -> Self {
+        self.expiry.ask = true;
+        self
+    }
+
+    /// The legs of the quiet calls to look for, if any call is due: answer with
+    /// [`SessionTracker::settle_expiry`].
+    pub fn take_expiry_question(&mut self) -> Option<ExpiryQuestion> {
+        if self.expiry.questions.is_empty() {
+            return None;
+        }
+        let asked = std::mem::take(&mut self.expiry.questions);
+        let legs = asked.iter().flat_map(|(_, l)| l.iter().cloned()).collect();
+        self.expiry.asked.extend(asked);
+        Some(ExpiryQuestion { legs })
+    }
+
+    /// FreeSWITCH's answer: `alive` holds the channels it has (`None` when it could not be
+    /// asked: the calls stay open and are asked about again). A call with a leg still up is
+    /// kept, and quiet for another `expire_after`; the others end, partial.
+    pub fn settle_expiry(&mut self, alive: Option<&HashSet<String>>) -> Vec<CallRecord> {
+        let asked = std::mem::take(&mut self.expiry.asked);
+        let mut out = Vec::new();
+        let Some(alive) = alive else {
+            return out;
+        };
+        let now = self.clock.now_us();
+        for (key, legs) in asked {
+            let up = legs.iter().any(|l| alive.contains(l));
+            match self.calls.get_mut(&key) {
+                Some(call) if up => call.quiet_since = Some(now),
+                Some(_) => {
+                    if let Some(call) = self.calls.remove(&key) {
+                        out.push(self.expire_call(call));
+                    }
+                }
+                None => {}
+            }
+        }
+        out
     }
 
     /// Also finds lifecycle moments (webhook triggers); take them with
@@ -627,21 +698,39 @@ impl SessionTracker {
         let mut stale: Vec<u64> = self
             .calls
             .iter()
-            .filter(|(_, c)| c.timeline.last_us() < limit)
+            .filter(|(_, c)| c.timeline.last_us().max(c.quiet_since.unwrap_or(0)) < limit)
             .map(|(k, _)| *k)
             .collect();
         stale.sort_unstable();
         for key in stale {
-            if let Some(mut call) = self.calls.remove(&key) {
-                call.partial.get_or_insert_with(|| {
-                    format!(
-                        "expired: no event for {} s",
-                        self.settings.expire_after_us / 1_000_000
-                    )
-                });
-                out.push(self.finish(call));
+            if self.expiry.ask {
+                let pending = |q: &[(u64, Vec<String>)]| q.iter().any(|(k, _)| *k == key);
+                if pending(&self.expiry.asked) || pending(&self.expiry.questions) {
+                    continue;
+                }
+                if let Some(call) = self.calls.get(&key) {
+                    let legs = call
+                        .legs
+                        .iter()
+                        .filter(|l| l.state != LegState::Complete)
+                        .map(|l| l.uuid.clone())
+                        .collect();
+                    self.expiry.questions.push((key, legs));
+                }
+            } else if let Some(call) = self.calls.remove(&key) {
+                out.push(self.expire_call(call));
             }
         }
+    }
+
+    fn expire_call(&mut self, mut call: CallSession) -> CallRecord {
+        call.partial.get_or_insert_with(|| {
+            format!(
+                "expired: no event for {} s",
+                self.settings.expire_after_us / 1_000_000
+            )
+        });
+        self.finish(call)
     }
 
     /// Ends a call: its record, and its end-of-call moments.
