@@ -418,15 +418,7 @@ fn filters_call_types_numbers_templates_and_signatures() {
     let mine = by("mine");
     let dids: HashSet<String> = mine
         .iter()
-        .map(|r| {
-            let form: HashMap<String, String> = r
-                .body
-                .split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_owned(), percent_decode(v)))
-                .collect();
-            form["ddiNum"].clone()
-        })
+        .map(|r| form_fields(&r.body)["ddiNum"].clone())
         .collect();
     assert_eq!(
         dids,
@@ -454,6 +446,82 @@ fn filters_call_types_numbers_templates_and_signatures() {
 
     // off: disabled.
     assert!(by("off").is_empty());
+}
+
+/// "My numbers" on an outbound call match the number the far end was shown (the company's,
+/// in any form), not the extension.
+#[test]
+fn my_numbers_match_what_an_outbound_call_presented() {
+    let rt = rt();
+    let (settings, hooks) = compile(&config(
+        r#"
+[[webhooks]]
+name = "out"
+triggers = ["call.dialed", "call.answered.external", "call.hangup"]
+url = "http://127.0.0.1:9/out"
+call_types = ["outbound"]
+numbers = ["01610000000"]
+"#,
+    ));
+    let reqs = rt.block_on(requests(
+        "freeswitch-1.10/26-outbound-answered.esl",
+        &settings,
+        &hooks,
+    ));
+    let triggers: Vec<&str> = reqs.iter().map(|r| r.trigger.as_str()).collect();
+    assert_eq!(
+        triggers,
+        ["call.dialed", "call.answered.external", "call.hangup"]
+    );
+    let dialed: Value = serde_json::from_str(&reqs[0].body).unwrap();
+    assert_eq!(dialed["detail"]["dialed"], "+14155550100");
+    assert_eq!(dialed["cdr"]["cliNum"], "+441610000000");
+}
+
+/// A withheld number reaches no receiver, unless the operator sends it on.
+#[test]
+fn a_withheld_number_is_sent_only_when_configured() {
+    let rt = rt();
+    for (setting, want_cli) in [
+        ("", ""),
+        ("[numbers]\nwithheld_cli = \"send\"\n", "+447700900240"),
+    ] {
+        let (settings, hooks) = compile(&config(&format!(
+            "{setting}[[webhooks]]\nname = \"all\"\ntriggers = [\"call.received\", \"call.hangup\"]\n\
+             url = \"http://127.0.0.1:9/all?cli={{cli}}\"\nformat = \"form\"\n"
+        )));
+        let reqs = rt.block_on(requests(
+            "freeswitch-1.10/24-inbound-withheld.esl",
+            &settings,
+            &hooks,
+        ));
+        assert_eq!(reqs.len(), 2);
+        for r in &reqs {
+            let form = form_fields(&r.body);
+            assert_eq!(form["cliNum"], want_cli, "{setting}: {}", r.body);
+            assert_eq!(form["cli"], want_cli);
+            assert_eq!(form["cliWithheld"], "1");
+            assert_eq!(form["cli-withheld"], "1");
+            assert_eq!(
+                form.contains_key("cliName"),
+                !want_cli.is_empty(),
+                "{}",
+                r.body
+            );
+            if want_cli.is_empty() {
+                assert!(!r.body.contains("447700900240"), "{}", r.body);
+                assert!(!r.url.contains("447700900240"), "{}", r.url);
+            }
+        }
+    }
+}
+
+/// A form body's fields, decoded.
+fn form_fields(body: &str) -> HashMap<String, String> {
+    body.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+        .collect()
 }
 
 fn percent_decode(s: &str) -> String {

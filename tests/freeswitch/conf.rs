@@ -59,10 +59,11 @@ pub fn bundled_freeswitch_conf_loads_and_routes_a_call(rig: &Rig) {
     let lookup = rt.block_on(Receiver::start(|_, nth| {
         Reply::body(
             "application/x-www-form-urlencoded",
-            if nth == 1 {
-                "status=ACK&destination=1002&callername=Shipped%20Config"
-            } else {
-                "status=NAK"
+            match nth {
+                1 => "status=ACK&destination=1002&callername=Shipped%20Config",
+                // An outside number, as the routing server's own example has it.
+                2 => "status=ACK&destination=%2B31502102544",
+                _ => "status=NAK",
             },
         )
     }));
@@ -89,19 +90,33 @@ pub fn bundled_freeswitch_conf_loads_and_routes_a_call(rig: &Rig) {
         ours.clone(),
         &std::fs::read_to_string(shipped("dialplan/default/00_switchhook_routing.xml")).unwrap(),
     );
-    let default = rig.pbx_conf().join("dialplan/default.xml");
-    let plan = std::fs::read_to_string(&default).unwrap();
+    // The DID into dialplan/public/, included at the top of the public context: the
+    // carrier's call reaches the routing step through it, not through the rig's own DID.
+    let did = rig.pbx_conf().join("dialplan/public/00_switchhook_did.xml");
     installed.write(
-        default,
-        &plan.replacen(
-            "<context name=\"default\">",
-            &format!(
-                "<context name=\"default\">\n<X-PRE-PROCESS cmd=\"include\" data=\"{}/*.xml\"/>",
-                ours.parent().unwrap().display()
-            ),
-            1,
-        ),
+        did.clone(),
+        &std::fs::read_to_string(shipped("dialplan/public/00_switchhook_did.xml")).unwrap(),
     );
+    for (context, file, dir) in [
+        ("default", "default.xml", ours.parent().unwrap()),
+        ("public", "public.xml", did.parent().unwrap()),
+    ] {
+        let path = rig.pbx_conf().join("dialplan").join(file);
+        let plan = std::fs::read_to_string(&path).unwrap();
+        let open = format!("<context name=\"{context}\">");
+        assert!(plan.contains(&open), "{file}");
+        installed.write(
+            path,
+            &plan.replacen(
+                &open,
+                &format!(
+                    "{open}\n<X-PRE-PROCESS cmd=\"include\" data=\"{}/*.xml\"/>",
+                    dir.display()
+                ),
+                1,
+            ),
+        );
+    }
     assert!(
         installed.reload(),
         "the shipped configuration did not load: see {}",
@@ -110,7 +125,7 @@ pub fn bundled_freeswitch_conf_loads_and_routes_a_call(rig: &Rig) {
 
     let run = Switchhook::start(&run_config(&format!(
         "[routing]\nlisten = \"{ROUTING_LISTEN}\"\n[[routes]]\nname = \"crm-lookup\"\n\
-         url = \"{}/lookup\"\n",
+         url = \"{}/lookup?did={{did}}\"\n",
         lookup.base()
     )));
     assert!(
@@ -134,6 +149,18 @@ pub fn bundled_freeswitch_conf_loads_and_routes_a_call(rig: &Rig) {
     assert_eq!(code, 0, "{r:?}");
     assert_eq!(r[0]["route"], "crm-lookup", "{r:?}");
 
+    // ACK to an outside number: the shipped E.164 branch bridges it through the carrier.
+    let (code, r) = rig.routing_check(&[
+        "--did",
+        "+441610007100",
+        "--cli",
+        "+447700900702",
+        "--expect-dest",
+        "+31502102544",
+    ]);
+    assert_eq!(code, 0, "{r:?}");
+    assert_eq!(r[0]["fallback_ran"], Value::Bool(false), "{r:?}");
+
     // NAK: the shipped failure branch (not the rig's, which transfers to its own fallback
     // extension) answers and records the status as the fallback.
     let (_, r) = rig.routing_check(&["--did", "+441610007100", "--cli", "+447700900701"]);
@@ -153,6 +180,11 @@ pub fn bundled_freeswitch_conf_loads_and_routes_a_call(rig: &Rig) {
         ),
         "{r}"
     );
-    assert_eq!(lookup.seen().len(), 2);
+    assert_eq!(lookup.seen().len(), 3);
+    // Every call came in through the shipped DID file: the routing server was asked with
+    // the DID it names.
+    for r in lookup.seen() {
+        assert!(r.uri.ends_with("?did=%2B441610007100"), "{}", r.uri);
+    }
     drop(installed);
 }
