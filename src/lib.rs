@@ -17,6 +17,7 @@ mod logging;
 mod memory;
 pub mod pipeline;
 pub mod problem;
+pub mod record;
 pub mod replay;
 pub mod routing;
 pub mod secrets;

@@ -1164,3 +1164,76 @@ fn replay_and_explain_say_in_one_line_when_a_file_is_not_a_capture() {
         }
     }
 }
+
+/// `record` over a real socket (an event socket streaming capture 16): the capture it writes
+/// replays to the same CDRs as the original, holds no password, and says what it holds;
+/// with a filter it keeps that one call whole.
+#[test]
+fn record_writes_a_capture_that_replays_like_the_original() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let password = "rec0rd-Secret";
+    let dir = tempfile::tempdir().unwrap();
+    let cdrs = |file: &std::path::Path| -> Vec<serde_json::Value> {
+        let out = switchhook()
+            .args(["replay", "--emit", "cdr"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let original = cdrs(&fixture("freeswitch-1.10/16-concurrent-mix.esl"));
+    for (filter, want_calls) in [(None, 5), (Some(("--did", "01610001001")), 1)] {
+        // A stand-in that streams the capture once, to its first subscriber.
+        let server = rt.block_on(common::playback(
+            "freeswitch-1.10/16-concurrent-mix.esl",
+            password,
+        ));
+        let cfg = dir.path().join("switchhook.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n",
+                server.addr().port()
+            ),
+        )
+        .unwrap();
+        let out_file = dir.path().join("rec.esl");
+        let mut cmd = switchhook();
+        cmd.args(["record", "--config"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&out_file)
+            .args(["--calls", &want_calls.to_string(), "--duration", "20s"])
+            .env("SWITCHHOOK__FREESWITCH__PASSWORD", password);
+        if let Some((flag, value)) = filter {
+            cmd.args([flag, value]);
+        }
+        // Bounded by --duration: the command cannot outlive the test.
+        let out = cmd.output().unwrap();
+        assert_ok(&out);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.starts_with("recorded ")
+                && said.contains(&format!(" of {want_calls} calls into ")),
+            "{said}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bytes = std::fs::read(&out_file).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains(password));
+        let got = cdrs(&out_file);
+        match filter {
+            None => assert_eq!(got, original),
+            Some(_) => {
+                assert_eq!(got.len(), 1, "{got:#?}");
+                assert_eq!(got[0]["ddiNum"], "+441610001001");
+                let same = original.iter().find(|c| c["id"] == got[0]["id"]).unwrap();
+                assert_eq!(&got[0], same);
+            }
+        }
+    }
+}

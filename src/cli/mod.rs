@@ -10,6 +10,9 @@ use futures::StreamExt;
 
 mod deliveries;
 mod demo;
+mod record;
+
+pub use record::RecordArgs;
 pub mod svg;
 
 use crate::esl::{Limits, Message};
@@ -89,6 +92,9 @@ pub enum CliCommand {
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
     },
+    /// Record the live event stream as a capture (what `replay`, `explain` and `diff` read):
+    /// the whole stream or only some calls, for a while or a number of calls.
+    Record(RecordArgs),
     /// Validate a configuration file; prints every problem with its key path.
     CheckConfig {
         /// The file to check.
@@ -186,6 +192,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Err(code) => code,
             }
         }
+        CliCommand::Record(args) => record::run(args, log_format).await,
         CliCommand::CheckConfig { file } => check_config(&file),
         CliCommand::Deliveries { config, db, action } => {
             deliveries::run(config.as_deref(), db.as_deref(), action)

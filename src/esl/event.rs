@@ -65,6 +65,9 @@ pub struct Event {
     headers: Headers,
     body: Option<Bytes>,
     format: EventFormat,
+    /// Parsed from a `text/event-plain` frame: `headers` then hold the frame body as it
+    /// arrived, which `record` writes back.
+    plain: bool,
 }
 
 impl fmt::Debug for Event {
@@ -107,6 +110,7 @@ impl Event {
             headers,
             body,
             format: EventFormat::Plain,
+            plain: true,
         })
     }
 
@@ -117,6 +121,7 @@ impl Event {
             headers: headers.with_encoding(true),
             body: None,
             format: EventFormat::Plain,
+            plain: false,
         }
     }
 
@@ -138,6 +143,7 @@ impl Event {
             headers,
             body,
             format: EventFormat::Json,
+            plain: false,
         })
     }
 
@@ -151,7 +157,14 @@ impl Event {
             headers,
             body: parsed.body.map(Bytes::from),
             format: EventFormat::Xml,
+            plain: false,
         })
+    }
+
+    /// The `text/event-plain` frame body exactly as FreeSWITCH sent it (None for an event
+    /// that arrived as JSON or XML, or was built).
+    pub fn plain_bytes(&self) -> Option<&Bytes> {
+        self.plain.then(|| self.headers.buffer())
     }
 
     /// The wire format this event came in.

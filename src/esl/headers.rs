@@ -162,6 +162,11 @@ impl Headers {
         self
     }
 
+    /// The bytes the headers were parsed from.
+    pub(crate) fn buffer(&self) -> &Bytes {
+        &self.buf
+    }
+
     /// The bytes this holds: its buffer (shared with the frame it came from) and its index.
     pub fn memory(&self) -> usize {
         self.buf.len() + self.entries.capacity() * std::mem::size_of::<Entry>()

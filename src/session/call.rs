@@ -146,6 +146,26 @@ impl CallSession {
         self.legs.len()
     }
 
+    /// Every leg's `Unique-ID`, the caller's first.
+    pub fn leg_ids(&self) -> impl Iterator<Item = &str> {
+        self.legs.iter().map(|l| l.uuid.as_str())
+    }
+
+    /// The caller's number as FreeSWITCH gave it (`Caller-Caller-ID-Number` of the first leg).
+    pub fn caller_number(&self) -> &str {
+        &self.legs[0].caller_number
+    }
+
+    /// The number the caller dialled: `[mapping] ddi_number` once known, else the first
+    /// leg's first destination.
+    pub fn dialled(&self) -> &str {
+        let caller = &self.legs[0];
+        caller
+            .attrs
+            .get(Attr::DdiNumber)
+            .unwrap_or(&caller.first_destination)
+    }
+
     fn leg_index(&self, uuid: &str) -> Option<usize> {
         self.legs.iter().position(|l| l.uuid == uuid)
     }

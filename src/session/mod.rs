@@ -420,6 +420,11 @@ impl SessionTracker {
         self.calls.len()
     }
 
+    /// The call in progress a leg belongs to.
+    pub fn call_of(&self, uuid: &str) -> Option<&CallSession> {
+        self.legs.get(uuid).and_then(|k| self.calls.get(k))
+    }
+
     /// The calls in progress.
     pub fn calls(&self) -> impl Iterator<Item = &CallSession> {
         self.calls.values()
