@@ -1237,3 +1237,57 @@ fn record_writes_a_capture_that_replays_like_the_original() {
         }
     }
 }
+
+/// `diff` shows what a mapping and webhook change changes, call by call, and gates on it:
+/// 1 when something differs, 0 when nothing does, 2 without two configurations, 78 for a bad
+/// one.
+#[test]
+fn diff_shows_what_a_configuration_change_changes() {
+    let old = config_file(
+        "[egress]\nallow = [\"127.0.0.1\"]\n[[webhooks]]\nname = \"crm\"\n\
+         triggers = [\"call.answered.extension\", \"call.hangup\"]\nurl = \"http://127.0.0.1:9/crm\"\n",
+    );
+    let new = config_file(
+        "[egress]\nallow = [\"127.0.0.1\"]\n[mapping]\ndevice_name = [\"variable_sip_from_display\"]\n\
+         [[webhooks]]\nname = \"crm\"\ntriggers = [\"call.hangup\", \"call.missed\"]\nurl = \"http://127.0.0.1:9/crm\"\n",
+    );
+    let captures = [
+        fixture("freeswitch-1.10/01-inbound-answered.esl"),
+        fixture("freeswitch-1.10/02-inbound-missed.esl"),
+    ];
+    let diff = |a: &std::path::Path, b: &std::path::Path| {
+        switchhook()
+            .arg("diff")
+            .arg("--config")
+            .arg(a)
+            .arg("--config")
+            .arg(b)
+            .args(&captures)
+            .output()
+            .unwrap()
+    };
+    let out = diff(old.path(), new.path());
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "01-inbound-answered.esl: 1 calls, 2 webhook requests; 3 differences",
+        "  call 38371bb1: ansDevName \"Yealink SIP-T46U 108.86.0.20 (simulated)\" → \"+447700900123\"",
+        "  webhook crm call.hangup call 38371bb1: body changed",
+        "  webhook crm call.answered.extension call 38371bb1: no longer sent",
+        "  webhook crm call.missed call 291d1de5: sent now",
+    ] {
+        assert!(text.lines().any(|l| l.contains(want)), "{want}\n{text}");
+    }
+    let same = diff(old.path(), old.path());
+    assert_eq!(same.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&same.stdout).contains("no difference"));
+    let one = switchhook()
+        .args(["diff", "--config"])
+        .arg(old.path())
+        .args(&captures)
+        .output()
+        .unwrap();
+    assert_eq!(one.status.code(), Some(2));
+    let bad = config_file("[sessions]\ntime_zone = \"Mars/Olympus\"\n");
+    assert_eq!(diff(old.path(), bad.path()).status.code(), Some(78));
+}

@@ -10,8 +10,10 @@ use futures::StreamExt;
 
 mod deliveries;
 mod demo;
+mod diff;
 mod record;
 
+pub use diff::DiffArgs;
 pub use record::RecordArgs;
 pub mod svg;
 
@@ -95,6 +97,9 @@ pub enum CliCommand {
     /// Record the live event stream as a capture (what `replay`, `explain` and `diff` read):
     /// the whole stream or only some calls, for a while or a number of calls.
     Record(RecordArgs),
+    /// Replay captures under two configurations and show, call by call, which CDR fields and
+    /// which webhook requests differ; exits 1 when something does (a deployment gate).
+    Diff(DiffArgs),
     /// Validate a configuration file; prints every problem with its key path.
     CheckConfig {
         /// The file to check.
@@ -193,6 +198,10 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         }
         CliCommand::Record(args) => record::run(args, log_format).await,
+        CliCommand::Diff(args) => {
+            quiet(log_format);
+            diff::run(args).await
+        }
         CliCommand::CheckConfig { file } => check_config(&file),
         CliCommand::Deliveries { config, db, action } => {
             deliveries::run(config.as_deref(), db.as_deref(), action)
