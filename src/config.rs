@@ -122,8 +122,32 @@ impl Config {
             }
         }
         let cfg = Config::read_sections(&built, &mut problems);
-        (cfg, problems.into_vec())
+        (cfg, name_variables(problems.into_vec()))
     }
+}
+
+/// Names the `SWITCHHOOK__…` variable behind each problem whose key one set.
+pub(crate) fn name_variables(mut problems: Vec<Problem>) -> Vec<Problem> {
+    for p in &mut problems {
+        p.variable = variable_for(&p.path);
+    }
+    problems
+}
+
+/// The `SWITCHHOOK__…` variable that set key `path` (or, for a section, one of its keys), if
+/// one is set: a mistake there is named as the variable, not blamed on the file.
+fn variable_for(path: &str) -> Option<String> {
+    if path.contains('[') {
+        return None;
+    }
+    let key = format!("{ENV_PREFIX}__{}", path.replace('.', "__")).to_ascii_uppercase();
+    let section = format!("{key}__");
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .find(|k| {
+            let k = k.to_ascii_uppercase();
+            k == key || k.starts_with(&section)
+        })
 }
 
 /// A table section, key by key: each key the user set is tried on its own over the

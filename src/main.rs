@@ -2,8 +2,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = switchhook::cli::Cli::parse();
-    switchhook::cli::run(cli).await
+    // `--env-file` sets variables: done here, before any thread exists.
+    if let Err(code) = cli.load_env_files() {
+        return code;
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(switchhook::cli::run(cli)),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -11,6 +11,9 @@ pub struct Problem {
     pub path: String,
     /// What is wrong, for a person.
     pub message: String,
+    /// The environment variable the value came from (`SWITCHHOOK__FREESWITCH__PASWORD`),
+    /// when it did not come from the file.
+    pub variable: Option<String>,
 }
 
 impl Problem {
@@ -19,13 +22,26 @@ impl Problem {
         Problem {
             path: path.into(),
             message: message.to_string(),
+            variable: None,
         }
+    }
+
+    /// Whether the file is to blame (not an environment variable).
+    pub fn in_file(&self) -> bool {
+        self.variable.is_none()
     }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
+        match &self.variable {
+            Some(var) => write!(
+                f,
+                "environment variable {var}: {}: {}",
+                self.path, self.message
+            ),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
     }
 }
 

@@ -1291,3 +1291,76 @@ fn diff_shows_what_a_configuration_change_changes() {
     let bad = config_file("[sessions]\ntime_zone = \"Mars/Olympus\"\n");
     assert_eq!(diff(old.path(), bad.path()).status.code(), Some(78));
 }
+
+/// A mistake in a `SWITCHHOOK__…` variable is named as the variable, not blamed on the file;
+/// `--env-file` gives a command run by hand the environment of the service's unit.
+#[test]
+fn variables_are_named_and_env_file_reads_the_units_environment() {
+    let f = config_file("[freeswitch]\nport = 8021\n");
+    let out = switchhook()
+        .arg("check-config")
+        .arg(f.path())
+        .env("SWITCHHOOK__FREESWITCH__PASWORD", "x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().next().unwrap();
+    assert!(
+        line.starts_with(
+            "environment variable SWITCHHOOK__FREESWITCH__PASWORD: freeswitch.pasword: "
+        ),
+        "{err}"
+    );
+
+    // The unit as shipped, pointing at files of this test.
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("state/outbox.db");
+    let secrets = dir.path().join("secrets.env");
+    std::fs::write(&secrets, "SWITCHHOOK__SESSIONS__TIME_ZONE=Mars/Olympus\n").unwrap();
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/switchhook.service"
+    ))
+    .unwrap()
+    .replace(
+        "/var/lib/switchhook/outbox.db",
+        &outbox.display().to_string(),
+    )
+    .replace(
+        "/etc/switchhook/secrets.env",
+        &secrets.display().to_string(),
+    );
+    let unit_path = dir.path().join("switchhook.service");
+    std::fs::write(&unit_path, unit).unwrap();
+    // The secrets file's variables are read (and named when they are wrong)...
+    let out = switchhook()
+        .arg("--env-file")
+        .arg(&unit_path)
+        .arg("check-config")
+        .arg(f.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("environment variable SWITCHHOOK__SESSIONS__TIME_ZONE: sessions.time_zone"),
+        "{err}"
+    );
+    // ...and the outbox path comes from the unit's own Environment= line.
+    let out = switchhook()
+        .arg("--env-file")
+        .arg(&unit_path)
+        .args(["deliveries", "list"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&outbox.display().to_string()), "{err}");
+    // A file that is not there is a usage error, said in one line.
+    let out = switchhook()
+        .args(["--env-file", "/nonexistent/switchhook.env", "check-config"])
+        .arg(f.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

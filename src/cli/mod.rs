@@ -11,6 +11,7 @@ use futures::StreamExt;
 mod deliveries;
 mod demo;
 mod diff;
+mod env_file;
 mod record;
 
 pub use diff::DiffArgs;
@@ -32,6 +33,11 @@ pub struct Cli {
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Read environment variables from this file first (`KEY=VALUE` lines), or from a systemd
+    /// unit file (its `Environment=` and `EnvironmentFile=`): the environment the service
+    /// runs with, for commands run by hand. May be given more than once.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: CliCommand,
@@ -148,6 +154,27 @@ impl From<Exit> for ExitCode {
     }
 }
 
+impl Cli {
+    /// Sets the variables of every `--env-file`, in order. Call it before any thread starts
+    /// (setting the environment is not thread-safe).
+    pub fn load_env_files(&self) -> Result<(), ExitCode> {
+        for file in &self.env_file {
+            match env_file::read(file) {
+                Ok(vars) => {
+                    for (k, v) in vars {
+                        std::env::set_var(k, v);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Err(Exit::Usage.into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
     let log_format = cli.log_format;
@@ -237,6 +264,8 @@ fn print_problems(file: Option<&Path>, problems: &[Problem]) {
         .map(|f| format!("{}: ", f.display()))
         .unwrap_or_default();
     for p in problems {
+        // A variable's mistake is the variable's, not the file's.
+        let prefix = if p.in_file() { prefix.as_str() } else { "" };
         eprintln!("{prefix}{p}");
     }
     eprintln!("{} error(s)", problems.len());

@@ -74,7 +74,7 @@ impl Compiled {
             Ok(compiled) if problems.is_empty() => Ok((cfg, compiled)),
             Ok(_) => Err(problems),
             Err(more) => {
-                problems.extend(more);
+                problems.extend(crate::config::name_variables(more));
                 Err(problems)
             }
         }
