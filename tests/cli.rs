@@ -4,6 +4,7 @@ mod common;
 
 use std::io::Write;
 use std::process::Command;
+use std::str::FromStr;
 
 use common::fixture;
 
@@ -16,6 +17,19 @@ fn config_file(text: &str) -> tempfile::NamedTempFile {
     let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     f.write_all(text.as_bytes()).unwrap();
     f
+}
+
+/// What a shell command shows on a terminal (a pseudo-terminal made by util-linux's
+/// `script`, its screen kept in `typescript`); it must succeed.
+fn on_a_terminal(command: &str, typescript: &std::path::Path) -> String {
+    let status = Command::new("script")
+        .args(["-qec", command])
+        .arg(typescript)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("util-linux script runs");
+    assert!(status.success(), "{command}");
+    String::from_utf8_lossy(&std::fs::read(typescript).unwrap()).into_owned()
 }
 
 /// Fails with the command's stderr unless it succeeded.
@@ -454,6 +468,24 @@ fn deliveries_commands_work_on_the_outbox() {
         .collect();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["trigger"], "call.hangup", "newest first");
+    // Piped: NDJSON, with ISO 8601 instants beside the epoch milliseconds.
+    let created = rows[0]["created"].as_str().unwrap();
+    assert!(jiff::Timestamp::from_str(created).is_ok(), "{created}");
+    assert_eq!(
+        jiff::Timestamp::from_str(created).unwrap().as_millisecond(),
+        rows[0]["created_ms"].as_i64().unwrap()
+    );
+    assert!(rows[0]["next"].as_str().unwrap().ends_with('Z'));
+    // On a terminal (a pseudo-terminal made by util-linux's `script`): a table.
+    let command = format!(
+        "{} deliveries --db {} list",
+        env!("CARGO_BIN_EXE_switchhook"),
+        db.display()
+    );
+    let screen = on_a_terminal(&command, &dir.path().join("typescript"));
+    assert!(screen.contains("created (UTC)"), "{screen}");
+    assert!(screen.contains("call.missed_or_answered"), "{screen}");
+    assert!(!screen.contains("{\""), "no JSON on a terminal: {screen}");
     let show: serde_json::Value = serde_json::from_str(&run(&["show", "1"])).unwrap();
     assert_eq!(show["trigger"], "call.received");
     assert_eq!(show["request"]["method"], "POST");
@@ -975,14 +1007,7 @@ fn replay_shows_progress_on_a_terminal_and_nothing_when_piped() {
         capture.display(),
         cdrs.display()
     );
-    let status = std::process::Command::new("script")
-        .args(["-qec", &command])
-        .arg(&typescript)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("util-linux script runs");
-    assert!(status.success());
-    let screen = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    let screen = on_a_terminal(&command, &typescript);
     assert!(
         screen.contains("/2.03 MiB"),
         "no bar over the file's size:\n{screen}"

@@ -1,5 +1,6 @@
 //! `switchhook deliveries`: the outbox from the command line.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,12 +9,13 @@ use clap::Subcommand;
 
 use super::Exit;
 use crate::config::Config;
-use crate::hooks::store::{Admin, DeliveryRef, ListFilter, State};
+use crate::hooks::store::{Admin, DeliveryRef, ListFilter, Row, State};
 
 /// What to do with the outbox.
 #[derive(Debug, Subcommand)]
 pub enum Action {
-    /// Deliveries, newest first, one JSON object per line.
+    /// Deliveries, newest first: a table on a terminal, one JSON object per line otherwise
+    /// (with ISO 8601 `created` and `next` beside the epoch milliseconds).
     List {
         /// pending, delivered, dead or parked.
         #[arg(long)]
@@ -65,6 +67,63 @@ pub enum Action {
         /// The new file.
         to: PathBuf,
     },
+}
+
+/// An instant in epoch milliseconds as ISO 8601 in UTC (`2026-12-02T14:30:05.123Z`).
+fn iso(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| format!("{t:.3}"))
+        .unwrap_or_default()
+}
+
+/// A row as NDJSON: its fields, with the instants in ISO 8601 as well.
+fn json_line(r: &Row) -> String {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("created".into(), iso(r.created_ms).into());
+        if r.state == "pending" {
+            o.insert("next".into(), iso(r.next_ms).into());
+        }
+    }
+    v.to_string()
+}
+
+/// Rows as a table for a person at a terminal.
+fn table(rows: &[Row]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+    t.set_header([
+        "#",
+        "state",
+        "webhook",
+        "trigger",
+        "call",
+        "tries",
+        "created (UTC)",
+        "last outcome",
+    ]);
+    for r in rows {
+        let last = match (&r.last_status, &r.last_error) {
+            (Some(status), _) => status.to_string(),
+            (None, Some(e)) => e.chars().take(40).collect(),
+            (None, None) => String::new(),
+        };
+        let state = match r.state.as_str() {
+            "pending" => format!("pending (next {})", iso(r.next_ms)),
+            s => s.to_owned(),
+        };
+        t.add_row([
+            r.rowid.to_string(),
+            state,
+            r.webhook.clone(),
+            r.trigger.clone(),
+            r.call_id.get(..8).unwrap_or(&r.call_id).to_owned(),
+            r.attempts.to_string(),
+            iso(r.created_ms),
+            last,
+        ]);
+    }
+    t
 }
 
 /// Nothing in the outbox matched what was named: said on stderr, exit 1.
@@ -122,8 +181,12 @@ pub(super) fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> E
                     limit,
                 })
                 .map(|rows| {
-                    for r in rows {
-                        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                    if std::io::stdout().is_terminal() {
+                        println!("{}", table(&rows));
+                    } else {
+                        for r in &rows {
+                            println!("{}", json_line(r));
+                        }
                     }
                 })
         }
