@@ -1252,7 +1252,23 @@ fn record_writes_a_capture_that_replays_like_the_original() {
         assert!(!String::from_utf8_lossy(&bytes).contains(password));
         let got = cdrs(&out_file);
         match filter {
-            None => assert_eq!(got, original),
+            None => {
+                // Byte for byte what the socket carried, up to the fifth call's end (the
+                // stragglers after it, and the capture's `+OK bye`, come after the stop).
+                let source =
+                    std::fs::read(fixture("freeswitch-1.10/16-concurrent-mix.esl")).unwrap();
+                assert!(
+                    source.starts_with(&bytes),
+                    "the recording differs from the stream"
+                );
+                assert!(
+                    bytes.len() * 10 > source.len() * 9,
+                    "{} of {} bytes",
+                    bytes.len(),
+                    source.len()
+                );
+                assert_eq!(got, original);
+            }
             Some(_) => {
                 assert_eq!(got.len(), 1, "{got:#?}");
                 assert_eq!(got[0]["ddiNum"], "+441610001001");

@@ -146,6 +146,21 @@ fn the_live_page_shows_the_demos_calls_in_a_browser() {
     assert_eq!(finished.len(), 5, "{finished:?}\n{dom}");
     assert!(finished.iter().all(|(_, segs)| *segs >= 1), "{finished:?}");
     assert!(dom.contains("no calls in progress"));
+    // One zone and one format for every time, and each row names its call as the
+    // deliveries table does.
+    assert!(dom.contains("times in UTC"), "{dom}");
+    for (id, _) in &finished {
+        assert!(
+            dom.contains(&format!("<td title=\"{id}\">{}</td>", &id[..8])),
+            "call {id} has no id cell:\n{dom}"
+        );
+    }
+    let stamp = regex::Regex::new(r"<td>20\d\d-\d\d-\d\d \d\d:\d\d:\d\d</td>").unwrap();
+    let delivery_rows = dom.matches("<tr class=\"delivery\"").count();
+    assert!(
+        stamp.find_iter(&dom).count() >= finished.len() + delivery_rows,
+        "calls and deliveries in one time format:\n{dom}"
+    );
     let delivered = dom
         .matches("<tr class=\"delivery\" data-outcome=\"delivered\"")
         .count();

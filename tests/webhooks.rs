@@ -679,6 +679,14 @@ fn retry_rules_against_a_real_receiver() {
         let disabled = admin.disabled().unwrap();
         assert_eq!(disabled.len(), 1);
         assert_eq!(disabled[0].0, "gone");
+        // Every attempt is kept, not only the last.
+        let shown = admin.show(&DeliveryRef::Row(flaky.rowid)).unwrap().unwrap();
+        let history: Vec<(u32, Option<u16>, &str)> = shown
+            .history
+            .iter()
+            .map(|a| (a.attempt, a.status, a.outcome.as_str()))
+            .collect();
+        assert_eq!(history, [(1, Some(500), "retry"), (2, Some(200), "delivered")]);
 
         // The receiver saw the same webhook-id on every attempt, and the 429 was honoured.
         let seen = receiver.seen();

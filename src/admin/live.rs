@@ -49,6 +49,8 @@ pub struct CallLine {
     /// Why the record is incomplete, if it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partial: Option<String>,
+    /// Start, ms since the epoch: the page writes every time in one zone and format.
+    pub start_ms: i64,
     /// Start, µs since the epoch (to extend an open segment to now).
     #[serde(skip)]
     start_us: i64,
@@ -84,6 +86,7 @@ impl CallLine {
             answered: finished.then_some(c.ans == Some(1)),
             cause: if finished { c.cause.clone() } else { None },
             partial: c.partial.clone(),
+            start_ms: rec.times.start_us.div_euclid(1000),
             start_us: rec.times.start_us,
         }
     }
@@ -122,6 +125,8 @@ pub struct LivePage {
     pub deliveries: Vec<DeliveryNote>,
     /// The legend.
     pub kinds: Vec<KindColour>,
+    /// The IANA zone every time on the page is written in (`[sessions] time_zone`).
+    pub tz: String,
 }
 
 #[derive(Debug, Default)]
@@ -132,6 +137,8 @@ struct LiveState {
     /// The latest event time seen (µs) and when it was seen, so an open segment keeps
     /// growing between events.
     clock: Option<(i64, Instant)>,
+    /// `[sessions] time_zone` as of the last refresh.
+    tz: String,
 }
 
 /// The live page's state, shared by `run`'s loop (writer) and the admin server (reader).
@@ -181,6 +188,9 @@ impl LiveView {
             }
             s.active = active;
             s.active_total = total;
+            if s.tz != settings.tz_name {
+                s.tz = settings.tz_name.clone();
+            }
         }
     }
 
@@ -196,12 +206,13 @@ impl LiveView {
 
     /// The page's data, with `deliveries` (newest first).
     pub fn page(&self, deliveries: Vec<DeliveryNote>) -> LivePage {
-        let (mut active, active_total, finished, clock) = match self.state.lock() {
+        let (mut active, active_total, finished, clock, tz) = match self.state.lock() {
             Ok(s) => (
                 s.active.clone(),
                 s.active_total,
                 s.finished.iter().cloned().collect(),
                 s.clock,
+                s.tz.clone(),
             ),
             Err(_) => Default::default(),
         };
@@ -223,6 +234,7 @@ impl LiveView {
                     colour: kind.colour(),
                 })
                 .collect(),
+            tz: if tz.is_empty() { "UTC".into() } else { tz },
         }
     }
 }
@@ -320,6 +332,7 @@ mod tests {
             answered: None,
             cause: None,
             partial: None,
+            start_ms: 1_000,
             start_us: 1_000_000,
         };
         line.extend_to(1_000_000 + 5_000_000);

@@ -157,6 +157,24 @@ pub struct Row {
     /// The request (for `show`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request: Option<Request>,
+    /// Every attempt, oldest first (for `show`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Attempt>,
+}
+
+/// One attempt of a delivery, as `show` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Attempt {
+    /// 1, 2, 3… (a retry from the command line starts again at 1).
+    pub attempt: u32,
+    /// When its outcome was recorded, unix ms.
+    pub at_ms: i64,
+    /// The response status, if a response came.
+    pub status: Option<u16>,
+    /// Why no response came.
+    pub error: Option<String>,
+    /// What the delivery became: delivered, retry, dead, parked.
+    pub outcome: String,
 }
 
 /// A delivery as the command line names it: its row number (`rowid` in `list`) or its
@@ -234,9 +252,29 @@ pub enum StoreError {
     /// The writer thread is gone (the process is shutting down).
     #[error("the outbox writer has stopped")]
     Closed,
+    /// The outbox was written by a newer switchhook: its schema is ahead of this binary's.
+    #[error("outbox {path}: schema version {found} is newer than this switchhook's ({known}): run the newer version, or restore a backup")]
+    Newer {
+        /// The database file.
+        path: String,
+        /// The schema version found.
+        found: i64,
+        /// The newest this binary knows.
+        known: i64,
+    },
+    /// The schema could not be brought up to date.
+    #[error("outbox {path}: schema upgrade failed: {message}")]
+    Migration {
+        /// The database file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
-const SCHEMA: &str = "
+/// Version 1: the outbox as first shipped (written with `IF NOT EXISTS`, so an outbox of
+/// that time, which carries no version, is taken up as version 1).
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS deliveries (
     rowid_ INTEGER PRIMARY KEY,
     msg_id TEXT NOT NULL UNIQUE,
@@ -275,13 +313,36 @@ CREATE TABLE IF NOT EXISTS meta (
 INSERT OR IGNORE INTO meta (k, v) VALUES ('generation', 0);
 ";
 
+/// Version 2: every attempt of a delivery, not only the last.
+const SCHEMA_V2: &str = "
+CREATE TABLE attempts (
+    id INTEGER PRIMARY KEY,
+    rowid_ INTEGER NOT NULL REFERENCES deliveries(rowid_) ON DELETE CASCADE,
+    attempt INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    status INTEGER,
+    error TEXT,
+    outcome TEXT NOT NULL
+);
+CREATE INDEX attempts_delivery ON attempts(rowid_);
+";
+
+/// The outbox's schema versions, in order (SQLite's `user_version` holds the applied one).
+fn migrations() -> rusqlite_migration::Migrations<'static> {
+    use rusqlite_migration::M;
+    rusqlite_migration::Migrations::new(vec![M::up(SCHEMA_V1), M::up(SCHEMA_V2)])
+}
+
+/// The newest schema version this binary writes.
+pub(crate) const SCHEMA_VERSION: i64 = 2;
+
 /// Opens (creating if needed) the database at `path` with the outbox's settings.
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     let err = |source| StoreError::Sqlite {
         path: path.display().to_string(),
         source,
     };
-    let conn = Connection::open(path).map_err(err)?;
+    let mut conn = Connection::open(path).map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
@@ -290,7 +351,22 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
         .map_err(err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(err)?;
-    conn.execute_batch(SCHEMA).map_err(err)?;
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::Newer {
+            path: path.display().to_string(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    migrations()
+        .to_latest(&mut conn)
+        .map_err(|e| StoreError::Migration {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
     Ok(conn)
 }
 
@@ -472,6 +548,15 @@ impl StoreError {
             },
             StoreError::BackupExists { path } => StoreError::BackupExists { path: path.clone() },
             StoreError::Closed => StoreError::Closed,
+            StoreError::Newer { path, found, known } => StoreError::Newer {
+                path: path.clone(),
+                found: *found,
+                known: *known,
+            },
+            StoreError::Migration { path, message } => StoreError::Migration {
+                path: path.clone(),
+                message: message.clone(),
+            },
         }
     }
 }
@@ -618,6 +703,16 @@ fn record(
         rec.error,
         rec.response
     ])?;
+    let outcome = match after {
+        After::Delivered => "delivered",
+        After::RetryAt(_) => "retry",
+        After::Dead => "dead",
+        After::Parked => "parked",
+    };
+    tx.prepare_cached(
+        "INSERT INTO attempts (rowid_, attempt, at_ms, status, error, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![rowid, attempt, now, rec.status, rec.error, outcome])?;
     if after == After::Dead {
         tx.prepare_cached(
             "INSERT OR REPLACE INTO dead_letters (rowid_, at_ms, status, error, response) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -788,7 +883,28 @@ impl Admin {
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        Ok(found)
+        let Some(mut found) = found else {
+            return Ok(None);
+        };
+        let mut q = self
+            .conn
+            .prepare(
+                "SELECT attempt, at_ms, status, error, outcome FROM attempts WHERE rowid_ = ?1 ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        found.history = q
+            .query_map(params![found.rowid], |r| {
+                Ok(Attempt {
+                    attempt: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    status: r.get(2)?,
+                    error: r.get(3)?,
+                    outcome: r.get(4)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(Some(found))
     }
 
     /// Sends deliveries again: one (any state but pending), or every dead one of a webhook
@@ -924,5 +1040,56 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         last_error: r.get(10)?,
         last_response: r.get(11)?,
         request: None,
+        history: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outbox_of_the_first_version_is_upgraded_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        // An outbox as the first version wrote it: that schema, no version, a delivery.
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA_V1).unwrap();
+            conn.execute(
+                "INSERT INTO deliveries (msg_id, webhook, call_id, trig, request, state, created_ms, next_ms)
+                 VALUES ('msg_1', 'crm', 'c1', 'call.hangup', '{}', 'dead', 1, 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let conn = open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let kept: String = conn
+            .query_row("SELECT msg_id FROM deliveries", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, "msg_1");
+        conn.execute(
+            "INSERT INTO attempts (rowid_, attempt, at_ms, outcome) VALUES (1, 1, 2, 'dead')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        // Opening again changes nothing.
+        assert!(open(&path).is_ok());
+        // An outbox from a newer switchhook is refused, not written to.
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Newer { found: 99, .. }), "{err}");
+        assert!(
+            err.to_string().contains("schema version 99 is newer"),
+            "{err}"
+        );
+    }
 }
