@@ -1405,3 +1405,85 @@ fn variables_are_named_and_env_file_reads_the_units_environment() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Under systemd (`Type=notify`): `run` says READY=1 once subscribed, feeds the watchdog
+/// from its event loop, and says STOPPING=1 on SIGTERM. systemd's side is a datagram socket
+/// here, as `NOTIFY_SOCKET` names it.
+#[test]
+fn run_tells_the_service_manager_it_is_ready_alive_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(common::playback(
+        "freeswitch-1.10/03-abandoned-short.esl",
+        "n0tify",
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let cfg = dir.path().join("switchhook.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n[store]\npath = {:?}\n",
+            server.addr().port(),
+            dir.path().join("outbox.db").display().to_string()
+        ),
+    )
+    .unwrap();
+    // systemd names the watched process: the shell's pid, which `exec` hands to switchhook.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "WATCHDOG_PID=$$ exec {} run --config {}",
+            env!("CARGO_BIN_EXE_switchhook"),
+            cfg.display()
+        ))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("SWITCHHOOK__FREESWITCH__PASSWORD", "n0tify")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(common::ChildGuard)
+        .unwrap();
+    let mut said: Vec<String> = Vec::new();
+    let hear_until = |want: &dyn Fn(&[String]) -> bool, said: &mut Vec<String>| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut buf = [0u8; 512];
+        while !want(said) && std::time::Instant::now() < deadline {
+            if let Ok(n) = socket.recv(&mut buf) {
+                said.extend(
+                    String::from_utf8_lossy(&buf[..n])
+                        .lines()
+                        .map(str::to_owned),
+                );
+            }
+        }
+        want(said)
+    };
+    let count = |said: &[String], what: &str| said.iter().filter(|l| *l == what).count();
+    assert!(
+        hear_until(
+            &|s| count(s, "READY=1") == 1 && count(s, "WATCHDOG=1") >= 2,
+            &mut said
+        ),
+        "{said:?}"
+    );
+    let ready_at = said.iter().position(|l| l == "READY=1").unwrap();
+    assert!(said.contains(&"STATUS=subscribed".to_owned()), "{said:?}");
+    assert!(!said[..ready_at].contains(&"STOPPING=1".to_owned()));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        hear_until(&|s| count(s, "STOPPING=1") == 1, &mut said),
+        "{said:?}"
+    );
+    assert!(child.wait().unwrap().success());
+    assert_eq!(count(&said, "READY=1"), 1, "ready once: {said:?}");
+}

@@ -125,3 +125,35 @@ fn systemd_accepts_the_unit_where_it_is_installed() {
         .collect();
     assert!(out.status.success() && complaints.is_empty(), "{said}");
 }
+
+/// The unit waits for `run` to say it is ready and watches it; the configuration its install
+/// steps put in place is a quiet start (no webhooks, no routing), not the example file.
+#[test]
+fn the_unit_is_notified_and_watched_and_installs_a_quiet_configuration() {
+    let d = directives();
+    assert_eq!(one(&d, "Type"), "notify");
+    assert_eq!(one(&d, "NotifyAccess"), "main");
+    assert_eq!(one(&d, "WatchdogSec"), "30s");
+    for hardening in [
+        "ProtectProc",
+        "ProcSubset",
+        "PrivateUsers",
+        "RemoveIPC",
+        "UMask",
+    ] {
+        assert!(d.contains_key(hardening), "{hardening}");
+    }
+    let install: Vec<&str> = UNIT
+        .lines()
+        .filter(|l| l.starts_with("#   install"))
+        .collect();
+    let live = install
+        .iter()
+        .find(|l| l.ends_with("/etc/switchhook/switchhook.toml"))
+        .expect("an install line for the configuration");
+    assert!(live.contains("deploy/switchhook.toml"), "{live}");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/switchhook.toml");
+    let (cfg, _) = switchhook::pipeline::Compiled::load(Some(std::path::Path::new(path))).unwrap();
+    assert!(cfg.webhooks.is_empty() && cfg.routes.is_empty());
+    assert!(cfg.routing.listen.is_empty(), "no routing server");
+}

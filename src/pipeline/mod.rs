@@ -10,6 +10,7 @@
 mod compiled;
 mod outputs;
 mod reload;
+mod service;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -88,6 +89,7 @@ pub struct Pipeline {
     reloads: mpsc::UnboundedReceiver<reload::Reloaded>,
     /// FreeSWITCH's answers about quiet calls (see [`ask_about_quiet_calls`]).
     expiry_answers: (mpsc::Sender<ChannelsUp>, mpsc::Receiver<ChannelsUp>),
+    service: service::ServiceManager,
 }
 
 impl Pipeline {
@@ -155,6 +157,7 @@ impl Pipeline {
                 .with_moments()
                 .ask_before_expiry(),
             expiry_answers: mpsc::channel(1),
+            service: service::ServiceManager::from_env(),
             outputs,
             counters: shared.counters,
             client,
@@ -176,8 +179,14 @@ impl Pipeline {
         let mut trim_tick = tokio::time::interval(crate::memory::TRIM_EVERY);
         trim_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stop = std::pin::pin!(stop);
+        // The watchdog is fed from this loop: if it stalls, systemd restarts the service.
+        let mut watchdog = self
+            .service
+            .watchdog_every()
+            .map(|every| tokio::time::interval(every));
         loop {
             tokio::select! {
+                _ = tick(&mut watchdog) => self.service.alive(),
                 _ = &mut stop => {
                     tracing::info!("shutting down");
                     return;
@@ -227,7 +236,8 @@ impl Pipeline {
                 if connection > 1 {
                     self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
-                tracing::info!(connection, "subscribed")
+                tracing::info!(connection, "subscribed");
+                self.service.subscribed();
             }
             EslSignal::Resync {
                 connection,
@@ -255,6 +265,7 @@ impl Pipeline {
     }
 
     fn reload(&mut self, new: reload::Reloaded) {
+        self.service.reloading();
         if new.freeswitch_changed {
             tracing::warn!("[freeswitch] changed: restart switchhook to apply it");
         }
@@ -279,12 +290,14 @@ impl Pipeline {
             webhooks = new.compiled.hooks.hooks().len(),
             "configuration reloaded"
         );
+        self.service.reloaded();
     }
 
     /// Stops the event-socket client, the routing server (steps under way finish) and the
     /// admin endpoint; calls still up are logged as partial records; then every output
     /// finishes what it was handed (the outbox commits everything before this returns).
     pub async fn shutdown(mut self) {
+        self.service.stopping();
         self.client.shutdown().await;
         drop(self.signals);
         let _ = self.client_task.await;
@@ -303,6 +316,16 @@ impl Pipeline {
             self.outputs.finished(&rec);
         }
         self.outputs.close().await;
+    }
+}
+
+/// The next tick of an interval; never, without one.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
