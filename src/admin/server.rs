@@ -60,7 +60,7 @@ impl AdminServer {
 async fn outbox_depth(s: &Sources) -> Result<Vec<(String, i64)>, String> {
     let path = s.outbox.clone();
     tokio::task::spawn_blocking(move || {
-        Admin::open(&path)
+        Admin::open_read_only(&path)
             .and_then(|a| a.counts())
             .map_err(|e| e.to_string())
     })

@@ -327,14 +327,34 @@ CREATE TABLE attempts (
 CREATE INDEX attempts_delivery ON attempts(rowid_);
 ";
 
+/// Version 3: the rows per state, kept by triggers as they change, so a probe or a scrape
+/// reads a handful of rows instead of counting the whole table.
+const SCHEMA_V3: &str = "
+CREATE TABLE state_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL);
+INSERT INTO state_counts (state, n) SELECT state, COUNT(*) FROM deliveries GROUP BY state;
+CREATE TRIGGER deliveries_count_insert AFTER INSERT ON deliveries BEGIN
+    INSERT INTO state_counts (state, n) VALUES (NEW.state, 1)
+        ON CONFLICT(state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER deliveries_count_delete AFTER DELETE ON deliveries BEGIN
+    UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+CREATE TRIGGER deliveries_count_update AFTER UPDATE OF state ON deliveries
+WHEN OLD.state != NEW.state BEGIN
+    UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+    INSERT INTO state_counts (state, n) VALUES (NEW.state, 1)
+        ON CONFLICT(state) DO UPDATE SET n = n + 1;
+END;
+";
+
 /// The outbox's schema versions, in order (SQLite's `user_version` holds the applied one).
 fn migrations() -> rusqlite_migration::Migrations<'static> {
     use rusqlite_migration::M;
-    rusqlite_migration::Migrations::new(vec![M::up(SCHEMA_V1), M::up(SCHEMA_V2)])
+    rusqlite_migration::Migrations::new(vec![M::up(SCHEMA_V1), M::up(SCHEMA_V2), M::up(SCHEMA_V3)])
 }
 
 /// The newest schema version this binary writes.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Opens (creating if needed) the database at `path` with the outbox's settings.
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
@@ -1019,9 +1039,26 @@ impl Admin {
         Ok(())
     }
 
-    /// Counts by state.
+    /// Counts by state (kept as rows change: no scan).
     pub fn counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        self.pairs("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state")
+        self.pairs("SELECT state, n FROM state_counts WHERE n > 0 ORDER BY state")
+    }
+
+    /// Opens the outbox at `path` to read only (a probe, a scrape): it is never created,
+    /// upgraded or written, and the writer is not held up.
+    pub fn open_read_only(path: &Path) -> Result<Admin, StoreError> {
+        let err = |source| StoreError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(2))
+            .map_err(err)?;
+        Ok(Admin { conn })
     }
 }
 
@@ -1091,5 +1128,49 @@ mod tests {
             err.to_string().contains("schema version 99 is newer"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_counts_follow_every_change_and_a_probe_only_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        let conn = open(&path).unwrap();
+        for (i, state) in ["pending", "pending", "dead", "delivered"]
+            .iter()
+            .enumerate()
+        {
+            conn.execute(
+                "INSERT INTO deliveries (msg_id, webhook, call_id, trig, request, state, created_ms, next_ms)
+                 VALUES (?1, 'crm', 'c1', 'call.hangup', '{}', ?2, 1, 1)",
+                params![format!("msg_{i}"), state],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "UPDATE deliveries SET state = 'delivered' WHERE msg_id = 'msg_0'",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE deliveries SET attempts = 2 WHERE msg_id = 'msg_1'",
+            [],
+        )
+        .unwrap();
+        conn.execute("DELETE FROM deliveries WHERE state = 'dead'", [])
+            .unwrap();
+        let admin = Admin::open_read_only(&path).unwrap();
+        let scanned = admin
+            .pairs("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state")
+            .unwrap();
+        assert_eq!(admin.counts().unwrap(), scanned);
+        assert_eq!(
+            scanned,
+            [("delivered".to_owned(), 2), ("pending".to_owned(), 1)]
+        );
+        // A probe cannot write, and does not create an outbox that is not there.
+        assert!(admin.conn.execute("DELETE FROM deliveries", []).is_err());
+        let missing = dir.path().join("missing.db");
+        assert!(Admin::open_read_only(&missing).is_err());
+        assert!(!missing.exists());
     }
 }
