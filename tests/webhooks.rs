@@ -619,6 +619,80 @@ fn rows(dir: &Path, webhook: &str) -> Vec<switchhook::hooks::Row> {
         .unwrap()
 }
 
+/// A webhook with `replay_dead_letters` sends its dead letters again, in order, once its
+/// receiver answers again; the exponential schedule is accepted with up to 30 retries.
+#[test]
+fn dead_letters_go_out_again_when_the_receiver_answers_again() {
+    let rt = rt();
+    rt.block_on(async {
+        let receiver = Receiver::start(|_, _| Reply::status(500)).await;
+        let (settings, hooks) = compile(&config(&format!(
+            "[[webhooks]]\nname = \"crm\"\ntriggers = [\"call.received\", \"call.hangup\"]\n\
+             url = \"{}/crm\"\nretries = 0\nreplay_dead_letters = true\n\n\
+             [[webhooks]]\nname = \"patient\"\ntriggers = [\"call.missed\"]\nurl = \"{}/patient\"\n\
+             backoff = \"exponential\"\nbackoff_max = \"2h\"\nretries = 30\n",
+            receiver.base(),
+            receiver.base()
+        )));
+        let dir = tempfile::tempdir().unwrap();
+        let q = queue(dir.path(), &hooks).await;
+        // The receiver is down: the first call's requests go to the dead letters.
+        q.submit(requests("freeswitch-1.10/01-inbound-answered.esl", &settings, &hooks).await);
+        let dead = async {
+            while rows(dir.path(), "crm").iter().filter(|r| r.state == "dead").count() < 2 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), dead).await.expect("dead letters");
+        // It answers again: the next call's requests succeed, and the dead letters follow.
+        receiver.set_script(|_, _| Reply::status(200));
+        q.submit(requests("freeswitch-1.10/02-inbound-missed.esl", &settings, &hooks).await);
+        let all_delivered = async {
+            while rows(dir.path(), "crm").iter().any(|r| r.state != "delivered") {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), all_delivered)
+            .await
+            .unwrap_or_else(|_| panic!("{:#?}", rows(dir.path(), "crm")));
+        // The first call's two requests arrived twice (refused, then delivered), in order.
+        let seen = receiver.seen();
+        let first: Vec<String> = requests("freeswitch-1.10/01-inbound-answered.esl", &settings, &hooks)
+            .await
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let arrivals: Vec<&str> = seen
+            .iter()
+            .map(|r| r.headers["webhook-id"].as_str())
+            .filter(|id| first.iter().any(|f| f == id))
+            .collect();
+        assert_eq!(arrivals.len(), 4, "{arrivals:?}");
+        assert_eq!(arrivals[2..], [first[0].as_str(), first[1].as_str()]);
+        // The patient webhook's requests carry its schedule; more retries than it allows
+        // are refused by key path.
+        let patient = requests("freeswitch-1.10/02-inbound-missed.esl", &settings, &hooks)
+            .await
+            .into_iter()
+            .find(|r| r.webhook == "patient")
+            .unwrap();
+        assert_eq!(
+            patient.schedule,
+            switchhook::hooks::Schedule::Exponential { max_ms: 7_200_000 }
+        );
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::io::Write::write_all(
+            &mut f,
+            b"[[webhooks]]\nname = \"a\"\ntriggers = [\"call.hangup\"]\nurl = \"https://crm.example/a\"\nretries = 11\n\
+              [[webhooks]]\nname = \"b\"\ntriggers = [\"call.hangup\"]\nurl = \"https://crm.example/b\"\nretries = 31\nbackoff = \"exponential\"\n",
+        )
+        .unwrap();
+        let problems = Compiled::load(Some(f.path())).unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["webhooks[0].retries", "webhooks[1].retries"]);
+    });
+}
+
 #[test]
 fn retry_rules_against_a_real_receiver() {
     let rt = rt();

@@ -705,7 +705,13 @@ async fn deliver(inner: &Arc<Inner>, mut s: Stored) -> Option<Stop> {
             (Some(r.0), r.1, Some(sent.elapsed()))
         };
         let verdict = match &outcome {
-            Some(o) => judge(o, attempt_no, s.request.max_attempts, now_ms() / 1000),
+            Some(o) => judge(
+                o,
+                attempt_no,
+                s.request.max_attempts,
+                s.request.schedule,
+                now_ms() / 1000,
+            ),
             None => Verdict::Dead,
         };
         let (after, counted) = match verdict {
@@ -803,7 +809,7 @@ async fn record(
     recorded
 }
 
-fn succeeded(inner: &Inner, webhook: &str) {
+fn succeeded(inner: &Arc<Inner>, webhook: &str) {
     let was_failing = inner
         .failing
         .lock()
@@ -812,6 +818,33 @@ fn succeeded(inner: &Inner, webhook: &str) {
     if was_failing {
         inner.outbox.set_failing(webhook, None);
         tracing::info!(webhook, "webhook is delivering again");
+        let replay = inner
+            .hooks
+            .read()
+            .ok()
+            .and_then(|h| h.get(webhook).map(|w| w.config.replay_dead_letters))
+            .unwrap_or(false);
+        if replay {
+            tokio::spawn(replay_dead_letters(Arc::clone(inner), webhook.to_owned()));
+        }
+    }
+}
+
+/// Sends a webhook's dead letters again now that it answers (`replay_dead_letters`).
+async fn replay_dead_letters(inner: Arc<Inner>, webhook: String) {
+    match inner.outbox.requeue_dead(&webhook).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(
+                webhook,
+                dead_letters = n,
+                "webhook answers again: its dead letters are sent again"
+            );
+            if let Err(e) = rescan(&inner).await {
+                tracing::warn!(webhook, error = %e, "cannot pick up the requeued dead letters; they go out at the next rescan");
+            }
+        }
+        Err(e) => tracing::warn!(webhook, error = %e, "cannot requeue the dead letters"),
     }
 }
 

@@ -20,6 +20,7 @@ pub(crate) mod webhook;
 
 pub use delivery::{DeliveryOptions, DeliveryQueue};
 pub use request::Request;
+pub use retry::Schedule;
 pub use sign::Signer;
 pub use store::{Admin, DeliveryRef, ListFilter, Outbox, Row, State, StoreError};
 pub use webhook::{WebhookConfig, WebhookSet};

@@ -30,6 +30,10 @@ pub struct Request {
     pub signed: bool,
     /// 1 + retries.
     pub max_attempts: u32,
+    /// When failed attempts are tried again (absent in requests stored before schedules
+    /// could be chosen: linear).
+    #[serde(default)]
+    pub schedule: super::retry::Schedule,
     /// Per-attempt timeout, ms.
     pub timeout_ms: u64,
     /// The moment's event time, µs.

@@ -237,6 +237,7 @@ mod tests {
             body: String::new(),
             signed: false,
             max_attempts: 1,
+            schedule: Default::default(),
             timeout_ms: 1000,
             at_us: 0,
         }

@@ -434,6 +434,7 @@ enum Op {
     LoadPending(Reply<PendingSet>),
     Load(i64, Reply<Option<Stored>>),
     Generation(Reply<i64>),
+    RequeueDead(String, Reply<usize>),
 }
 
 /// The outbox: a handle to the writer thread. Cheap to clone.
@@ -498,6 +499,13 @@ impl Outbox {
     /// Notes since when a webhook has been failing (`None`: it succeeded).
     pub fn set_failing(&self, webhook: &str, since_ms: Option<i64>) {
         let _ = self.tx.send(Op::Failing(webhook.to_owned(), since_ms));
+    }
+
+    /// Queues a webhook's dead letters again (they go out in commit order with its pending
+    /// deliveries once rescanned); how many.
+    pub async fn requeue_dead(&self, webhook: &str) -> Result<usize, StoreError> {
+        let name = webhook.to_owned();
+        self.ask(|r| Op::RequeueDead(name, r)).await
     }
 
     /// Every pending delivery in commit order, and the disabled webhooks with their reasons.
@@ -591,6 +599,7 @@ impl Op {
             Op::LoadPending(r) => drop(r.send(Err(e.copy()))),
             Op::Load(_, r) => drop(r.send(Err(e.copy()))),
             Op::Generation(r) => drop(r.send(Err(e.copy()))),
+            Op::RequeueDead(_, r) => drop(r.send(Err(e.copy()))),
             Op::Failing(..) => {}
         }
     }
@@ -620,6 +629,14 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op, replies: &mut Vec<Deferred>, pa
             later!(reply, record(tx, rowid, attempt, &rec, after))
         }
         Op::Disable(name, reason, reply) => later!(reply, disable(tx, &name, &reason)),
+        Op::RequeueDead(name, reply) => later!(
+            reply,
+            tx.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_ms = ?2, done_ms = NULL
+                 WHERE webhook = ?1 AND state = 'dead'",
+                params![name, now_ms()],
+            )
+        ),
         Op::Failing(name, since) => {
             if let Err(e) = tx.execute(
                 "INSERT INTO webhook_state (name, since_ms) VALUES (?1, ?2)

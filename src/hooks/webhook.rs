@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::egress::{Egress, EgressConfig};
 use super::filter::{Filter, FilterConfig};
 use super::request::Request;
+use super::retry::Schedule;
 use super::sign::Signer;
 use crate::problem::Problem;
 use crate::session::cdr::{CallKind, Cdr, FLAT_FIELDS};
@@ -122,6 +123,33 @@ pub struct WebhookConfig {
     /// logged at half of it).
     #[serde(default = "default_disable_after", with = "humantime_serde")]
     pub disable_after: Duration,
+    /// When failed attempts are tried again: `linear` (attempt × 2 s, at most 10 retries) or
+    /// `exponential` (10 s doubling up to `backoff_max`, ±25 %, at most 30 retries), for
+    /// receivers that may be down for hours.
+    #[serde(default)]
+    pub backoff: BackoffKind,
+    /// The longest wait of the exponential schedule.
+    #[serde(default = "default_backoff_max", with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// When the webhook answers again after failing, send its dead letters again, in order
+    /// (what `switchhook deliveries retry --webhook NAME` does by hand).
+    #[serde(default)]
+    pub replay_dead_letters: bool,
+}
+
+/// `backoff`: the retry schedule's shape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackoffKind {
+    /// Attempt × 2 s.
+    #[default]
+    Linear,
+    /// Doubling, capped, jittered.
+    Exponential,
+}
+
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(3600)
 }
 
 /// The signing secret: `secret` itself, or the value of the variable `secret_env` names. The
@@ -292,8 +320,22 @@ impl Webhook {
             Ok(u) => bad("url", format!("{:?}: must be http(s)://host/…", u.scheme())),
             Err(e) => bad("url", format!("{:?} is not a URL: {e}", cfg.url)),
         }
-        if cfg.retries > 10 {
-            bad("retries", format!("{} is more than 10", cfg.retries));
+        let most = match cfg.backoff {
+            BackoffKind::Linear => 10,
+            BackoffKind::Exponential => 30,
+        };
+        if cfg.retries > most {
+            bad(
+                "retries",
+                format!(
+                    "{} is more than {most} (the {} schedule's most)",
+                    cfg.retries,
+                    match cfg.backoff {
+                        BackoffKind::Linear => "linear",
+                        BackoffKind::Exponential => "exponential",
+                    }
+                ),
+            );
         }
         if cfg.timeout.is_zero() || cfg.timeout > Duration::from_secs(300) {
             bad("timeout", "must be between 1 ms and 5 min".into());
@@ -511,6 +553,12 @@ impl Webhook {
             body,
             signed: self.signer.is_some(),
             max_attempts: 1 + u32::from(self.config.retries),
+            schedule: match self.config.backoff {
+                BackoffKind::Linear => Schedule::Linear,
+                BackoffKind::Exponential => Schedule::Exponential {
+                    max_ms: self.config.backoff_max.as_millis().min(u64::MAX as u128) as u64,
+                },
+            },
             timeout_ms: self.config.timeout.as_millis().min(u64::MAX as u128) as u64,
             at_us: m.at_us,
         })
@@ -676,6 +724,9 @@ impl WebhookSet {
             trigger_id: None,
             tenant_id: None,
             disable_after: default_disable_after(),
+            backoff: BackoffKind::Linear,
+            backoff_max: default_backoff_max(),
+            replay_dead_letters: false,
         };
         let numbers = NumberReader::new(&Default::default());
         // A local receiver to try things with: loopback allowed.
