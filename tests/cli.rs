@@ -461,6 +461,35 @@ fn deliveries_commands_work_on_the_outbox() {
         String::from_utf8(out.stdout).unwrap()
     };
     assert_eq!(run(&["status"]).trim(), "pending: 5");
+    // Resending a window: the rows as a delivery engine leaves them once delivered (set
+    // directly here: nothing is sent in this test), then sent again from the command line.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "UPDATE deliveries SET state = 'delivered', done_ms = created_ms",
+            [],
+        )
+        .unwrap();
+    assert_eq!(run(&["status"]).trim(), "delivered: 5");
+    assert_eq!(
+        run(&["resend", "--since", "1h"]).trim(),
+        "5 delivery(ies) queued again, in order"
+    );
+    assert_eq!(run(&["status"]).trim(), "pending: 5");
+    let later = switchhook()
+        .args(["deliveries", "--db"])
+        .arg(&db)
+        .args(["resend", "--since", "2030-01-01T00:00:00Z"])
+        .output()
+        .unwrap();
+    assert_eq!(later.status.code(), Some(1), "nothing delivered then");
+    let bad = switchhook()
+        .args(["deliveries", "--db"])
+        .arg(&db)
+        .args(["resend", "--since", "yesterday-ish"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
     let list = run(&["list", "--state", "pending", "--limit", "2"]);
     let rows: Vec<serde_json::Value> = list
         .lines()

@@ -43,6 +43,20 @@ pub enum Action {
         #[arg(long)]
         webhook: Option<String>,
     },
+    /// Send again what was delivered in a window (a receiver that lost a stretch of data):
+    /// every delivered request committed from `--since` until `--until`, in order.
+    Resend {
+        /// Start of the window: an ISO 8601 instant (`2026-12-02T09:00:00Z`) or a time ago
+        /// (`2h`).
+        #[arg(long, value_parser = parse_instant)]
+        since: i64,
+        /// End of the window (default: now), in the same forms.
+        #[arg(long, value_parser = parse_instant)]
+        until: Option<i64>,
+        /// Only this webhook.
+        #[arg(long)]
+        webhook: Option<String>,
+    },
     /// Delete finished deliveries.
     Purge {
         /// Delete delivered ones.
@@ -124,6 +138,17 @@ fn table(rows: &[Row]) -> comfy_table::Table {
         ]);
     }
     t
+}
+
+/// An instant as unix ms: ISO 8601 (`2026-12-02T09:00:00Z`), or a time ago (`90m`).
+fn parse_instant(s: &str) -> Result<i64, String> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t.as_millisecond());
+    }
+    let ago = humantime::parse_duration(s).map_err(|_| {
+        format!("{s:?} is neither an ISO 8601 instant (2026-12-02T09:00:00Z) nor a time ago (2h)")
+    })?;
+    Ok(crate::hooks::store::now_ms() - ago.as_millis() as i64)
 }
 
 /// Nothing in the outbox matched what was named: said on stderr, exit 1.
@@ -211,6 +236,21 @@ pub(super) fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> E
             }
             Err(e) => Err(e),
         },
+        Action::Resend {
+            since,
+            until,
+            webhook,
+        } => {
+            let until = until.unwrap_or(i64::MAX);
+            match admin.resend_delivered(since, until, webhook.as_deref()) {
+                Ok(0) => return nothing_matched("nothing was delivered in that window"),
+                Ok(n) => {
+                    println!("{n} delivery(ies) queued again, in order");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
         Action::Purge {
             delivered,
             dead,

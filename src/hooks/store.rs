@@ -969,6 +969,29 @@ impl Admin {
         Ok(n)
     }
 
+    /// Sends again what was delivered in a window of commit times (`since` ≤ created <
+    /// `until`, unix ms), of one webhook or all, in commit order: a receiver that lost a
+    /// stretch of data gets it again (it de-duplicates by `webhook-id` if it has some).
+    /// Returns how many were queued.
+    pub fn resend_delivered(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        webhook: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_ms = ?4, done_ms = NULL
+                 WHERE state = 'delivered' AND created_ms >= ?1 AND created_ms < ?2
+                 AND (?3 IS NULL OR webhook = ?3)",
+                params![since_ms, until_ms, webhook, now_ms()],
+            )
+            .map_err(|e| self.err(e))?;
+        self.bump()?;
+        Ok(n)
+    }
+
     /// Enables a disabled webhook: its parked deliveries go back to pending, in order. None:
     /// the outbox has never heard of that webhook.
     pub fn enable(&self, webhook: &str) -> Result<Option<usize>, StoreError> {
