@@ -157,3 +157,46 @@ fn the_unit_is_notified_and_watched_and_installs_a_quiet_configuration() {
     assert!(cfg.webhooks.is_empty() && cfg.routes.is_empty());
     assert!(cfg.routing.listen.is_empty(), "no routing server");
 }
+
+/// `systemd-analyze security` rates the unit's exposure 1.1 or better (lower is safer), where
+/// systemd can rate a unit file offline.
+#[test]
+fn the_unit_exposes_little() {
+    let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("systemd-analyze not installed; skipped");
+        return;
+    };
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("switchhook.service");
+    std::fs::write(
+        &unit,
+        UNIT.replace(
+            "/usr/local/bin/switchhook",
+            env!("CARGO_BIN_EXE_switchhook"),
+        ),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let level = said
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for switchhook.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok());
+    match level {
+        Some(level) => assert!(level <= 1.1, "exposure {level}:\n{said}"),
+        // A systemd too old to rate a file offline.
+        None => eprintln!(
+            "systemd-analyze security --offline not available; skipped: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
