@@ -1516,3 +1516,49 @@ fn run_tells_the_service_manager_it_is_ready_alive_and_stopping() {
     assert!(child.wait().unwrap().success());
     assert_eq!(count(&said, "READY=1"), 1, "ready once: {said:?}");
 }
+
+/// The manual page and shell completions come from the CLI's own definition, so they name
+/// every command; the bash completion is valid bash.
+#[test]
+fn man_page_and_completions_name_every_command() {
+    let man = switchhook().arg("man").output().unwrap();
+    assert_ok(&man);
+    // roff escapes hyphens.
+    let man = String::from_utf8(man.stdout).unwrap().replace("\\-", "-");
+    assert!(man.contains(".TH switchhook 1"), "{man}");
+    let bash = switchhook().args(["completions", "bash"]).output().unwrap();
+    assert_ok(&bash);
+    let bash = String::from_utf8(bash.stdout).unwrap();
+    for command in [
+        "run",
+        "demo",
+        "replay",
+        "explain",
+        "record",
+        "diff",
+        "check-config",
+        "deliveries",
+    ] {
+        assert!(man.contains(command), "man lacks {command}");
+        assert!(bash.contains(command), "bash completion lacks {command}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("switchhook.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let checked = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    // An unknown shell is a usage error.
+    let bad = switchhook()
+        .args(["completions", "cmd.exe"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}

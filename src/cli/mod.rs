@@ -106,6 +106,14 @@ pub enum CliCommand {
     /// Replay captures under two configurations and show, call by call, which CDR fields and
     /// which webhook requests differ; exits 1 when something does (a deployment gate).
     Diff(DiffArgs),
+    /// Print shell completions for bash, zsh, fish, elvish or PowerShell
+    /// (`switchhook completions bash > /etc/bash_completion.d/switchhook`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, roff (`switchhook man > /usr/share/man/man1/switchhook.1`).
+    Man,
     /// Validate a configuration file; prints every problem with its key path.
     CheckConfig {
         /// The file to check.
@@ -229,6 +237,23 @@ pub async fn run(cli: Cli) -> ExitCode {
             quiet(log_format);
             diff::run(args).await
         }
+        CliCommand::Completions { shell } => {
+            let mut text = Vec::new();
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "switchhook", &mut text);
+            print_bytes(&text)
+        }
+        CliCommand::Man => {
+            let mut text = Vec::new();
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut text) {
+                Ok(()) => print_bytes(&text),
+                Err(e) => {
+                    eprintln!("{e}");
+                    Exit::Failure.into()
+                }
+            }
+        }
         CliCommand::CheckConfig { file } => check_config(&file),
         CliCommand::Deliveries { config, db, action } => {
             deliveries::run(config.as_deref(), db.as_deref(), action)
@@ -256,6 +281,19 @@ async fn run_live(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Exi
     pipeline.run(crate::pipeline::shutdown_signal()).await;
     pipeline.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// Writes `bytes` to stdout; a closed pipe (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            Exit::Failure.into()
+        }
+    }
 }
 
 /// Every problem, one line each with the file, and their number.
