@@ -6,7 +6,7 @@
 //! the body byte for byte. Filters keep whole calls: every event of every leg of a call that
 //! matches, found by call assembly as the legs join.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::esl::Event;
 use crate::session::numbers::NumberReader;
-use crate::session::{CallSession, SessionTracker, Settings};
+use crate::session::{CallSession, RecentlyFinished, SessionTracker, Settings};
 
 /// What FreeSWITCH answers to `event plain …`: the first frame of every capture.
 const SUBSCRIBED: &[u8] =
@@ -23,9 +23,6 @@ const SUBSCRIBED: &[u8] =
 /// Events of legs not (yet) known to belong to a wanted call, kept in case they do: a leg's
 /// first events come before it is linked to its call.
 const HELD_EVENTS: usize = 512;
-
-/// Legs of wanted calls remembered after their call ended, for their last events.
-const ENDED_LEGS: usize = 4096;
 
 /// Which calls to keep (all when every field is empty).
 #[derive(Debug, Clone, Default)]
@@ -43,11 +40,20 @@ impl CallFilter {
         self.did.is_none() && self.caller.is_none() && self.call.is_none()
     }
 
+    /// The numbers in E.164, read once rather than at every event.
+    fn normalized(mut self, numbers: &NumberReader) -> CallFilter {
+        for n in [&mut self.did, &mut self.caller].into_iter().flatten() {
+            *n = numbers.read(n).e164;
+        }
+        self
+    }
+
+    /// Whether `call` is wanted; the filter's numbers are [`CallFilter::normalized`].
     fn wants(&self, call: &CallSession, numbers: &NumberReader) -> bool {
         let same = |want: &Option<String>, have: &str| {
             want.as_deref().is_none_or(|w| {
-                let (w, h) = (numbers.read(w), numbers.read(have));
-                !h.e164.is_empty() && w.e164 == h.e164
+                let h = numbers.read(have);
+                !h.e164.is_empty() && w == h.e164
             })
         };
         same(&self.did, call.dialled())
@@ -140,10 +146,14 @@ pub struct Recorder {
     files: Files,
     filter: CallFilter,
     tracker: SessionTracker,
-    /// Calls (by id) that match the filter.
-    wanted: HashSet<String>,
-    /// Legs of wanted calls that have ended, oldest first.
-    ended_legs: VecDeque<String>,
+    /// Calls (by id) that match the filter, with how many of their legs had their held
+    /// events written.
+    wanted: HashMap<String, usize>,
+    /// Calls (by id) that did not match, with what they were judged on (legs, the number
+    /// dialled, the caller): judged again only when that changes.
+    unwanted: HashMap<String, (usize, String, String)>,
+    /// Legs of wanted calls that have ended, for their last events.
+    ended_legs: RecentlyFinished,
     held: VecDeque<(String, Event)>,
     stats: RecordStats,
 }
@@ -159,10 +169,11 @@ impl Recorder {
     ) -> io::Result<Recorder> {
         Ok(Recorder {
             files: Files::create(path, max_bytes)?,
-            filter,
+            filter: filter.normalized(&settings.numbers),
             tracker: SessionTracker::new(settings),
-            wanted: HashSet::new(),
-            ended_legs: VecDeque::new(),
+            wanted: HashMap::new(),
+            unwanted: HashMap::new(),
+            ended_legs: RecentlyFinished::default(),
             held: VecDeque::new(),
             stats: RecordStats::default(),
         })
@@ -183,62 +194,73 @@ impl Recorder {
             // HEARTBEAT and other events of no call keep the capture's clock moving.
             return self.write(body);
         };
-        // The call the event's leg is in now, or the one it just ended.
-        let call = match self.tracker.call_of(&uuid) {
+        // Whether the event's call is wanted, and the legs whose held events are due (a call
+        // just found wanted, or one that gained a leg): most events need neither.
+        let (keep_it, due) = match self.tracker.call_of(&uuid) {
             Some(call) => {
-                let id = call.id.clone();
-                if !self.wanted.contains(&id)
-                    && self.filter.wants(call, &self.tracker.settings().numbers)
-                {
-                    self.wanted.insert(id.clone());
+                let legs = call.leg_count();
+                if !self.wanted.contains_key(&call.id) {
+                    let judged = (
+                        legs,
+                        call.dialled().to_owned(),
+                        call.caller_number().to_owned(),
+                    );
+                    if self.unwanted.get(&call.id) != Some(&judged) {
+                        if self.filter.wants(call, &self.tracker.settings().numbers) {
+                            self.unwanted.remove(&call.id);
+                            self.wanted.insert(call.id.clone(), 0);
+                        } else {
+                            self.unwanted.insert(call.id.clone(), judged);
+                        }
+                    }
                 }
-                self.wanted
-                    .contains(&id)
-                    .then(|| call.leg_ids().map(str::to_owned).collect::<Vec<_>>())
+                match self.wanted.get_mut(&call.id) {
+                    Some(flushed) if *flushed != legs => {
+                        *flushed = legs;
+                        (true, call.leg_ids().map(str::to_owned).collect())
+                    }
+                    Some(_) => (true, Vec::new()),
+                    None => (false, Vec::new()),
+                }
             }
-            None => ended
-                .iter()
-                .find(|r| r.leg_ids.contains(&uuid))
-                .filter(|r| self.wanted.contains(&r.cdr.id))
-                .map(|r| r.leg_ids.clone())
-                .or_else(|| self.ended_legs.contains(&uuid).then(|| vec![uuid.clone()])),
+            None => match ended.iter().find(|r| r.leg_ids.contains(&uuid)) {
+                Some(r) if self.wanted.contains_key(&r.cdr.id) => (true, r.leg_ids.clone()),
+                Some(_) => (false, Vec::new()),
+                None => (self.ended_legs.contains(&uuid), Vec::new()),
+            },
         };
         for rec in &ended {
-            if self.wanted.remove(&rec.cdr.id) {
+            self.unwanted.remove(&rec.cdr.id);
+            if self.wanted.remove(&rec.cdr.id).is_some() {
                 self.stats.calls += 1;
                 for leg in &rec.leg_ids {
-                    if self.ended_legs.len() == ENDED_LEGS {
-                        self.ended_legs.pop_front();
-                    }
-                    self.ended_legs.push_back(leg.clone());
+                    self.ended_legs.insert(leg.clone());
                 }
             }
         }
-        match call {
-            Some(legs) => {
-                // The call's earlier events, held before its legs were linked, go first.
-                let mut keep = VecDeque::with_capacity(self.held.len());
-                for (leg, held) in std::mem::take(&mut self.held) {
-                    if legs.contains(&leg) {
-                        if let Some(b) = held.plain_bytes() {
-                            self.write(&b.clone())?;
-                        }
-                    } else {
-                        keep.push_back((leg, held));
-                    }
-                }
-                self.held = keep;
-                self.write(body)
+        if !keep_it {
+            if self.held.len() == HELD_EVENTS {
+                self.held.pop_front();
+                self.stats.skipped += 1;
             }
-            None => {
-                if self.held.len() == HELD_EVENTS {
-                    self.held.pop_front();
-                    self.stats.skipped += 1;
-                }
-                self.held.push_back((uuid, ev.clone()));
-                Ok(())
-            }
+            self.held.push_back((uuid, ev.clone()));
+            return Ok(());
         }
+        if !due.is_empty() {
+            // The call's earlier events, held before its legs were linked, go first.
+            let mut keep = VecDeque::with_capacity(self.held.len());
+            for (leg, held) in std::mem::take(&mut self.held) {
+                if due.contains(&leg) {
+                    if let Some(b) = held.plain_bytes() {
+                        self.write(&b.clone())?;
+                    }
+                } else {
+                    keep.push_back((leg, held));
+                }
+            }
+            self.held = keep;
+        }
+        self.write(body)
     }
 
     fn write(&mut self, body: &[u8]) -> io::Result<()> {

@@ -130,6 +130,23 @@ pub async fn moments(
     .await
 }
 
+/// Both at once, in one pass: each finished call's record to `on_record` (as
+/// [`assemble`]) and each moment to `on_moment` (as [`moments`]).
+pub async fn records_and_moments(
+    path: &Path,
+    settings: Arc<Settings>,
+    progress: &Progress,
+    mut on_record: impl FnMut(CallRecord),
+    mut on_moment: impl FnMut(Moment),
+) -> std::io::Result<AssembleReport> {
+    let mut tracker = SessionTracker::new(settings).with_moments();
+    drive(path, &mut tracker, progress, |t, records| {
+        t.take_moments().into_iter().for_each(&mut on_moment);
+        records.into_iter().for_each(&mut on_record);
+    })
+    .await
+}
+
 /// Feeds a capture to `tracker`, calling `after` with the records each event finished.
 async fn drive(
     path: &Path,

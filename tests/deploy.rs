@@ -26,6 +26,26 @@ fn directives() -> HashMap<&'static str, Vec<&'static str>> {
     out
 }
 
+/// The unit in `dir`, with the binary this test built standing in for
+/// /usr/local/bin/switchhook; None where systemd-analyze is not installed.
+fn unit_for_systemd_analyze(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let out = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .ok()?;
+    assert!(out.status.success());
+    let unit = dir.join("switchhook.service");
+    std::fs::write(
+        &unit,
+        UNIT.replace(
+            "/usr/local/bin/switchhook",
+            env!("CARGO_BIN_EXE_switchhook"),
+        ),
+    )
+    .unwrap();
+    Some(unit)
+}
+
 fn one(d: &HashMap<&str, Vec<&'static str>>, key: &str) -> &'static str {
     match d.get(key).map(Vec::as_slice) {
         Some([v]) => v,
@@ -95,23 +115,12 @@ fn the_store_path_override_the_unit_uses_puts_the_outbox_there() {
 
 #[test]
 fn systemd_accepts_the_unit_where_it_is_installed() {
-    let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(unit) = unit_for_systemd_analyze(dir.path()) else {
         // No systemd on this machine: the unit's content is checked by the tests above.
         eprintln!("systemd-analyze not installed; skipped");
         return;
     };
-    assert!(out.status.success());
-    let dir = tempfile::tempdir().unwrap();
-    let unit = dir.path().join("switchhook.service");
-    // The binary this test built stands in for /usr/local/bin/switchhook.
-    std::fs::write(
-        &unit,
-        UNIT.replace(
-            "/usr/local/bin/switchhook",
-            env!("CARGO_BIN_EXE_switchhook"),
-        ),
-    )
-    .unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&unit)
@@ -162,21 +171,12 @@ fn the_unit_is_notified_and_watched_and_installs_a_quiet_configuration() {
 /// systemd can rate a unit file offline.
 #[test]
 fn the_unit_exposes_little() {
-    let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(unit) = unit_for_systemd_analyze(dir.path()) else {
+        // No systemd on this machine: the unit's content is checked by the tests above.
         eprintln!("systemd-analyze not installed; skipped");
         return;
     };
-    assert!(out.status.success());
-    let dir = tempfile::tempdir().unwrap();
-    let unit = dir.path().join("switchhook.service");
-    std::fs::write(
-        &unit,
-        UNIT.replace(
-            "/usr/local/bin/switchhook",
-            env!("CARGO_BIN_EXE_switchhook"),
-        ),
-    )
-    .unwrap();
     let out = Command::new("systemd-analyze")
         .args(["security", "--offline=true", "--no-pager"])
         .arg(&unit)

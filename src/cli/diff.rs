@@ -27,40 +27,40 @@ pub struct DiffArgs {
 }
 
 /// One capture under one configuration: CDRs by call id, requests by webhook-id.
-#[derive(Default)]
 struct Outcome {
     cdrs: BTreeMap<String, Value>,
     requests: BTreeMap<String, (String, Value)>,
 }
 
 async fn replay_under(c: &Compiled, file: &Path) -> Option<Outcome> {
-    let mut o = Outcome::default();
-    let progress = replay::Progress::hidden();
-    let assembled = replay::assemble(file, Arc::clone(&c.settings), &progress, |r| {
-        if let Ok(v) = serde_json::to_value(&r.cdr) {
-            o.cdrs.insert(r.cdr.id.clone(), v);
-        }
-    })
-    .await;
-    if !reported(file, assembled) {
-        return None;
-    }
+    let mut cdrs = BTreeMap::new();
+    let mut requests = BTreeMap::new();
     let hooks = &c.hooks;
-    let found = replay::moments(file, Arc::clone(&c.settings), &progress, |m| {
-        for req in hooks.plan(&m) {
-            let signer = hooks.get(&req.webhook).and_then(|h| h.signer.as_ref());
-            let label = format!(
-                "{} {} call {}",
-                req.webhook,
-                req.trigger,
-                short(&req.call_id)
-            );
-            let shown = req.to_printable(signer, m.at_us / 1_000_000);
-            o.requests.insert(req.id.clone(), (label, shown));
-        }
-    })
+    let replayed = replay::records_and_moments(
+        file,
+        Arc::clone(&c.settings),
+        &replay::Progress::hidden(),
+        |r| {
+            if let Ok(v) = serde_json::to_value(&r.cdr) {
+                cdrs.insert(r.cdr.id.clone(), v);
+            }
+        },
+        |m| {
+            for req in hooks.plan(&m) {
+                let signer = hooks.get(&req.webhook).and_then(|h| h.signer.as_ref());
+                let label = format!(
+                    "{} {} call {}",
+                    req.webhook,
+                    req.trigger,
+                    short(&req.call_id)
+                );
+                let shown = req.to_printable(signer, m.at_us / 1_000_000);
+                requests.insert(req.id.clone(), (label, shown));
+            }
+        },
+    )
     .await;
-    found.ok().map(|_| o)
+    reported(file, replayed).then_some(Outcome { cdrs, requests })
 }
 
 fn short(id: &str) -> &str {

@@ -609,12 +609,15 @@ impl Webhook {
         ];
         // Every key once: a CDR or custom key that the envelope already uses is sent under
         // its JSON path (`cdr.id`, `customData.trigger`).
-        let push = |pairs: &mut Vec<(String, String)>, prefix: &str, k: &str, v: String| {
-            if pairs.iter().any(|(have, _)| have == k) {
-                pairs.push((format!("{prefix}.{k}"), v));
+        let mut taken: HashSet<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
+        let mut push = |pairs: &mut Vec<(String, String)>, prefix: &str, k: &str, v: String| {
+            let key = if taken.contains(k) {
+                format!("{prefix}.{k}")
             } else {
-                pairs.push((k.to_owned(), v));
-            }
+                k.to_owned()
+            };
+            taken.insert(key.clone());
+            pairs.push((key, v));
         };
         for (k, v) in &m.detail {
             push(&mut pairs, "detail", k, text_of(v));

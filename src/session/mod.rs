@@ -215,7 +215,7 @@ impl Default for Settings {
 /// Uuids of legs whose call is finished, so their stragglers (CHANNEL_DESTROY after the
 /// record) do not open a new call. Bounded: the oldest are forgotten first.
 #[derive(Debug, Default)]
-struct RecentlyFinished {
+pub(crate) struct RecentlyFinished {
     set: HashSet<String>,
     order: VecDeque<String>,
 }
@@ -223,7 +223,7 @@ struct RecentlyFinished {
 impl RecentlyFinished {
     const CAPACITY: usize = 16_384;
 
-    fn insert(&mut self, uuid: String) {
+    pub(crate) fn insert(&mut self, uuid: String) {
         if self.set.insert(uuid.clone()) {
             self.order.push_back(uuid);
             if self.order.len() > Self::CAPACITY {
@@ -234,7 +234,7 @@ impl RecentlyFinished {
         }
     }
 
-    fn contains(&self, uuid: &str) -> bool {
+    pub(crate) fn contains(&self, uuid: &str) -> bool {
         self.set.contains(uuid)
     }
 }
