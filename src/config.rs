@@ -76,6 +76,8 @@ sections! {
     list routes: crate::routing::RouteConfig,
     /// `[admin]`: the admin endpoint and live page.
     table admin: crate::admin::AdminConfig,
+    /// `[call_store]`: the PostgreSQL call store.
+    table call_store: crate::call_store::CallStoreConfig,
 }
 
 fn sources(path: Option<&Path>) -> config::ConfigBuilder<config::builder::DefaultState> {

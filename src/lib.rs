@@ -7,6 +7,7 @@
 #![warn(unreachable_pub)]
 
 pub mod admin;
+pub mod call_store;
 pub mod cli;
 pub mod config;
 

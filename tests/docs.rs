@@ -45,3 +45,25 @@ fn the_configuration_reference_is_the_example_file() {
     let body = example.trim_start_matches(|c| c != '[');
     assert_eq!(&text[start..end], body);
 }
+
+#[test]
+fn the_call_store_reference_names_every_column() {
+    let text = doc("call-store.md");
+    let schema = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/call_store/migrations/V1__calls.sql"
+    ))
+    .unwrap();
+    let columns: Vec<&str> = schema
+        .lines()
+        .filter(|l| l.starts_with("    "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(columns.len() > 80, "{columns:?}");
+    for c in columns {
+        assert!(
+            text.contains(&format!("| `{c}` |")),
+            "docs/call-store.md lacks the column `{c}`"
+        );
+    }
+}

@@ -57,6 +57,33 @@ pub struct CallLine {
 }
 
 impl CallLine {
+    /// A finished call as a stored CDR describes it (`kind` and `start_ms` beside it).
+    pub(crate) fn stored(cdr: &serde_json::Value, kind: &str, start_ms: i64) -> Option<CallLine> {
+        let text = |k: &str| cdr.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        let segments: Vec<Segment> =
+            serde_json::from_value(cdr.get("timeline")?.clone()).unwrap_or_default();
+        let kind: crate::session::cdr::CallKind =
+            serde_json::from_value(serde_json::Value::String(kind.to_owned())).ok()?;
+        Some(CallLine {
+            id: text("id")?,
+            start: text("start").unwrap_or_default(),
+            caller: text("cliNum").unwrap_or_default(),
+            called: text("ddiNum").unwrap_or_default(),
+            kind: kind.as_str(),
+            state: segments
+                .last()
+                .map(|s| s.kind)
+                .unwrap_or(SegmentKind::Setup),
+            duration_ms: segments.last().map(|s| s.end_ms).unwrap_or(0),
+            segments,
+            answered: Some(cdr.get("ans").and_then(|v| v.as_u64()) == Some(1)),
+            cause: text("cause"),
+            partial: text("partial"),
+            start_ms,
+            start_us: start_ms * 1000,
+        })
+    }
+
     fn from_record(rec: &CallRecord, finished: bool) -> CallLine {
         let c = &rec.cdr;
         CallLine {
@@ -201,6 +228,19 @@ impl LiveView {
                 s.finished.pop_back();
             }
             s.finished.push_front(CallLine::from_record(rec, true));
+        }
+    }
+
+    /// Adds calls that finished before this process started (oldest first), as the call
+    /// store kept them.
+    pub(crate) fn history(&self, lines: impl Iterator<Item = CallLine>) {
+        if let Ok(mut s) = self.state.lock() {
+            for line in lines {
+                if s.finished.len() == FINISHED {
+                    s.finished.pop_back();
+                }
+                s.finished.push_front(line);
+            }
         }
     }
 

@@ -45,6 +45,8 @@ pub(crate) struct Sources {
     pub(crate) routing: Option<Arc<Router>>,
     /// The outbox file (its depth is read at each scrape).
     pub(crate) outbox: PathBuf,
+    /// The call store's drain, when the call store is on.
+    pub(crate) call_store: Option<Arc<crate::call_store::DrainStats>>,
     /// The live page's calls.
     pub(crate) live: Arc<super::LiveView>,
 }
@@ -193,6 +195,32 @@ impl Collector for Snapshot {
         ];
         for (name, help, v) in counters {
             counter(&mut e, name, help, v)?;
+        }
+        if let Some(c) = &s.call_store {
+            gauge(
+                &mut e,
+                "switchhook_call_store_connected",
+                "1 while the call store's last write reached PostgreSQL",
+                c.connected.load(Ordering::Relaxed) as i64,
+            )?;
+            gauge(
+                &mut e,
+                "switchhook_call_store_backlog",
+                "Call records waiting in the outbox for the call store",
+                c.backlog.load(Ordering::Relaxed),
+            )?;
+            counter(
+                &mut e,
+                "switchhook_call_store_written",
+                "Call records committed to the call store",
+                &c.written,
+            )?;
+            counter(
+                &mut e,
+                "switchhook_call_store_failures",
+                "Call store batches that failed (each is tried again)",
+                &c.failures,
+            )?;
         }
         counter_family(
             &mut e,

@@ -141,7 +141,7 @@ fn table(rows: &[Row]) -> comfy_table::Table {
 }
 
 /// An instant as unix ms: ISO 8601 (`2026-12-02T09:00:00Z`), or a time ago (`90m`).
-fn parse_instant(s: &str) -> Result<i64, String> {
+pub(super) fn parse_instant(s: &str) -> Result<i64, String> {
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
         return Ok(t.as_millisecond());
     }

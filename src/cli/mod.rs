@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 
+mod calls;
 mod deliveries;
 mod demo;
 mod diff;
@@ -119,6 +120,16 @@ pub enum CliCommand {
         /// The file to check.
         file: PathBuf,
     },
+    /// Ask the PostgreSQL call store (`[call_store]`): list and show calls, canned reports,
+    /// retention.
+    Calls {
+        /// Configuration whose `[call_store]` names the database (before or after the action).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        action: calls::Action,
+    },
     /// Inspect and act on the webhook outbox (works while `run` is running).
     Deliveries {
         /// Configuration whose `[store] path` names the outbox (before or after the action).
@@ -142,6 +153,9 @@ pub enum Emit {
     Cdr,
     /// Every webhook request the configured `[[webhooks]]` would send (nothing is sent).
     Webhooks,
+    /// Write every finished call to the configured `[call_store]` (PostgreSQL), as `run`
+    /// would: fills a database from recorded traffic.
+    Store,
 }
 
 /// The exit statuses, as the README documents them.
@@ -214,6 +228,15 @@ pub async fn run(cli: Cli) -> ExitCode {
             if emit == Emit::Events {
                 return replay_events(&files).await;
             }
+            if emit == Emit::Store {
+                return match Compiled::load(config.as_deref()) {
+                    Ok((cfg, c)) => calls::load_captures(&cfg, c.settings, &files).await,
+                    Err(problems) => {
+                        print_problems(config.as_deref(), &problems);
+                        Exit::Config.into()
+                    }
+                };
+            }
             match load(config.as_deref()) {
                 Ok(c) if emit == Emit::Cdr => replay_lines(c.settings, None, &files).await,
                 Ok(c) => replay_lines(c.settings, Some(c.hooks), &files).await,
@@ -255,6 +278,10 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         }
         CliCommand::CheckConfig { file } => check_config(&file),
+        CliCommand::Calls { config, action } => {
+            quiet(log_format);
+            calls::run(config.as_deref(), action).await
+        }
         CliCommand::Deliveries { config, db, action } => {
             deliveries::run(config.as_deref(), db.as_deref(), action)
         }

@@ -347,14 +347,29 @@ WHEN OLD.state != NEW.state BEGIN
 END;
 ";
 
+/// Version 4: finished calls' records waiting for the PostgreSQL call store, in order.
+const SCHEMA_V4: &str = "
+CREATE TABLE call_store_queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_id TEXT NOT NULL,
+    row_json TEXT NOT NULL,
+    queued_ms INTEGER NOT NULL
+);
+";
+
 /// The outbox's schema versions, in order (SQLite's `user_version` holds the applied one).
 fn migrations() -> rusqlite_migration::Migrations<'static> {
     use rusqlite_migration::M;
-    rusqlite_migration::Migrations::new(vec![M::up(SCHEMA_V1), M::up(SCHEMA_V2), M::up(SCHEMA_V3)])
+    rusqlite_migration::Migrations::new(vec![
+        M::up(SCHEMA_V1),
+        M::up(SCHEMA_V2),
+        M::up(SCHEMA_V3),
+        M::up(SCHEMA_V4),
+    ])
 }
 
 /// The newest schema version this binary writes.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// Opens (creating if needed) the database at `path` with the outbox's settings.
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {

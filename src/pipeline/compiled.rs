@@ -30,6 +30,7 @@ impl Compiled {
         bad.extend(cfg.log.check());
         bad.extend(cfg.store.check());
         bad.extend(cfg.admin.check());
+        bad.extend(cfg.call_store.check());
         let settings = Settings::new(Sections {
             sessions: &cfg.sessions,
             mapping: &cfg.mapping,

@@ -64,6 +64,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The call store cannot be used as configured.
+    #[error(transparent)]
+    CallStore(crate::call_store::DatabaseError),
     /// The admin password's variable went away after the configuration was checked.
     #[error("admin.password_env: {0}")]
     AdminCredentials(#[source] SecretError),
@@ -134,6 +137,7 @@ impl Pipeline {
                     delivery: Arc::clone(&shared.delivery),
                     routing: routing.as_ref().map(|(r, _)| Arc::clone(r)),
                     outbox: cfg.store.path.clone(),
+                    call_store: shared.call_store.clone(),
                     live,
                 };
                 let stop = CancellationToken::new();
@@ -268,6 +272,10 @@ impl Pipeline {
         self.service.reloading();
         if new.freeswitch_changed {
             tracing::warn!("[freeswitch] changed: restart switchhook to apply it");
+        }
+        let section = |c: &Config| serde_json::to_value(&c.call_store).ok();
+        if section(&new.cfg) != section(&self.cfg) {
+            tracing::warn!("[call_store] changed: restart switchhook to apply it");
         }
         match &self.routing {
             Some((router, _)) => {

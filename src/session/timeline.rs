@@ -75,13 +75,13 @@ impl SegmentKind {
 }
 
 /// One stretch of the call, in milliseconds from the call's start.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Segment {
     /// What happened.
     pub kind: SegmentKind,
     /// Who the caller was with (a device number, `group:2001`, `queue:support@default`, an
     /// external number), when it applies.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub party: Option<String>,
     /// Start, ms after the call started.
     pub start_ms: i64,

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fake_fs;
+pub mod postgres;
 pub mod receiver;
 
 use std::path::PathBuf;

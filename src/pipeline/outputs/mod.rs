@@ -4,6 +4,7 @@
 //!
 //! A new output is a file here with its configuration section, and a line in [`start`].
 
+mod call_store;
 mod cdr_log;
 mod counters;
 mod live_feed;
@@ -48,6 +49,8 @@ pub(crate) struct Shared {
     pub live: Option<Arc<LiveView>>,
     /// The webhook delivery counters.
     pub delivery: Arc<DeliveryStats>,
+    /// The call store's figures, when it is on.
+    pub call_store: Option<Arc<crate::call_store::DrainStats>>,
 }
 
 /// The outputs in force, fed in the order they were started.
@@ -101,6 +104,15 @@ pub(crate) async fn start(
         Err(e) => {
             outputs.close().await;
             return Err(e);
+        }
+    }
+    if cfg.call_store.enabled() {
+        match call_store::CallStore::start(&cfg.call_store, &cfg.store, shared).await {
+            Ok(c) => outputs.0.push(Box::new(c)),
+            Err(e) => {
+                outputs.close().await;
+                return Err(e);
+            }
         }
     }
     Ok(outputs)
