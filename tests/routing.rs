@@ -773,10 +773,10 @@ filters = [{{ field = "routeStatus", op = "eq", value = "ACK" }}]
     for line in logs.lines() {
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        let message = v["fields"]["message"].as_str().unwrap_or_default();
+        let message = v["message"].as_str().unwrap_or_default();
         if message.contains("call") || message.contains("routing step") {
             about_calls += 1;
-            assert!(v["fields"]["call_id"].is_string(), "no call_id: {line}");
+            assert!(v["call_id"].is_string(), "no call_id: {line}");
         }
     }
     assert!(about_calls >= 2, "{logs}");

@@ -182,9 +182,13 @@ async fn demo(opts: DemoOptions) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A fresh 32-byte secret, base64 (the specification asks for 24 to 64 bytes).
 fn base64_secret() -> String {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes())
+    let bytes: Vec<u8> = (0..2)
+        .flat_map(|_| *uuid::Uuid::new_v4().as_bytes())
+        .collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// A local receiver printing one line per webhook.

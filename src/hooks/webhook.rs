@@ -100,11 +100,13 @@ pub struct WebhookConfig {
     /// Static key/values sent as `customData`.
     #[serde(default)]
     pub custom_data: Map<String, Value>,
-    /// Standard Webhooks signing secret (`whsec_…`).
+    /// Standard Webhooks signing secret (`whsec_` + base64, 24 to 64 bytes), or a list of
+    /// them, the newest first, while one replaces another (each signs every request).
     #[serde(default)]
-    pub secret: Option<String>,
+    pub secret: Option<Secrets>,
     /// The environment variable that holds the signing secret instead (so it can live in
-    /// `secrets.env` rather than the TOML file); read when the configuration is loaded.
+    /// `secrets.env` rather than the TOML file), several separated by spaces while one
+    /// replaces another; read when the configuration is loaded.
     #[serde(default)]
     pub secret_env: Option<String>,
     /// Body template (the standard CloudSessionCdr payload when unset).
@@ -152,12 +154,23 @@ fn default_backoff_max() -> Duration {
     Duration::from_secs(3600)
 }
 
-/// The signing secret: `secret` itself, or the value of the variable `secret_env` names. The
-/// errors name the variable, never a value.
+/// One signing secret, or several while one replaces another (the newest first).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Secrets {
+    /// One secret.
+    One(String),
+    /// Several: every one signs each request.
+    Several(Vec<String>),
+}
+
+/// The signing secrets, space-separated: `secret` itself, or the value of the variable
+/// `secret_env` names. The errors name the variable, never a value.
 fn secret_of(cfg: &WebhookConfig) -> Result<Option<String>, String> {
     match (&cfg.secret, &cfg.secret_env) {
         (Some(_), Some(_)) => Err("set secret or secret_env, not both".into()),
-        (Some(s), None) => Ok(Some(s.clone())),
+        (Some(Secrets::One(s)), None) => Ok(Some(s.clone())),
+        (Some(Secrets::Several(list)), None) => Ok(Some(list.join(" "))),
         (None, Some(var)) => crate::secrets::from_env(var)
             .map(Some)
             .map_err(|e| e.to_string()),

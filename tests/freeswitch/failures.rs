@@ -26,7 +26,7 @@ fn refused_with(run: &Switchhook, count: usize, text: &str) {
         run.log()
     );
     let refused = &run.lines(REFUSED)[0];
-    let error = refused["fields"]["error"].as_str().unwrap_or_default();
+    let error = refused["error"].as_str().unwrap_or_default();
     assert!(error.contains(text), "{refused}");
 }
 

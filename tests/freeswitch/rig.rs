@@ -317,7 +317,7 @@ impl Switchhook {
         self.log()
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["fields"]["message"] == message)
+            .filter(|v| v["message"] == message)
             .collect()
     }
 
