@@ -840,18 +840,68 @@ fn run_serves_metrics_health_and_readiness() {
     }
     let health = get("/healthz");
     let ready = get("/readyz");
+    // Prometheus asks for OpenMetrics and gets it.
+    let openmetrics = rt.block_on(async {
+        let r = reqwest::Client::new()
+            .get(format!("http://{admin}/metrics"))
+            .header(
+                "accept",
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+            )
+            .send()
+            .await
+            .unwrap();
+        let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+        (ct, r.text().await.unwrap())
+    });
     child.kill().unwrap();
     let _ = child.wait();
+    assert!(
+        openmetrics.0.starts_with("application/openmetrics-text"),
+        "{}",
+        openmetrics.0
+    );
+    assert!(openmetrics.1.ends_with("# EOF\n"));
+    assert!(openmetrics
+        .1
+        .contains("# TYPE switchhook_esl_frames counter"));
+    // Anything else gets the classic text format, which promtool checks cleanly.
     assert!(metrics.contains("switchhook_cdrs_total 1"), "{metrics}");
     for line in [
         "switchhook_esl_connected 1",
         "switchhook_active_calls 0",
         "switchhook_partial_cdrs_total 0",
-        "# TYPE switchhook_esl_frames counter",
-        "switchhook_deliveries_total{outcome=\"delivered\"} 0",
+        "# TYPE switchhook_esl_frames_total counter",
+        "switchhook_build_info{version=\"",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+        "process_cpu_seconds_total ",
     ] {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
+    assert!(!metrics.contains("# EOF"));
+    // Series that only repeated others are gone.
+    assert!(
+        !metrics.contains("switchhook_deliveries_total"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("switchhook_esl_reconnects"), "{metrics}");
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; .ci/run installs it)");
+    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), metrics.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+        "promtool check metrics:\n{}{}\n{metrics}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
     assert_eq!(health, Some((200, "ok\n".into())));
     assert_eq!(ready, Some((200, "ready\n".into())));
 }

@@ -28,8 +28,6 @@ pub(crate) struct PipelineStats {
     pub(crate) partial: AtomicU64,
     /// Lifecycle moments found.
     pub(crate) moments: AtomicU64,
-    /// Event-socket reconnects (connections after the first).
-    pub(crate) reconnects: AtomicU64,
 }
 
 /// Where the figures come from.
@@ -89,6 +87,88 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> Result<()
     g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
+/// The standard process metrics (the names every Prometheus client library uses), read from
+/// `/proc/self` at each scrape; a figure that cannot be read is left out.
+fn process_metrics(e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let Ok(me) = procfs::process::Process::myself() else {
+        return Ok(());
+    };
+    let ticks = procfs::ticks_per_second().max(1) as f64;
+    if let Ok(stat) = me.stat() {
+        let cpu = ConstCounter::new((stat.utime + stat.stime) as f64 / ticks);
+        cpu.encode(e.encode_descriptor(
+            "process_cpu_seconds",
+            "User and system CPU time spent, in seconds",
+            None,
+            cpu.metric_type(),
+        )?)?;
+        let rss = stat.rss.saturating_mul(procfs::page_size()) as i64;
+        gauge(
+            e,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            rss,
+        )?;
+        if let Ok(boot) = procfs::boot_time_secs() {
+            let start = ConstGauge::new(boot as f64 + stat.starttime as f64 / ticks);
+            start.encode(e.encode_descriptor(
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch, in seconds",
+                None,
+                start.metric_type(),
+            )?)?;
+        }
+    }
+    if let Ok(n) = me.fd_count() {
+        gauge(e, "process_open_fds", "Open file descriptors", n as i64)?;
+    }
+    if let Ok(limits) = me.limits() {
+        if let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit {
+            gauge(
+                e,
+                "process_max_fds",
+                "The most file descriptors the process may open",
+                max as i64,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The classic Prometheus text format (0.0.4) of an OpenMetrics exposition, for scrapers and
+/// tools that ask for it (`promtool check metrics`, a plain `curl`): a counter's `HELP` and
+/// `TYPE` name its `_total` series, and OpenMetrics' `UNIT` lines and `# EOF` go.
+pub(crate) fn classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(&format!("{prefix}{name}{suffix} {tail}"));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// A counter family with one label.
 fn counter_family(
     e: &mut DescriptorEncoder,
@@ -109,6 +189,17 @@ impl Collector for Snapshot {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.sources;
         let (esl, p, d) = (&s.esl, &s.pipeline, &s.delivery);
+        {
+            let mut fam = e.encode_descriptor(
+                "switchhook_build_info",
+                "The running build: its version (always 1)",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(1)
+                .encode(fam.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)?;
+        }
+        process_metrics(&mut e)?;
         gauge(
             &mut e,
             "switchhook_esl_connected",
@@ -133,16 +224,11 @@ impl Collector for Snapshot {
             "Webhook attempts whose outcome waits in memory because the outbox cannot commit",
             d.unrecorded.load(Ordering::Relaxed) as i64,
         )?;
-        let counters: [(&str, &str, &AtomicU64); 14] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             (
                 "switchhook_esl_connects",
                 "Successful event-socket logins",
                 &esl.connects,
-            ),
-            (
-                "switchhook_esl_reconnects",
-                "Event-socket reconnects",
-                &p.reconnects,
             ),
             (
                 "switchhook_esl_connect_failures",
@@ -222,18 +308,6 @@ impl Collector for Snapshot {
                 &c.failures,
             )?;
         }
-        counter_family(
-            &mut e,
-            "switchhook_deliveries",
-            "Webhook delivery outcomes",
-            "outcome",
-            &[
-                ("delivered", &d.delivered),
-                ("retried", &d.retried),
-                ("dead", &d.dead),
-                ("parked", &d.parked),
-            ],
-        )?;
         d.by_webhook.encode(e.encode_descriptor(
             "switchhook_webhook_deliveries",
             "Webhook delivery outcomes by webhook",
@@ -301,5 +375,26 @@ impl Collector for Snapshot {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_format_names_counters_by_their_total_series_and_drops_openmetrics_lines() {
+        let om = "# HELP a_frames Frames read.\n# TYPE a_frames counter\na_frames_total 3\n\
+                  # HELP a_up Up.\n# TYPE a_up gauge\na_up 1\n\
+                  # HELP a_seconds Latency.\n# TYPE a_seconds histogram\n# UNIT a_seconds seconds\n\
+                  a_seconds_bucket{le=\"0.1\"} 1\na_seconds_bucket{le=\"+Inf\"} 2\na_seconds_sum 0.3\na_seconds_count 2\n\
+                  # EOF\n";
+        assert_eq!(
+            classic_text(om),
+            "# HELP a_frames_total Frames read.\n# TYPE a_frames_total counter\na_frames_total 3\n\
+             # HELP a_up Up.\n# TYPE a_up gauge\na_up 1\n\
+             # HELP a_seconds Latency.\n# TYPE a_seconds histogram\n\
+             a_seconds_bucket{le=\"0.1\"} 1\na_seconds_bucket{le=\"+Inf\"} 2\na_seconds_sum 0.3\na_seconds_count 2\n"
+        );
     }
 }

@@ -113,19 +113,31 @@ async fn live_json(State(s): State<Sources>) -> impl IntoResponse {
     )
 }
 
-async fn metrics(State(s): State<Sources>) -> impl IntoResponse {
+/// `/metrics`: OpenMetrics when the scraper asks for it (Prometheus does), else the classic
+/// text format (`curl`, `promtool check metrics`, older scrapers).
+async fn metrics(State(s): State<Sources>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
     let depth = outbox_depth(&s).await.unwrap_or_default();
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Snapshot::new(s, depth)));
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &registry) {
-        Ok(()) => (
+        Ok(()) if openmetrics => (
             StatusCode::OK,
             [(
                 "content-type",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
             text,
+        ),
+        Ok(()) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+            super::metrics::classic_text(&text),
         ),
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -237,9 +237,6 @@ impl Pipeline {
                 }
             }
             EslSignal::Connected { connection } => {
-                if connection > 1 {
-                    self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                }
                 tracing::info!(connection, "subscribed");
                 self.service.subscribed();
             }
