@@ -67,3 +67,25 @@ fn the_call_store_reference_names_every_column() {
         );
     }
 }
+
+/// `cliState`'s area-code table is exactly what its generator makes of libphonenumber's data
+/// (run where Python has `phonenumbers` and `pycountry`, as `.ci/run` installs them).
+#[test]
+fn the_us_area_code_table_is_generated_from_libphonenumber() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("python3")
+        .arg(format!("{root}/tools/us-area-codes.py"))
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "tools/us-area-codes.py needs the Python packages phonenumbers and pycountry (.ci/run installs them): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kept = std::fs::read_to_string(format!("{root}/src/session/us_area_codes.txt")).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        kept,
+        "the table differs from the data: refresh it with tools/us-area-codes.py"
+    );
+}

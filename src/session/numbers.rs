@@ -203,21 +203,25 @@ pub(crate) fn country_name(alpha2: &str) -> Option<String> {
         .clone()
 }
 
-/// US area codes (NPA) by state, for `cliState`. North American numbers outside the US
-/// (Canada, the Caribbean) get none. The list covers the NPAs in service.
+/// US area codes (NPA) and their states (`NPA|place|ST` lines), generated from
+/// libphonenumber's geocoding data by `tools/us-area-codes.py`.
+const US_AREA_CODES: &str = include_str!("us_area_codes.txt");
+
+/// The state of a US area code (NPA), for `cliState`. North American numbers outside the US
+/// (Canada, Puerto Rico, the Caribbean) get none.
 fn us_state(npa: &str) -> Option<&'static str> {
     static MAP: OnceLock<HashMap<&'static str, &'static str>> = OnceLock::new();
     MAP.get_or_init(|| {
-        let mut m = HashMap::new();
-        for line in include_str!("us_area_codes.txt").lines() {
-            let Some((state, codes)) = line.split_once(':') else {
-                continue;
-            };
-            for c in codes.split_whitespace() {
-                m.insert(c, state.trim());
-            }
-        }
-        m
+        US_AREA_CODES
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let mut fields = l.split('|');
+                let npa = fields.next()?;
+                let state = fields.nth(1)?;
+                Some((npa, state))
+            })
+            .collect()
     })
     .get(npa)
     .copied()
@@ -264,6 +268,36 @@ mod tests {
         assert_eq!(n.location.as_deref(), Some("United States"));
         assert_eq!(n.area.as_deref(), Some("415"));
         assert_eq!(n.state.as_deref(), Some("CA"));
+    }
+
+    #[test]
+    fn the_area_code_table_is_well_formed_and_has_the_newer_codes() {
+        let mut lines = 0;
+        for l in US_AREA_CODES.lines().filter(|l| !l.starts_with('#')) {
+            let f: Vec<&str> = l.split('|').collect();
+            assert_eq!(f.len(), 3, "{l}");
+            assert!(
+                f[0].len() == 3 && f[0].bytes().all(|b| b.is_ascii_digit()),
+                "{l}"
+            );
+            assert!(
+                f[2].len() == 2 && f[2].bytes().all(|b| b.is_ascii_uppercase()),
+                "{l}"
+            );
+            lines += 1;
+        }
+        assert!(lines > 300, "{lines} area codes");
+        for (npa, state) in [
+            ("369", "CA"),
+            ("738", "CA"),
+            ("748", "CO"),
+            ("212", "NY"),
+            ("206", "WA"),
+        ] {
+            assert_eq!(us_state(npa), Some(state), "{npa}");
+        }
+        // Canada is not the US.
+        assert_eq!(us_state("604"), None);
     }
 
     #[test]
