@@ -16,11 +16,7 @@ use serde_json::Value;
 use switchhook::fake_freeswitch::{Pace, PlaybackConfig, PlaybackServer};
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    common::runtime()
 }
 
 /// `switchhook ARGS` with the database password in the environment.

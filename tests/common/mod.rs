@@ -20,6 +20,15 @@ pub fn run_command(config: &std::path::Path, password: &str) -> std::process::Co
     cmd
 }
 
+/// A two-thread runtime, as the tests use (the machine has two cores).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// The path of a capture under `fixtures/`.
 pub fn fixture(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
