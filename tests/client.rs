@@ -523,9 +523,10 @@ async fn signals_until(rx: &mut Receiver<EslSignal>, last: Option<u64>) -> Vec<S
 #[tokio::test]
 async fn events_racing_the_subscription_are_held_within_the_byte_budget() {
     // FreeSWITCH streams the moment `event` is acknowledged; the client holds what arrives
-    // before `show channels` answers. With a budget of one small event, the rest of them are
-    // dropped, counted, and a gap follows the ones kept; the stream after the resync is
-    // whole (the consumer frees the budget as it goes).
+    // before `show channels` answers and hands it over before the resync (it happened before
+    // the list was made). With a budget of one small event, the rest of them are dropped,
+    // counted, and a gap follows the resync; the stream after it is whole (the consumer frees
+    // the budget as it goes).
     let capture = "freeswitch-1.10/16-concurrent-mix.esl";
     let s = server(
         capture,
@@ -562,7 +563,11 @@ async fn events_racing_the_subscription_are_held_within_the_byte_budget() {
     assert_eq!(events.len() as u64 + dropped, frames.len() as u64);
     // In the capture's order, with one run of dropped events right after the kept early ones.
     let want: Vec<u64> = frames.iter().filter_map(|f| f.event.sequence()).collect();
-    let kept = signals[resync..gap]
+    // The early events kept come before the resync (they happened before its list).
+    assert!(signals[resync..gap]
+        .iter()
+        .all(|s| !matches!(s, Sig::Event(_))));
+    let kept = signals[..gap]
         .iter()
         .filter(|s| matches!(s, Sig::Event(_)))
         .count();

@@ -34,8 +34,8 @@ pub enum EslSignal {
         /// Connection number.
         connection: u64,
     },
-    /// The channels FreeSWITCH has right now, sent after every (re)connect before any event
-    /// of that connection.
+    /// The channels FreeSWITCH has right now, sent after every (re)connect: after the events
+    /// that arrived before the list (they happened before it was made) and before the rest.
     Resync {
         /// Connection number.
         connection: u64,
@@ -461,20 +461,25 @@ async fn run(
         }
     };
     stats.connected.store(true, Ordering::Relaxed);
-    if !out.control(EslSignal::Connected { connection }).await
-        || !out
-            .control(EslSignal::Resync {
-                connection,
-                channels,
-            })
-            .await
-    {
+    if !out.control(EslSignal::Connected { connection }).await {
         return Ended::Shutdown;
     }
+    // The events that came before `show channels` answered happened before the list was
+    // made: they go first, so a call whose first events were in flight at connect is seen
+    // from its start, not adopted from the list as if it had been up before.
     for ev in early.events {
         if !out.queued(ev).await {
             return Ended::Shutdown;
         }
+    }
+    if !out
+        .control(EslSignal::Resync {
+            connection,
+            channels,
+        })
+        .await
+    {
+        return Ended::Shutdown;
     }
     if early.dropped > 0
         && !out
