@@ -19,7 +19,7 @@ use crate::hooks::store::{self as outbox, StoreError};
 
 /// Rows handed over but not yet committed, at most: beyond, the newest are refused (and
 /// counted), so memory stays bounded while the disk is full.
-const HANDED_MAX: usize = 16_384;
+const HANDED_MAX: usize = 4_096;
 
 /// The writing end: rows go in, committed by the queue's thread.
 pub struct Queue {
