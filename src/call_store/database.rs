@@ -255,7 +255,7 @@ fn stored(r: &tokio_postgres::Row) -> StoredCall {
 }
 
 /// `fut`, or a timeout error after `limit`.
-async fn within<T>(
+pub(super) async fn within<T>(
     limit: Duration,
     fut: impl std::future::Future<Output = T>,
 ) -> Result<T, DatabaseError> {

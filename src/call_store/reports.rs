@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use tokio_postgres::types::ToSql;
 
-use super::database::{Database, DatabaseError};
+use super::database::{within, Database, DatabaseError};
 
 /// Which calls `calls list` shows.
 #[derive(Debug, Clone, Default)]
@@ -151,9 +151,7 @@ async fn query_text(
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Table, DatabaseError> {
-    let rows = tokio::time::timeout(db.timeout() * 6, db.client().query(&as_text(sql), params))
-        .await
-        .map_err(|_| DatabaseError::Timeout(db.timeout() * 6))??;
+    let rows = within(db.timeout() * 6, db.client().query(&as_text(sql), params)).await??;
     let mut out = Table::default();
     for r in &rows {
         let tokio_postgres::types::Json(obj): tokio_postgres::types::Json<

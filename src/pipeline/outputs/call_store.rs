@@ -1,7 +1,6 @@
 //! The call store: each finished call's record queued in the outbox, then written to
 //! PostgreSQL by the drain.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ pub(super) struct CallStore {
     queue: Queue,
     drain: Drain,
     /// Records refused because too many waited for the disk.
-    refused: AtomicU64,
+    refused: u64,
 }
 
 impl CallStore {
@@ -59,7 +58,7 @@ impl CallStore {
         Ok(CallStore {
             queue,
             drain,
-            refused: AtomicU64::new(0),
+            refused: 0,
         })
     }
 }
@@ -68,8 +67,8 @@ impl Output for CallStore {
     fn finished(&mut self, record: &CallRecord) {
         // A copy of what the row is made of: the row itself is made on the queue's thread.
         if !self.queue.push(RowSource::new(record)) {
-            let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::error!(call_id = %record.cdr.id, refused = n, "call store: the queue cannot take the record (the outbox's disk is failing); it is in this log's CDR line only");
+            self.refused += 1;
+            tracing::error!(call_id = %record.cdr.id, refused = self.refused, "call store: the queue cannot take the record (the outbox's disk is failing); it is in this log's CDR line only");
         }
     }
 
