@@ -693,6 +693,107 @@ fn dead_letters_go_out_again_when_the_receiver_answers_again() {
     });
 }
 
+/// `deliveries retry --render` sends a dead letter again as the webhook is configured now
+/// (a corrected URL and template), rendered from the call's data as it was at that moment,
+/// under the same webhook-id; what cannot be rendered again is left dead and said why.
+#[test]
+fn a_dead_letter_is_rendered_again_under_the_configuration_of_today() {
+    let rt = rt();
+    rt.block_on(async {
+        let receiver = Receiver::start(|path, _| {
+            Reply::status(if path.starts_with("/fixed/") { 200 } else { 500 })
+        })
+        .await;
+        let (settings, hooks) = compile(&config(&format!(
+            "[[webhooks]]\nname = \"crm\"\ntriggers = [\"call.received\", \"call.hangup\"]\n\
+             url = \"{0}/broken\"\nretries = 0\n\n\
+             [[webhooks]]\nname = \"gone\"\ntriggers = [\"call.hangup\"]\nurl = \"{0}/gone\"\nretries = 0\n",
+            receiver.base()
+        )));
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("outbox.db");
+        let q = queue(dir.path(), &hooks).await;
+        let capture = "freeswitch-1.10/01-inbound-answered.esl";
+        let first = requests(capture, &settings, &hooks).await;
+        q.submit(first.clone());
+        let dead = async {
+            while ["crm", "gone"]
+                .iter()
+                .flat_map(|w| rows(dir.path(), w))
+                .filter(|r| r.state == "dead")
+                .count()
+                < 3
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), dead).await.expect("dead letters");
+
+        // The fix: another path and a body of the receiver's own shape.
+        let fixed = dir.path().join("fixed.toml");
+        std::fs::write(
+            &fixed,
+            format!(
+                "[egress]\nallow = [\"127.0.0.1\"]\n[[webhooks]]\nname = \"crm\"\n\
+                 triggers = [\"call.received\", \"call.hangup\"]\nurl = \"{}/fixed/{{trigger}}\"\n\
+                 body = '{{\"caller\": \"{{cliNum}}\", \"did\": \"{{ddiNum}}\", \"seq\": {{sequence}}}}'\n",
+                receiver.base()
+            ),
+        )
+        .unwrap();
+        let cli = |args: &[&str]| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_switchhook"))
+                .arg("deliveries")
+                .args(args)
+                .arg("--config")
+                .arg(&fixed)
+                .arg("--db")
+                .arg(&db)
+                .output()
+                .unwrap()
+        };
+        let out = cli(&["retry", "--render", "--webhook", "crm"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "2 delivery(ies) rendered again and queued"
+        );
+        let delivered = async {
+            while rows(dir.path(), "crm").iter().any(|r| r.state != "delivered") {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), delivered)
+            .await
+            .unwrap_or_else(|_| panic!("{:#?}", rows(dir.path(), "crm")));
+        let cdr = &moments(capture, &settings).await[0].record.cdr;
+        let got: Vec<(String, String, Value)> = receiver
+            .seen()
+            .into_iter()
+            .filter(|r| r.uri.starts_with("/fixed/"))
+            .map(|r| {
+                (r.uri.clone(), r.headers["webhook-id"].clone(), serde_json::from_str(&r.body).unwrap())
+            })
+            .collect();
+        let crm: Vec<&Request> = first.iter().filter(|r| r.webhook == "crm").collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        for ((uri, id, body), old) in got.iter().zip(&crm) {
+            assert_eq!(uri, &format!("/fixed/{}", old.trigger));
+            assert_eq!(id, &old.id, "the same webhook-id, so receivers de-duplicate");
+            assert_eq!(body["caller"], cdr.cliNum.as_str());
+            assert_eq!(body["did"], cdr.ddiNum.as_str());
+            assert_eq!(body["seq"], old.seq, "the moment's own data, not the call's end");
+        }
+        // A webhook no longer configured is left dead, and the command says so.
+        let out = cli(&["retry", "--render", "--webhook", "gone"]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("webhook \"gone\" is not in the configuration"), "{err}");
+        assert!(rows(dir.path(), "gone").iter().all(|r| r.state == "dead"));
+        q.close().await;
+    });
+}
+
 #[test]
 fn retry_rules_against_a_real_receiver() {
     let rt = rt();

@@ -10,6 +10,7 @@ use clap::Subcommand;
 use super::Exit;
 use crate::config::Config;
 use crate::hooks::store::{Admin, DeliveryRef, ListFilter, Row, State};
+use crate::pipeline::Compiled;
 
 /// What to do with the outbox.
 #[derive(Debug, Subcommand)]
@@ -42,6 +43,11 @@ pub enum Action {
         /// Only dead deliveries of this webhook.
         #[arg(long)]
         webhook: Option<String>,
+        /// Render each request again from its call's data with the webhook as `--config`
+        /// defines it now (a corrected URL, template or header) instead of sending it as it
+        /// was first made.
+        #[arg(long)]
+        render: bool,
     },
     /// Send again what was delivered in a window (a receiver that lost a stretch of data):
     /// every delivered request committed from `--since` until `--until`, in order.
@@ -223,7 +229,11 @@ pub(super) fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> E
             Ok(None) => return nothing_matched(&format!("no delivery {id}")),
             Err(e) => Err(e),
         },
-        Action::Retry { id, webhook } => match admin.retry(id.as_ref(), webhook.as_deref()) {
+        Action::Retry {
+            id,
+            webhook,
+            render: false,
+        } => match admin.retry(id.as_ref(), webhook.as_deref()) {
             Ok(0) if id.is_some() => {
                 return nothing_matched(&format!(
                     "no delivery {} that is not already pending",
@@ -236,6 +246,37 @@ pub(super) fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> E
             }
             Err(e) => Err(e),
         },
+        Action::Retry {
+            id,
+            webhook,
+            render: true,
+        } => {
+            let hooks = match Compiled::load(config) {
+                Ok((_, compiled)) => compiled.hooks,
+                Err(problems) => {
+                    super::print_problems(config, &problems);
+                    return Exit::Config.into();
+                }
+            };
+            match admin.retry_rendered(id.as_ref(), webhook.as_deref(), &hooks) {
+                Ok(done) => {
+                    for (rowid, why) in &done.left {
+                        eprintln!("delivery {rowid} left as it was: {why}");
+                    }
+                    if done.queued == 0 && (id.is_some() || !done.left.is_empty()) {
+                        return nothing_matched(&match &id {
+                            Some(id) if done.left.is_empty() => {
+                                format!("no delivery {id} that is not already pending")
+                            }
+                            _ => "nothing was rendered again".into(),
+                        });
+                    }
+                    println!("{} delivery(ies) rendered again and queued", done.queued);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
         Action::Resend {
             since,
             until,

@@ -11,6 +11,7 @@
 pub(crate) mod delivery;
 pub(crate) mod egress;
 pub(crate) mod filter;
+pub(crate) mod moment_data;
 pub(crate) mod request;
 pub(crate) mod retry;
 pub(crate) mod sign;
@@ -22,5 +23,5 @@ pub use delivery::{DeliveryOptions, DeliveryQueue};
 pub use request::Request;
 pub use retry::Schedule;
 pub use sign::Signer;
-pub use store::{Admin, DeliveryRef, ListFilter, Outbox, Row, State, StoreError};
+pub use store::{Admin, DeliveryRef, ListFilter, Outbox, Rerendered, Row, State, StoreError};
 pub use webhook::{WebhookConfig, WebhookSet};

@@ -3,10 +3,13 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use std::sync::Arc;
+
+use super::moment_data::MomentData;
 use super::sign::Signer;
 
 /// One request for one webhook, one trigger, one call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
     /// `webhook-id`: stable across attempts and restarts.
     pub id: String,
@@ -38,6 +41,10 @@ pub struct Request {
     pub timeout_ms: u64,
     /// The moment's event time, µs.
     pub at_us: i64,
+    /// What it was rendered from, until the outbox has kept it (stored once per moment, not
+    /// in the request).
+    #[serde(skip)]
+    pub(crate) moment: Option<Arc<MomentData>>,
 }
 
 impl Request {
@@ -53,6 +60,7 @@ impl Request {
                 .iter()
                 .map(|(k, v)| k.len() + v.len() + 48)
                 .sum::<usize>()
+            + self.moment.as_ref().map_or(0, |m| m.memory())
     }
 
     /// What is signed: the body, or for GET the query string that carries the data.

@@ -240,6 +240,7 @@ mod tests {
             schedule: Default::default(),
             timeout_ms: 1000,
             at_us: 0,
+            moment: None,
         }
     }
 

@@ -8,13 +8,15 @@
 //! power loss can drop the last transactions).
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
+use super::moment_data::MomentData;
 use super::request::Request;
+use super::webhook::WebhookSet;
 
 /// `[store]`: where the outbox lives.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -357,6 +359,17 @@ CREATE TABLE call_store_queue (
 );
 ";
 
+/// Version 5: what each moment gave its webhooks to render, once per moment, so a delivery
+/// can be rendered again under a later configuration (`deliveries retry --render`).
+const SCHEMA_V5: &str = "
+CREATE TABLE moments (
+    call_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (call_id, seq)
+) WITHOUT ROWID;
+";
+
 /// The outbox's schema versions, in order (SQLite's `user_version` holds the applied one).
 fn migrations() -> rusqlite_migration::Migrations<'static> {
     use rusqlite_migration::M;
@@ -365,11 +378,12 @@ fn migrations() -> rusqlite_migration::Migrations<'static> {
         M::up(SCHEMA_V2),
         M::up(SCHEMA_V3),
         M::up(SCHEMA_V4),
+        M::up(SCHEMA_V5),
     ])
 }
 
 /// The newest schema version this binary writes.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// Opens (creating if needed) the database at `path` with the outbox's settings.
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
@@ -699,7 +713,12 @@ fn enqueue(
         "INSERT OR IGNORE INTO deliveries (msg_id, webhook, call_id, trig, request, state, created_ms, next_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
     )?;
-    for (req, parked) in reqs {
+    let mut keep_moment = tx
+        .prepare_cached("INSERT OR IGNORE INTO moments (call_id, seq, data) VALUES (?1, ?2, ?3)")?;
+    // The moment last kept: a moment's requests come together, so it is written once.
+    let mut kept: Option<(String, u32)> = None;
+    for (mut req, parked) in reqs {
+        let moment = req.moment.take();
         let json = serde_json::to_string(&req).unwrap_or_default();
         let state = if parked {
             State::Parked
@@ -715,9 +734,18 @@ fn enqueue(
             state.as_str(),
             now
         ])?;
+        let rowid = tx.last_insert_rowid();
+        if n == 1 {
+            let key = (req.call_id.clone(), req.seq);
+            if let Some(m) = moment.filter(|_| kept.as_ref() != Some(&key)) {
+                let data = serde_json::to_string(&*m).unwrap_or_default();
+                keep_moment.execute(params![key.0, key.1, data])?;
+                kept = Some(key);
+            }
+        }
         if n == 1 && !parked {
             out.push(Stored {
-                rowid: tx.last_insert_rowid(),
+                rowid,
                 request: req,
                 attempts: 0,
                 next_ms: now,
@@ -857,6 +885,15 @@ pub struct Admin {
     conn: Connection,
 }
 
+/// What [`Admin::retry_rendered`] did.
+#[derive(Debug, Default)]
+pub struct Rerendered {
+    /// Rendered again and queued.
+    pub queued: usize,
+    /// Left as they were: the delivery's number and why.
+    pub left: Vec<(i64, String)>,
+}
+
 /// What `deliveries list` selects.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
@@ -984,6 +1021,84 @@ impl Admin {
         Ok(n)
     }
 
+    /// Like [`Admin::retry`], but each delivery is first rendered again from the moment it
+    /// was made of, by the webhook of that name in `hooks` (the configuration of today: a
+    /// corrected URL, template or header). A delivery that cannot be rendered again is left
+    /// as it was and said why.
+    pub fn retry_rendered(
+        &self,
+        which: Option<&DeliveryRef>,
+        webhook: Option<&str>,
+        hooks: &WebhookSet,
+    ) -> Result<Rerendered, StoreError> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let (rowid, msg_id) = which.map_or((-1, ""), DeliveryRef::keys);
+        let candidates = tx
+            .prepare(
+                "SELECT rowid_, webhook, request FROM deliveries WHERE
+                 CASE WHEN ?1 THEN (rowid_ = ?2 OR msg_id = ?3) AND state != 'pending'
+                 ELSE state = 'dead' AND (?4 IS NULL OR webhook = ?4) END
+                 ORDER BY rowid_",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![which.is_some(), rowid, msg_id, webhook], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(|e| self.err(e))?;
+        let mut done = Rerendered::default();
+        let now = now_ms();
+        for (rowid, name, json) in candidates {
+            let moment = serde_json::from_str::<Request>(&json)
+                .ok()
+                .map(|old| {
+                    tx.query_row(
+                        "SELECT data FROM moments WHERE call_id = ?1 AND seq = ?2",
+                        params![old.call_id, old.seq],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .optional()
+                })
+                .transpose()
+                .map_err(|e| self.err(e))?
+                .flatten()
+                .and_then(|data| serde_json::from_str::<MomentData>(&data).ok());
+            let rendered = match (hooks.get(&name), moment) {
+                (None, _) => Err(format!("webhook {name:?} is not in the configuration")),
+                (_, None) => Err(
+                    "the moment it was made of was not kept (queued by an older switchhook)".into(),
+                ),
+                (Some(hook), Some(m)) => hook.request(&Arc::new(m)).ok_or_else(|| {
+                    format!(
+                        "webhook {name:?} does not fire for it under the configuration \
+                         (disabled, or its triggers, call types, numbers or filters leave it out)"
+                    )
+                }),
+            };
+            match rendered {
+                Ok(mut req) => {
+                    req.moment = None;
+                    tx.execute(
+                        "UPDATE deliveries SET request = ?2, state = 'pending', attempts = 0,
+                         next_ms = ?3, done_ms = NULL WHERE rowid_ = ?1",
+                        params![rowid, serde_json::to_string(&req).unwrap_or_default(), now],
+                    )
+                    .map_err(|e| self.err(e))?;
+                    done.queued += 1;
+                }
+                Err(why) => done.left.push((rowid, why)),
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        self.bump()?;
+        Ok(done)
+    }
+
     /// Sends again what was delivered in a window of commit times (`since` ≤ created <
     /// `until`, unix ms), of one webhook or all, in commit order: a receiver that lost a
     /// stretch of data gets it again (it de-duplicates by `webhook-id` if it has some).
@@ -1075,6 +1190,14 @@ impl Admin {
                 )
                 .map_err(|e| self.err(e))?;
         }
+        // A moment is kept while a delivery of its call is.
+        self.conn
+            .execute(
+                "DELETE FROM moments WHERE NOT EXISTS
+                 (SELECT 1 FROM deliveries d WHERE d.call_id = moments.call_id)",
+                [],
+            )
+            .map_err(|e| self.err(e))?;
         self.bump()?;
         Ok(n)
     }
@@ -1227,5 +1350,98 @@ mod tests {
         let missing = dir.path().join("missing.db");
         assert!(Admin::open_read_only(&missing).is_err());
         assert!(!missing.exists());
+    }
+
+    /// A request of the example webhook for moment `seq` of call c1.
+    fn example_request(seq: u32, moment: Option<MomentData>) -> Request {
+        Request {
+            id: format!("msg_{seq}"),
+            webhook: "example".into(),
+            trigger: "call.hangup".into(),
+            call_id: "c1".into(),
+            seq,
+            method: "POST".into(),
+            url: "http://127.0.0.1:1/as-first-made".into(),
+            headers: vec![],
+            body: "{}".into(),
+            signed: false,
+            max_attempts: 1,
+            schedule: Default::default(),
+            timeout_ms: 1000,
+            at_us: 0,
+            moment: moment.map(Arc::new),
+        }
+    }
+
+    #[test]
+    fn a_moment_is_kept_once_rendered_again_from_and_purged_with_its_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        let mut conn = open(&path).unwrap();
+        let mut fields = serde_json::Map::new();
+        fields.insert("trigger".into(), "call.hangup".into());
+        let data = MomentData {
+            trigger: crate::session::Trigger::parse("call.hangup").unwrap(),
+            call_id: "c1".into(),
+            seq: 1,
+            at_us: 0,
+            ended: true,
+            kind: Default::default(),
+            times: Default::default(),
+            detail: Default::default(),
+            fields,
+        };
+        let mut twin = example_request(1, Some(data.clone()));
+        twin.id = "msg_1b".into();
+        twin.webhook = "other".into();
+        let tx = conn.transaction().unwrap();
+        // Two requests of moment 1, and one of moment 2 queued before moments were kept.
+        let stored = enqueue(
+            &tx,
+            vec![
+                (example_request(1, Some(data)), false),
+                (twin, false),
+                (example_request(2, None), false),
+            ],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        assert!(
+            stored.iter().all(|s| s.request.moment.is_none()),
+            "not held past the commit"
+        );
+        let kept = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT COUNT(*) FROM moments", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(kept(&conn), 1);
+        conn.execute("UPDATE deliveries SET state = 'dead'", [])
+            .unwrap();
+        let admin = Admin::open(&path).unwrap();
+        let done = admin
+            .retry_rendered(None, Some("example"), &WebhookSet::example())
+            .unwrap();
+        assert_eq!(done.queued, 1);
+        assert_eq!(done.left.len(), 1);
+        assert!(done.left[0].1.contains("was not kept"), "{:?}", done.left);
+        let (state, json): (String, String) = conn
+            .query_row(
+                "SELECT state, request FROM deliveries WHERE msg_id = 'msg_1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        let again: Request = serde_json::from_str(&json).unwrap();
+        assert_eq!(state, "pending");
+        assert_eq!(again.url, "http://127.0.0.1:8080/hooks/call.hangup");
+        let hangup = crate::session::Trigger::parse("call.hangup").unwrap();
+        assert_eq!(
+            again.id,
+            crate::hooks::webhook::message_id("example", "c1", hangup)
+        );
+        conn.execute("UPDATE deliveries SET state = 'dead'", [])
+            .unwrap();
+        admin.purge(&[State::Dead], 0).unwrap();
+        assert_eq!(kept(&conn), 0, "purged with the last delivery of its call");
     }
 }

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::egress::{Egress, EgressConfig};
 use super::filter::{Filter, FilterConfig};
+use super::moment_data::MomentData;
 use super::request::Request;
 use super::retry::Schedule;
 use super::sign::Signer;
@@ -473,30 +474,26 @@ impl Webhook {
         })
     }
 
-    /// Whether the webhook is interested in this moment before its filters are looked at
+    /// Whether the webhook is interested in a moment before its filters are looked at
     /// (checked first: most webhooks skip most moments, and building fields costs).
-    fn fires_for(&self, m: &Moment) -> bool {
-        let cdr = &m.record.cdr;
+    fn fires_for(&self, trigger: Trigger, kind: CallKind, ddi: &str, cli: &str) -> bool {
         self.config.enabled
-            && self.triggers.contains(&m.trigger)
-            && (self.config.call_types.is_empty()
-                || self.config.call_types.contains(&m.record.kind))
-            && (self.numbers.is_empty()
-                || self.numbers.contains(&cdr.ddiNum)
-                || self.numbers.contains(&cdr.cliNum))
+            && self.triggers.contains(&trigger)
+            && (self.config.call_types.is_empty() || self.config.call_types.contains(&kind))
+            && (self.numbers.is_empty() || self.numbers.contains(ddi) || self.numbers.contains(cli))
     }
 
-    /// The request this webhook sends for `m`, if it fires. `base` holds the moment's fields.
-    pub fn request(&self, m: &Moment, base: &Map<String, Value>) -> Option<Request> {
-        if !self.fires_for(m) {
+    /// The request this webhook sends for a moment, if it fires.
+    pub(crate) fn request(&self, m: &Arc<MomentData>) -> Option<Request> {
+        if !self.fires_for(m.trigger, m.kind, m.text("ddiNum"), m.text("cliNum")) {
             return None;
         }
-        let mut fields = base.clone();
+        let mut fields = m.fields.clone();
         let tenant = self
             .config
             .tenant_id
             .clone()
-            .unwrap_or_else(|| m.record.cdr.pbxId.clone());
+            .unwrap_or_else(|| m.text("pbxId").to_owned());
         let id = message_id(&self.config.name, &m.call_id, m.trigger);
         fields.insert("webhook".into(), self.config.name.clone().into());
         fields.insert("triggerId".into(), self.trigger_id.clone().into());
@@ -574,12 +571,13 @@ impl Webhook {
             },
             timeout_ms: self.config.timeout.as_millis().min(u64::MAX as u128) as u64,
             at_us: m.at_us,
+            moment: Some(Arc::clone(m)),
         })
     }
 
     /// The standard payload: `triggerId`, `id`, `tenantId`, `cdr`, `customData`, plus the
     /// trigger, the per-call sequence number and what the trigger adds.
-    fn payload_json(&self, m: &Moment, fields: &Map<String, Value>, tenant: &str) -> Value {
+    fn payload_json(&self, m: &MomentData, fields: &Map<String, Value>, tenant: &str) -> Value {
         // The CDR as the fields hold it (serialized once per moment, retimed for this webhook).
         let cdr: Map<String, Value> = Cdr::field_names()
             .iter()
@@ -591,7 +589,7 @@ impl Webhook {
         p.insert("tenantId".into(), tenant.into());
         p.insert("trigger".into(), m.trigger.name().into());
         p.insert("sequence".into(), m.seq.into());
-        p.insert("callType".into(), m.record.kind.as_str().into());
+        p.insert("callType".into(), m.kind.as_str().into());
         p.insert("ended".into(), m.ended.into());
         if !m.detail.is_empty() {
             p.insert("detail".into(), Value::Object(m.detail.clone()));
@@ -607,7 +605,7 @@ impl Webhook {
     /// The same payload flattened to key/value pairs (form bodies, GET query strings).
     fn payload_pairs(
         &self,
-        m: &Moment,
+        m: &MomentData,
         fields: &Map<String, Value>,
         tenant: &str,
     ) -> Vec<(String, String)> {
@@ -617,7 +615,7 @@ impl Webhook {
             ("tenantId".into(), tenant.into()),
             ("trigger".into(), m.trigger.name().into()),
             ("sequence".into(), m.seq.to_string()),
-            ("callType".into(), m.record.kind.as_str().into()),
+            ("callType".into(), m.kind.as_str().into()),
             ("ended".into(), if m.ended { "1" } else { "0" }.into()),
         ];
         // Every key once: a CDR or custom key that the envelope already uses is sent under
@@ -666,7 +664,7 @@ fn append_query(url: &mut String, query: &str) {
 }
 
 /// Renders the moment's times in the webhook's own zone.
-fn retime(fields: &mut Map<String, Value>, m: &Moment, tz: &jiff::tz::TimeZone, name: &str) {
+fn retime(fields: &mut Map<String, Value>, m: &MomentData, tz: &jiff::tz::TimeZone, name: &str) {
     let fmt = |us: i64| match jiff::Timestamp::from_microsecond(us) {
         Ok(ts) => ts
             .to_zoned(tz.clone())
@@ -674,7 +672,7 @@ fn retime(fields: &mut Map<String, Value>, m: &Moment, tz: &jiff::tz::TimeZone, 
             .to_string(),
         Err(_) => String::new(),
     };
-    let t = m.record.times;
+    let t = m.times;
     fields.insert("tz".into(), name.into());
     fields.insert("start".into(), fmt(t.start_us).into());
     fields.insert("call-date".into(), fmt(t.start_us).into());
@@ -692,22 +690,6 @@ pub(crate) fn message_id(webhook: &str, call_id: &str, trigger: Trigger) -> Stri
         "msg_{}",
         uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).simple()
     )
-}
-
-/// The fields every webhook sees for a moment: the CDR, the flat fields, the trigger
-/// and what it adds.
-pub(crate) fn moment_fields(m: &Moment) -> Map<String, Value> {
-    let mut fields = match serde_json::to_value(&m.record.cdr) {
-        Ok(Value::Object(o)) => o,
-        _ => Map::new(),
-    };
-    fields.extend(m.record.flat.clone());
-    fields.insert("trigger".into(), m.trigger.name().into());
-    fields.insert("sequence".into(), m.seq.into());
-    fields.insert("callType".into(), m.record.kind.as_str().into());
-    fields.insert("ended".into(), u8::from(m.ended).into());
-    fields.extend(m.detail.clone());
-    fields
 }
 
 /// Where the built-in example webhook posts (what `replay --emit webhooks` shows without a
@@ -815,13 +797,13 @@ impl WebhookSet {
 
     /// Every request the moment produces, in configuration order.
     pub fn plan(&self, m: &Moment) -> Vec<Request> {
-        if !self.hooks.iter().any(|h| h.fires_for(m)) {
+        let cdr = &m.record.cdr;
+        let interested =
+            |h: &Webhook| h.fires_for(m.trigger, m.record.kind, &cdr.ddiNum, &cdr.cliNum);
+        if !self.hooks.iter().any(interested) {
             return Vec::new();
         }
-        let base = moment_fields(m);
-        self.hooks
-            .iter()
-            .filter_map(|h| h.request(m, &base))
-            .collect()
+        let data = Arc::new(MomentData::of(m));
+        self.hooks.iter().filter_map(|h| h.request(&data)).collect()
     }
 }

@@ -289,7 +289,7 @@ pub struct CallRecord {
 }
 
 /// A record's instants, µs since the epoch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
 pub struct Times {
     /// `start`.
     pub start_us: i64,
