@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use switchhook::call_store::{CallStoreConfig, Database, Queue};
+use switchhook::call_store::{CallStoreConfig, Database, RowSource};
+use switchhook::relay::Queue;
 use switchhook::session::Settings;
 
 fn captures() -> Vec<PathBuf> {
@@ -79,7 +80,7 @@ async fn writes(cfg: &CallStoreConfig, real: &[Value]) {
     }
 }
 
-async fn assemble_all(files: &[PathBuf], queue: Option<&Queue>) -> (u64, usize) {
+async fn assemble_all(files: &[PathBuf], queue: Option<&Queue<RowSource>>) -> (u64, usize) {
     let mut events = 0;
     let mut records = 0;
     for f in files {
@@ -90,7 +91,7 @@ async fn assemble_all(files: &[PathBuf], queue: Option<&Queue>) -> (u64, usize) 
             |rec| {
                 records += 1;
                 if let Some(q) = queue {
-                    q.push(switchhook::call_store::RowSource::new(&rec));
+                    q.push(RowSource::new(&rec));
                 }
             },
         )
@@ -140,7 +141,7 @@ async fn row_cost(files: &[PathBuf]) {
 async fn cost(files: &[PathBuf]) {
     const ROUNDS: usize = 20;
     let dir = tempfile::tempdir().unwrap();
-    let mut queue = Queue::open(
+    let mut queue = switchhook::call_store::open_queue(
         &dir.path().join("outbox.db"),
         Arc::new(tokio::sync::Notify::new()),
     )

@@ -78,6 +78,8 @@ sections! {
     table admin: crate::admin::AdminConfig,
     /// `[call_store]`: the PostgreSQL call store.
     table call_store: crate::call_store::CallStoreConfig,
+    /// `[nats]`: publishing to NATS JetStream.
+    table nats: crate::bus::NatsConfig,
 }
 
 fn sources(path: Option<&Path>) -> config::ConfigBuilder<config::builder::DefaultState> {

@@ -7,6 +7,7 @@
 #![warn(unreachable_pub)]
 
 pub mod admin;
+pub mod bus;
 pub mod call_store;
 pub mod cli;
 pub mod config;
@@ -19,6 +20,7 @@ mod memory;
 pub mod pipeline;
 pub mod problem;
 pub mod record;
+pub mod relay;
 pub mod replay;
 pub mod routing;
 pub mod secrets;

@@ -11,9 +11,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::postgres::{Postgres, PASSWORD, PASSWORD_ENV};
-use common::{fixture, ChildGuard, SCENARIOS};
+use common::{eventually, fixture, ChildGuard, SCENARIOS};
 use serde_json::Value;
-use switchhook::fake_freeswitch::{Pace, PlaybackConfig, PlaybackServer};
+use switchhook::fake_freeswitch::{Pace, PlaybackServer};
 
 fn rt() -> tokio::runtime::Runtime {
     common::runtime()
@@ -89,19 +89,6 @@ async fn count(client: &tokio_postgres::Client) -> i64 {
         .await
         .map(|r| r.get(0))
         .unwrap_or(-1)
-}
-
-/// Waits until `done` holds, or panics after `limit` with `what`.
-async fn eventually<F: std::future::Future<Output = bool>>(
-    limit: Duration,
-    what: &str,
-    mut done: impl FnMut() -> F,
-) {
-    let end = Instant::now() + limit;
-    while !done().await {
-        assert!(Instant::now() < end, "gave up waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[test]
@@ -336,21 +323,6 @@ fn the_schema_upgrades_from_its_first_version_and_a_newer_one_is_refused() {
     );
 }
 
-/// FreeSWITCH played back from `files`.
-async fn playback(files: &[PathBuf], password: &str, pace: Pace) -> PlaybackServer {
-    PlaybackServer::start(
-        "127.0.0.1:0",
-        PlaybackConfig {
-            password: password.into(),
-            captures: files.to_vec(),
-            pace,
-            faults: Default::default(),
-        },
-    )
-    .await
-    .unwrap()
-}
-
 /// A `run` configuration on `server` and `pg`, with more `[call_store]` keys.
 fn run_config(dir: &Path, pg: &Postgres, server: &PlaybackServer, store_keys: &str) -> PathBuf {
     write_config(
@@ -451,7 +423,7 @@ fn postgres_stopped_for_30_s_during_calls_loses_nothing() {
     let rt = rt();
     rt.block_on(async {
         // The calls play at four times real time: about half a minute of traffic.
-        let server = playback(&files, "pg-down", Pace::RealTime { speed: 4.0 }).await;
+        let server = common::play(&files, "pg-down", Pace::RealTime { speed: 4.0 }).await;
         let dir = tempfile::tempdir().unwrap();
         let cfg = run_config(dir.path(), &pg, &server, "");
         let client = pg.client().await;
@@ -503,7 +475,7 @@ fn a_kill_9_mid_batch_leaves_no_duplicate_and_no_loss() {
     let expected = replayed(&files);
     let rt = rt();
     rt.block_on(async {
-        let server = playback(&files, "pg-kill", Pace::Fast).await;
+        let server = common::play(&files, "pg-kill", Pace::Fast).await;
         let dir = tempfile::tempdir().unwrap();
         // Small batches: the drain is mid-way through the backlog for many round trips.
         let cfg = run_config(dir.path(), &pg, &server, "batch_max = 2\n");

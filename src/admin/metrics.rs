@@ -44,7 +44,9 @@ pub(crate) struct Sources {
     /// The outbox file (its depth is read at each scrape).
     pub(crate) outbox: PathBuf,
     /// The call store's drain, when the call store is on.
-    pub(crate) call_store: Option<Arc<crate::call_store::DrainStats>>,
+    pub(crate) call_store: Option<Arc<crate::relay::DrainStats>>,
+    /// The NATS drain, when `[nats]` is on.
+    pub(crate) bus: Option<Arc<crate::relay::DrainStats>>,
     /// The live page's calls.
     pub(crate) live: Arc<super::LiveView>,
 }
@@ -282,29 +284,53 @@ impl Collector for Snapshot {
         for (name, help, v) in counters {
             counter(&mut e, name, help, v)?;
         }
-        if let Some(c) = &s.call_store {
+        // A relay's four series: connected, backlog, written, failures.
+        let relays = [
+            (
+                &s.call_store,
+                [
+                    "switchhook_call_store_connected",
+                    "switchhook_call_store_backlog",
+                    "switchhook_call_store_written",
+                    "switchhook_call_store_failures",
+                ],
+                ("the call store", "PostgreSQL", "Call records"),
+            ),
+            (
+                &s.bus,
+                [
+                    "switchhook_nats_connected",
+                    "switchhook_nats_backlog",
+                    "switchhook_nats_written",
+                    "switchhook_nats_failures",
+                ],
+                ("NATS", "JetStream", "Bus messages"),
+            ),
+        ];
+        for (stats, [connected, backlog, written, failures], (what, server, items)) in relays {
+            let Some(c) = stats else { continue };
             gauge(
                 &mut e,
-                "switchhook_call_store_connected",
-                "1 while the call store's last write reached PostgreSQL",
+                connected,
+                &format!("1 while {what}'s last write reached {server}"),
                 c.connected.load(Ordering::Relaxed) as i64,
             )?;
             gauge(
                 &mut e,
-                "switchhook_call_store_backlog",
-                "Call records waiting in the outbox for the call store",
+                backlog,
+                &format!("{items} waiting in the outbox for {what}"),
                 c.backlog.load(Ordering::Relaxed),
             )?;
             counter(
                 &mut e,
-                "switchhook_call_store_written",
-                "Call records committed to the call store",
+                written,
+                &format!("{items} {server} has committed"),
                 &c.written,
             )?;
             counter(
                 &mut e,
-                "switchhook_call_store_failures",
-                "Call store batches that failed (each is tried again)",
+                failures,
+                &format!("Batches for {what} that failed (each is tried again)"),
                 &c.failures,
             )?;
         }

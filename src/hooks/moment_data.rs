@@ -10,6 +10,7 @@ use crate::session::{Moment, Trigger};
 
 /// One moment of one call, as the webhooks see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct MomentData {
     /// What happened.
     pub(crate) trigger: Trigger,

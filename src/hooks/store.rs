@@ -370,6 +370,16 @@ CREATE TABLE moments (
 ) WITHOUT ROWID;
 ";
 
+/// Version 6: messages waiting for NATS JetStream, in order.
+const SCHEMA_V6: &str = "
+CREATE TABLE bus_queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id TEXT NOT NULL,
+    message_json TEXT NOT NULL,
+    queued_ms INTEGER NOT NULL
+);
+";
+
 /// The outbox's schema versions, in order (SQLite's `user_version` holds the applied one).
 fn migrations() -> rusqlite_migration::Migrations<'static> {
     use rusqlite_migration::M;
@@ -379,11 +389,12 @@ fn migrations() -> rusqlite_migration::Migrations<'static> {
         M::up(SCHEMA_V3),
         M::up(SCHEMA_V4),
         M::up(SCHEMA_V5),
+        M::up(SCHEMA_V6),
     ])
 }
 
 /// The newest schema version this binary writes.
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 /// Opens (creating if needed) the database at `path` with the outbox's settings.
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {

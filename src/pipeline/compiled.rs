@@ -31,6 +31,7 @@ impl Compiled {
         bad.extend(cfg.store.check());
         bad.extend(cfg.admin.check());
         bad.extend(cfg.call_store.check());
+        bad.extend(cfg.nats.check());
         let settings = Settings::new(Sections {
             sessions: &cfg.sessions,
             mapping: &cfg.mapping,

@@ -138,6 +138,7 @@ impl Pipeline {
                     routing: routing.as_ref().map(|(r, _)| Arc::clone(r)),
                     outbox: cfg.store.path.clone(),
                     call_store: shared.call_store.clone(),
+                    bus: shared.bus.clone(),
                     live,
                 };
                 let stop = CancellationToken::new();
@@ -270,9 +271,13 @@ impl Pipeline {
         if new.freeswitch_changed {
             tracing::warn!("[freeswitch] changed: restart switchhook to apply it");
         }
-        let section = |c: &Config| serde_json::to_value(&c.call_store).ok();
-        if section(&new.cfg) != section(&self.cfg) {
+        let call_store = |c: &Config| serde_json::to_value(&c.call_store).ok();
+        if call_store(&new.cfg) != call_store(&self.cfg) {
             tracing::warn!("[call_store] changed: restart switchhook to apply it");
+        }
+        let nats = |c: &Config| serde_json::to_value(&c.nats).ok();
+        if nats(&new.cfg) != nats(&self.cfg) {
+            tracing::warn!("[nats] changed: restart switchhook to apply it");
         }
         match &self.routing {
             Some((router, _)) => {

@@ -290,6 +290,7 @@ pub struct CallRecord {
 
 /// A record's instants, µs since the epoch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Times {
     /// `start`.
     pub start_us: i64,

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fake_fs;
+pub mod nats;
 pub mod postgres;
 pub mod receiver;
 
@@ -96,6 +97,38 @@ pub async fn playback(
     )
     .await
     .unwrap()
+}
+
+/// A playback server streaming `files` in turn at `pace`.
+pub async fn play(
+    files: &[PathBuf],
+    password: &str,
+    pace: switchhook::fake_freeswitch::Pace,
+) -> switchhook::fake_freeswitch::PlaybackServer {
+    switchhook::fake_freeswitch::PlaybackServer::start(
+        "127.0.0.1:0",
+        switchhook::fake_freeswitch::PlaybackConfig {
+            password: password.into(),
+            captures: files.to_vec(),
+            pace,
+            faults: Default::default(),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Waits until `done` holds, or panics after `limit` with `what`.
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    limit: std::time::Duration,
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
+    let end = std::time::Instant::now() + limit;
+    while !done().await {
+        assert!(std::time::Instant::now() < end, "gave up waiting: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// A child process that is killed (and reaped) when the guard goes, also when a test fails

@@ -8,9 +8,10 @@ use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
 use super::{Output, Shared};
-use crate::call_store::{CallStoreConfig, Database, DatabaseError, Drain, Queue, RowSource};
+use crate::call_store::{self, CallStoreConfig, Database, DatabaseError, Postgres, RowSource};
 use crate::hooks::store::StoreConfig;
 use crate::pipeline::StartError;
+use crate::relay::{Drain, Queue};
 use crate::session::CallRecord;
 
 /// How long the drain gets at shutdown to write what is queued.
@@ -18,7 +19,7 @@ const FINISH: Duration = Duration::from_secs(5);
 
 /// The queue and its drain.
 pub(super) struct CallStore {
-    queue: Queue,
+    queue: Queue<RowSource>,
     drain: Drain,
     /// Records refused because too many waited for the disk.
     refused: u64,
@@ -52,8 +53,23 @@ impl CallStore {
             }
         }
         let wake = Arc::new(Notify::new());
-        let queue = Queue::open(&store.path, Arc::clone(&wake)).map_err(StartError::Outbox)?;
-        let drain = Drain::start(cfg.clone(), &store.path, db, wake).map_err(StartError::Outbox)?;
+        let queue = Queue::open(
+            &store.path,
+            &call_store::QUEUE,
+            call_store::queued,
+            Arc::clone(&wake),
+        )
+        .map_err(StartError::Outbox)?;
+        let sink = Postgres(cfg.clone());
+        let drain = Drain::start(
+            sink,
+            cfg.batch_max,
+            &store.path,
+            &call_store::QUEUE,
+            db,
+            wake,
+        )
+        .map_err(StartError::Outbox)?;
         shared.call_store = Some(Arc::clone(drain.stats()));
         Ok(CallStore {
             queue,
@@ -73,15 +89,7 @@ impl Output for CallStore {
     }
 
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
-        let CallStore {
-            mut queue, drain, ..
-        } = *self;
-        Box::pin(async move {
-            // Commit what was handed over, then write what PostgreSQL takes in time.
-            tokio::task::spawn_blocking(move || queue.close())
-                .await
-                .ok();
-            drain.finish(FINISH).await;
-        })
+        let CallStore { queue, drain, .. } = *self;
+        Box::pin(crate::relay::close(queue, drain, FINISH))
     }
 }

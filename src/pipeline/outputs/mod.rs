@@ -4,6 +4,7 @@
 //!
 //! A new output is a file here with its configuration section, and a line in [`start`].
 
+mod bus;
 mod call_store;
 mod cdr_log;
 mod counters;
@@ -50,7 +51,9 @@ pub(crate) struct Shared {
     /// The webhook delivery counters.
     pub delivery: Arc<DeliveryStats>,
     /// The call store's figures, when it is on.
-    pub call_store: Option<Arc<crate::call_store::DrainStats>>,
+    pub call_store: Option<Arc<crate::relay::DrainStats>>,
+    /// The NATS drain's figures, when `[nats]` is on.
+    pub bus: Option<Arc<crate::relay::DrainStats>>,
 }
 
 /// The outputs in force, fed in the order they were started.
@@ -109,6 +112,15 @@ pub(crate) async fn start(
     if cfg.call_store.enabled() {
         match call_store::CallStore::start(&cfg.call_store, &cfg.store, shared).await {
             Ok(c) => outputs.0.push(Box::new(c)),
+            Err(e) => {
+                outputs.close().await;
+                return Err(e);
+            }
+        }
+    }
+    if cfg.nats.enabled() {
+        match bus::Bus::start(&cfg.nats, &cfg.store, shared) {
+            Ok(b) => outputs.0.push(Box::new(b)),
             Err(e) => {
                 outputs.close().await;
                 return Err(e);

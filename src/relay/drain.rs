@@ -1,7 +1,8 @@
-//! The drain: takes the queue's oldest rows to PostgreSQL in batches, in order, and takes
-//! them out of the queue once committed. While PostgreSQL is down or refuses, it waits and
-//! tries again, backing off; the rows stay queued.
+//! The drain: takes the queue's oldest items to their destination in batches, in order, and
+//! takes them out of the queue once the destination has them. While it is down or refuses,
+//! the drain waits and tries again, backing off; the items stay queued.
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,10 +12,29 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::config::CallStoreConfig;
-use super::database::Database;
-use super::queue::Backlog;
+use super::queue::{Backlog, Table};
 use crate::hooks::store::StoreError;
+
+/// Where a relay's items go (PostgreSQL, NATS JetStream).
+pub(crate) trait Sink: Send + Sync + 'static {
+    /// A live connection.
+    type Conn: Send + Sync + 'static;
+    /// Why connecting or writing failed.
+    type Error: std::fmt::Display + Send;
+    /// What the logs call the destination.
+    const NAME: &'static str;
+    /// Connects.
+    fn connect(&self) -> impl Future<Output = Result<Self::Conn, Self::Error>> + Send;
+    /// Writes a batch, oldest first; Ok once the destination has all of it.
+    fn write(
+        &self,
+        conn: &mut Self::Conn,
+        items: &[serde_json::Value],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Whether the failure is the kind that passes (a restart, a dropped connection), logged
+    /// quietly after the first.
+    fn is_transient(e: &Self::Error) -> bool;
+}
 
 /// The first pause after a failure; it doubles up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(500);
@@ -27,13 +47,13 @@ const POLL: Duration = Duration::from_secs(5);
 /// What the drain has done, for the metrics.
 #[derive(Debug, Default)]
 pub(crate) struct DrainStats {
-    /// Rows committed to PostgreSQL.
+    /// Items the destination has.
     pub(crate) written: AtomicU64,
     /// Batches that failed (and wait to be tried again).
     pub(crate) failures: AtomicU64,
-    /// Rows waiting in the queue, as last counted.
+    /// Items waiting in the queue, as last counted.
     pub(crate) backlog: AtomicI64,
-    /// Whether the last attempt reached PostgreSQL.
+    /// Whether the last attempt reached the destination.
     pub(crate) connected: AtomicBool,
 }
 
@@ -42,24 +62,29 @@ pub(crate) struct Drain {
     stop: CancellationToken,
     task: JoinHandle<()>,
     stats: Arc<DrainStats>,
+    name: &'static str,
 }
 
 impl Drain {
-    /// Starts draining the queue at `path`, on `db` when already connected.
-    pub(crate) fn start(
-        cfg: CallStoreConfig,
+    /// Starts draining `table` of the outbox at `path` into `sink`, `batch_max` items at a
+    /// time, on `conn` when already connected.
+    pub(crate) fn start<S: Sink>(
+        sink: S,
+        batch_max: usize,
         path: &Path,
-        db: Option<Database>,
+        table: &'static Table,
+        conn: Option<S::Conn>,
         wake: Arc<Notify>,
     ) -> Result<Drain, StoreError> {
-        let backlog = Backlog::open(path)?;
+        let backlog = Backlog::open(path, table)?;
         let stop = CancellationToken::new();
         let stats = Arc::new(DrainStats::default());
-        stats.connected.store(db.is_some(), Ordering::Relaxed);
+        stats.connected.store(conn.is_some(), Ordering::Relaxed);
         let run = Run {
-            cfg,
+            sink,
+            batch_max,
             backlog: Arc::new(Mutex::new(backlog)),
-            db,
+            conn,
             wake,
             stop: stop.clone(),
             stats: Arc::clone(&stats),
@@ -68,6 +93,7 @@ impl Drain {
             stop,
             task: tokio::spawn(run.drain()),
             stats,
+            name: S::NAME,
         })
     }
 
@@ -76,30 +102,32 @@ impl Drain {
         &self.stats
     }
 
-    /// Writes what is queued while PostgreSQL answers, for at most `limit`, then stops;
-    /// what is left stays queued for the next start.
+    /// Writes what is queued while the destination answers, for at most `limit`, then
+    /// stops; what is left stays queued for the next start.
     pub(crate) async fn finish(self, limit: Duration) {
         self.stop.cancel();
         let abort = self.task.abort_handle();
         if tokio::time::timeout(limit, self.task).await.is_err() {
             abort.abort();
             tracing::warn!(
-                "call store: stopped with records still queued; they are written at the next start"
+                "{}: stopped with items still queued; they are written at the next start",
+                self.name
             );
         }
     }
 }
 
-struct Run {
-    cfg: CallStoreConfig,
+struct Run<S: Sink> {
+    sink: S,
+    batch_max: usize,
     backlog: Arc<Mutex<Backlog>>,
-    db: Option<Database>,
+    conn: Option<S::Conn>,
     wake: Arc<Notify>,
     stop: CancellationToken,
     stats: Arc<DrainStats>,
 }
 
-impl Run {
+impl<S: Sink> Run<S> {
     /// `f` on the queue, off the async threads.
     async fn queue<T: Send + 'static>(
         &self,
@@ -125,13 +153,14 @@ impl Run {
     async fn drain(mut self) {
         let mut pause = RETRY_MIN;
         let mut down_since: Option<Instant> = None;
-        let batch_max = self.cfg.batch_max;
+        let batch_max = self.batch_max;
+        let name = S::NAME;
         loop {
             let stopping = self.stop.is_cancelled();
             let (rows, last) = match self.queue(move |b| b.oldest(batch_max)).await {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::error!(error = %e, "call store: cannot read the queue");
+                    tracing::error!(error = %e, "{name}: cannot read the queue");
                     if stopping || !self.pause(RETRY_MAX).await {
                         return;
                     }
@@ -153,13 +182,13 @@ impl Run {
             if let Ok(n) = self.queue(|b| b.len()).await {
                 self.stats.backlog.store(n, Ordering::Relaxed);
             }
-            let written = match self.db.as_mut() {
-                Some(db) => db.write(&rows).await.map(|_| rows.len()),
+            let written = match self.conn.as_mut() {
+                Some(conn) => self.sink.write(conn, &rows).await.map(|()| rows.len()),
                 // At shutdown, only a connection already up is used.
                 None if stopping => return,
-                None => match Database::connect(&self.cfg).await {
-                    Ok(db) => {
-                        self.db = Some(db);
+                None => match self.sink.connect().await {
+                    Ok(conn) => {
+                        self.conn = Some(conn);
                         continue;
                     }
                     Err(e) => Err(e),
@@ -168,31 +197,28 @@ impl Run {
             match written {
                 Ok(n) => {
                     if let Err(e) = self.queue(move |b| b.remove_through(last)).await {
-                        // Written but still queued: written again later, which the upsert
-                        // makes harmless.
-                        tracing::error!(error = %e, "call store: cannot take written records out of the queue");
+                        // Written but still queued: written again later, which the
+                        // destination makes harmless (an upsert, a de-duplicating id).
+                        tracing::error!(error = %e, "{name}: cannot take written items out of the queue");
                     }
                     self.stats.written.fetch_add(n as u64, Ordering::Relaxed);
                     self.stats.connected.store(true, Ordering::Relaxed);
                     if let Some(since) = down_since.take() {
-                        tracing::info!(
-                            down_s = since.elapsed().as_secs(),
-                            "call store: writing again"
-                        );
+                        tracing::info!(down_s = since.elapsed().as_secs(), "{name}: writing again");
                     }
                     pause = RETRY_MIN;
                 }
                 Err(e) => {
-                    self.db = None;
+                    self.conn = None;
                     self.stats.failures.fetch_add(1, Ordering::Relaxed);
                     self.stats.connected.store(false, Ordering::Relaxed);
                     if down_since.is_none() {
                         down_since = Some(Instant::now());
-                        tracing::warn!(error = %e, "call store: cannot write; records wait in the outbox and are written when it answers");
-                    } else if !e.is_transient() {
-                        tracing::error!(error = %e, "call store: still cannot write");
+                        tracing::warn!(error = %e, "{name}: cannot write; items wait in the outbox and are written when it answers");
+                    } else if !S::is_transient(&e) {
+                        tracing::error!(error = %e, "{name}: still cannot write");
                     } else {
-                        tracing::debug!(error = %e, "call store: still cannot write");
+                        tracing::debug!(error = %e, "{name}: still cannot write");
                     }
                     if stopping || !self.pause(pause).await {
                         return;

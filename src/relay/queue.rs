@@ -1,7 +1,7 @@
-//! The call store's queue: records committed to the local outbox (SQLite, WAL) the moment a
-//! call finishes, and taken out only once PostgreSQL has committed them.
+//! A relay's queue: items committed to a table of the local outbox (SQLite, WAL) the moment
+//! they happen, and taken out only once their destination has them.
 //!
-//! The pipeline hands records to a thread that makes their rows, owns a connection and
+//! The pipeline hands items to a thread that makes their JSON, owns a connection and
 //! commits whatever has come in one transaction, so a burst of hangups costs one commit and
 //! the event loop neither waits on a disk nor spends its time making JSON.
 
@@ -14,30 +14,48 @@ use std::time::Duration;
 use rusqlite::{params, Connection};
 use tokio::sync::Notify;
 
-use super::columns::{self, RowSource};
 use crate::hooks::store::{self as outbox, StoreError};
 
-/// Rows handed over but not yet committed, at most: beyond, the newest are refused (and
+/// Items handed over but not yet committed, at most: beyond, the newest are refused (and
 /// counted), so memory stays bounded while the disk is full.
 const HANDED_MAX: usize = 4_096;
 
-/// The writing end: rows go in, committed by the queue's thread.
-pub struct Queue {
-    tx: Option<SyncSender<RowSource>>,
+/// The outbox table a relay's queue lives in (made by the outbox's migrations), with an
+/// integer `seq` that orders it, a key, a JSON text and the time it was queued.
+pub(crate) struct Table {
+    /// The table.
+    pub(crate) name: &'static str,
+    /// The key column (what the item is about).
+    pub(crate) key: &'static str,
+    /// The JSON column.
+    pub(crate) json: &'static str,
+    /// What the items are, for the logs.
+    pub(crate) items: &'static str,
+}
+
+/// The writing end: items go in, committed by the queue's thread as `(key, JSON)`.
+pub struct Queue<T> {
+    tx: Option<SyncSender<T>>,
     thread: Option<thread::JoinHandle<()>>,
     committed: Arc<Notify>,
 }
 
-impl Queue {
-    /// Opens the queue in the outbox at `path`; `committed` is woken after each commit.
-    pub fn open(path: &Path, committed: Arc<Notify>) -> Result<Queue, StoreError> {
+impl<T: Send + 'static> Queue<T> {
+    /// Opens the queue in `table` of the outbox at `path`; `make` turns an item into its key
+    /// and JSON on the queue's thread; `committed` is woken after each commit.
+    pub(crate) fn open(
+        path: &Path,
+        table: &'static Table,
+        make: fn(T) -> (String, String),
+        committed: Arc<Notify>,
+    ) -> Result<Queue<T>, StoreError> {
         let conn = outbox::open(path)?;
         let (tx, rx) = mpsc::sync_channel(HANDED_MAX);
         let wake = Arc::clone(&committed);
         let path = path.to_owned();
         let thread = thread::Builder::new()
-            .name("call-store-queue".into())
-            .spawn(move || commit_loop(conn, rx, &wake, &path))
+            .name(format!("{}-queue", table.name))
+            .spawn(move || commit_loop(conn, rx, table, make, &wake, &path))
             .map_err(|_| StoreError::Closed)?;
         Ok(Queue {
             tx: Some(tx),
@@ -46,15 +64,17 @@ impl Queue {
         })
     }
 
-    /// Hands a record over; false when too many wait for the disk already (it is dropped).
-    pub fn push(&self, record: RowSource) -> bool {
+    /// Hands an item over; false when too many wait for the disk already (it is dropped).
+    pub fn push(&self, item: T) -> bool {
         let Some(tx) = &self.tx else { return false };
-        match tx.try_send(record) {
+        match tx.try_send(item) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
         }
     }
+}
 
+impl<T> Queue<T> {
     /// Commits what was handed over and stops the thread.
     pub fn close(&mut self) {
         self.tx = None;
@@ -65,30 +85,36 @@ impl Queue {
     }
 }
 
-impl Drop for Queue {
+impl<T> Drop for Queue<T> {
     fn drop(&mut self) {
         self.close();
     }
 }
 
-fn commit_loop(mut conn: Connection, rx: Receiver<RowSource>, committed: &Notify, path: &Path) {
-    let as_row = |r: RowSource| (r.id().to_owned(), columns::row(&r).to_string());
+fn commit_loop<T>(
+    mut conn: Connection,
+    rx: Receiver<T>,
+    table: &Table,
+    make: fn(T) -> (String, String),
+    committed: &Notify,
+    path: &Path,
+) {
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![as_row(first)];
+        let mut batch = vec![make(first)];
         while let Ok(more) = rx.try_recv() {
-            batch.push(as_row(more));
+            batch.push(make(more));
             if batch.len() >= 1000 {
                 break;
             }
         }
         let mut pause = Duration::from_millis(100);
         loop {
-            match insert(&mut conn, &batch) {
+            match insert(&mut conn, table, &batch) {
                 Ok(()) => break,
                 Err(e) => {
                     // A full or failing disk: keep the batch and try again; the pipeline
                     // goes on, and what it hands over waits in the channel meanwhile.
-                    tracing::error!(path = %path.display(), error = %e, "cannot queue call records for the call store; retrying");
+                    tracing::error!(path = %path.display(), error = %e, items = table.items, "cannot queue in the outbox; retrying");
                     thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
@@ -98,12 +124,17 @@ fn commit_loop(mut conn: Connection, rx: Receiver<RowSource>, committed: &Notify
     }
 }
 
-fn insert(conn: &mut Connection, batch: &[(String, String)]) -> rusqlite::Result<()> {
+fn insert(
+    conn: &mut Connection,
+    table: &Table,
+    batch: &[(String, String)],
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO call_store_queue (call_id, row_json, queued_ms) VALUES (?1, ?2, ?3)",
-        )?;
+        let mut stmt = tx.prepare_cached(&format!(
+            "INSERT INTO {} ({}, {}, queued_ms) VALUES (?1, ?2, ?3)",
+            table.name, table.key, table.json
+        ))?;
         let now = outbox::now_ms();
         for (id, row) in batch {
             stmt.execute(params![id, row, now])?;
@@ -112,18 +143,20 @@ fn insert(conn: &mut Connection, batch: &[(String, String)]) -> rusqlite::Result
     tx.commit()
 }
 
-/// The reading end: what waits, oldest first, and taking out what was written.
+/// The reading end: what waits, oldest first, and taking out what was delivered.
 pub(crate) struct Backlog {
     conn: Connection,
     path: PathBuf,
+    table: &'static Table,
 }
 
 impl Backlog {
-    /// Opens the queue at `path` for reading and removing.
-    pub(crate) fn open(path: &Path) -> Result<Backlog, StoreError> {
+    /// Opens the queue in `table` of the outbox at `path` for reading and removing.
+    pub(crate) fn open(path: &Path, table: &'static Table) -> Result<Backlog, StoreError> {
         Ok(Backlog {
             conn: outbox::open(path)?,
             path: path.to_owned(),
+            table,
         })
     }
 
@@ -134,16 +167,19 @@ impl Backlog {
         }
     }
 
-    /// The oldest `n` rows. A row that is not JSON (a damaged file) is skipped with an error
-    /// logged, and taken out with the batch.
-    /// Also the place in the queue of the last row read.
+    /// The oldest `n` items, and the place in the queue of the last one read. An item that
+    /// is not JSON (a damaged file) is skipped with an error logged, and taken out with the
+    /// batch.
     pub(crate) fn oldest(
         &self,
         n: usize,
     ) -> Result<(Vec<serde_json::Value>, Option<i64>), StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT seq, row_json FROM call_store_queue ORDER BY seq LIMIT ?1")
+            .prepare_cached(&format!(
+                "SELECT seq, {} FROM {} ORDER BY seq LIMIT ?1",
+                self.table.json, self.table.name
+            ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params![n as i64], |r| {
@@ -157,25 +193,32 @@ impl Backlog {
             match serde_json::from_str(&text) {
                 Ok(row) => out.push(row),
                 Err(e) => {
-                    tracing::error!(seq, error = %e, "a queued call record is not JSON; skipped")
+                    tracing::error!(seq, error = %e, items = self.table.items, "a queued item is not JSON; skipped")
                 }
             }
         }
         Ok((out, last))
     }
 
-    /// Takes out every row up to `seq`.
+    /// Takes out every item up to `seq`.
     pub(crate) fn remove_through(&self, seq: i64) -> Result<(), StoreError> {
         self.conn
-            .execute("DELETE FROM call_store_queue WHERE seq <= ?1", params![seq])
+            .execute(
+                &format!("DELETE FROM {} WHERE seq <= ?1", self.table.name),
+                params![seq],
+            )
             .map(|_| ())
             .map_err(|e| self.err(e))
     }
 
-    /// How many rows wait.
+    /// How many items wait.
     pub(crate) fn len(&self) -> Result<i64, StoreError> {
         self.conn
-            .query_row("SELECT COUNT(*) FROM call_store_queue", [], |r| r.get(0))
+            .query_row(
+                &format!("SELECT COUNT(*) FROM {}", self.table.name),
+                [],
+                |r| r.get(0),
+            )
             .map_err(|e| self.err(e))
     }
 }
@@ -198,19 +241,21 @@ mod tests {
         let ids: Vec<&str> = records.iter().map(|r| r.cdr.id.as_str()).collect();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("outbox.db");
-        let mut q = Queue::open(&path, Arc::new(Notify::new())).unwrap();
+        let table = &crate::call_store::QUEUE;
+        let make = crate::call_store::queued;
+        let mut q = Queue::open(&path, table, make, Arc::new(Notify::new())).unwrap();
         for r in &records {
-            assert!(q.push(RowSource::new(r)));
+            assert!(q.push(crate::call_store::RowSource::new(r)));
         }
         q.close();
-        let b = Backlog::open(&path).unwrap();
+        let b = Backlog::open(&path, table).unwrap();
         let (rows, last) = b.oldest(3).unwrap();
         let first: Vec<_> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
         assert_eq!(first, ids[..3]);
         assert_eq!(rows[0], crate::call_store::row(&records[0]));
         b.remove_through(last.unwrap()).unwrap();
         drop(b);
-        let b = Backlog::open(&path).unwrap();
+        let b = Backlog::open(&path, table).unwrap();
         assert_eq!(b.len().unwrap(), 2);
         assert_eq!(b.oldest(10).unwrap().0[0]["id"], ids[3]);
     }

@@ -1,0 +1,19 @@
+//! The bus: every lifecycle moment and every finished call's CDR published to NATS
+//! JetStream, for consumers beyond this process (other services, a fleet's workers).
+//!
+//! Publishing is a transactional outbox: a message is queued in the local outbox (SQLite)
+//! the moment it happens and leaves it once JetStream has acknowledged it, so a NATS outage
+//! loses nothing and the backlog goes out in order when NATS answers again. Each message
+//! carries a deterministic id as `Nats-Msg-Id` (the call and the trigger, or the call for a
+//! CDR): a message published twice (a kill between the acknowledgement and the dequeue, two
+//! switchhooks on one FreeSWITCH, a replay after a restart) is stored once by the stream
+//! within its duplicate window.
+
+mod config;
+mod jetstream;
+mod message;
+
+pub use config::NatsConfig;
+pub(crate) use jetstream::JetStream;
+pub use message::{cdr_id, moment_id};
+pub(crate) use message::{queued, Message, QUEUE};
