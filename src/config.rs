@@ -64,6 +64,8 @@ sections! {
     table rates: crate::session::rates::RatesConfig,
     /// `[[outcomes]]`: how a finished call's `outcome` is named.
     list outcomes: crate::session::outcome::OutcomeRule,
+    /// `[[tenants]]`: which customer a call belongs to.
+    list tenants: crate::session::tenants::TenantConfig,
     /// `[store]`: the webhook outbox.
     table store: crate::hooks::store::StoreConfig,
     /// `[[webhooks]]`: lifecycle webhooks.
@@ -80,6 +82,8 @@ sections! {
     table call_store: crate::call_store::CallStoreConfig,
     /// `[nats]`: publishing to NATS JetStream.
     table nats: crate::bus::NatsConfig,
+    /// `[worker]`: a `switchhook deliver` process.
+    table worker: crate::bus::WorkerConfig,
 }
 
 fn sources(path: Option<&Path>) -> config::ConfigBuilder<config::builder::DefaultState> {

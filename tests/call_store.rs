@@ -95,7 +95,8 @@ async fn count(client: &tokio_postgres::Client) -> i64 {
 fn every_bundled_capture_fills_the_store_once_and_the_reports_answer() {
     let pg = Postgres::start();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &pg, "");
+    let tenants = "[[tenants]]\nid = \"acme\"\nnumbers = [\"+44161000100*\"]\n";
+    let cfg = write_config(dir.path(), &pg, tenants);
     let cfg_s = cfg.to_str().unwrap();
     let files = captures();
     let expected = replayed(&files);
@@ -147,6 +148,33 @@ fn every_bundled_capture_fills_the_store_once_and_the_reports_answer() {
             let legs: Value = row.get(9);
             assert!(!legs.as_array().unwrap().is_empty());
         }
+        // Calls to the tenant's numbers are its own; the rest carry their PBX's id.
+        let acme: i64 = client
+            .query_one("SELECT count(*) FROM calls WHERE tenant_id = 'acme'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let inbound_to_acme: i64 = client
+            .query_one(
+                "SELECT count(*) FROM calls WHERE kind = 'inbound' AND ddi_num LIKE '+44161000100%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(acme >= inbound_to_acme && inbound_to_acme > 0, "{acme} {inbound_to_acme}");
+        let others: i64 = client
+            .query_one(
+                "SELECT count(*) FROM calls WHERE tenant_id <> 'acme' AND tenant_id IS DISTINCT FROM pbx_id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(others, 0);
+        let listed = switchhook(&["calls", "list", "--tenant", "acme", "--limit", "1000", "--config", cfg_s]);
+        assert!(listed.status.success(), "{}", text(&listed));
+        assert_eq!(json_lines(&listed).len() as i64, acme);
     });
 
     // The reports, over every capture's time.
@@ -281,7 +309,7 @@ fn the_schema_upgrades_from_its_first_version_and_a_newer_one_is_refused() {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
         let indexes: i64 = client
             .query_one(
                 "SELECT count(*) FROM pg_indexes WHERE tablename = 'calls'",
@@ -295,7 +323,7 @@ fn the_schema_upgrades_from_its_first_version_and_a_newer_one_is_refused() {
         client
             .execute(
                 "INSERT INTO switchhook_schema_history (version, name, applied_on, checksum) \
-                 VALUES (3, 'from_the_future', now()::text, '0')",
+                 VALUES (4, 'from_the_future', now()::text, '0')",
                 &[],
             )
             .await
@@ -305,7 +333,7 @@ fn the_schema_upgrades_from_its_first_version_and_a_newer_one_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("schema is version 3, newer than this switchhook knows (2)"),
+        err.contains("schema is version 4, newer than this switchhook knows (3)"),
         "{err}"
     );
     // run refuses to start on it rather than write into a schema it does not know.
@@ -607,15 +635,13 @@ fn the_live_page_starts_from_the_stores_latest_calls_and_metrics_show_the_drain(
             .unwrap();
         assert_eq!(answered["answered"], true);
         assert!(!answered["segments"].as_array().unwrap().is_empty());
-        let metrics = get("/metrics").await;
-        assert!(
-            metrics.contains("switchhook_call_store_connected 1"),
-            "{metrics}"
-        );
-        assert!(
-            metrics.contains("switchhook_call_store_backlog 0"),
-            "{metrics}"
-        );
+        // The drain reports connected and an empty backlog once it has looked.
+        eventually(Duration::from_secs(30), "the drain's metrics", || async {
+            let metrics = get("/metrics").await;
+            metrics.contains("switchhook_call_store_connected 1")
+                && metrics.contains("switchhook_call_store_backlog 0")
+        })
+        .await;
     });
 }
 

@@ -105,13 +105,17 @@ const FAULT_CAPTURES: &[&str] = &[
     "25-ivr-direct-extension",
 ];
 
+fn fault_captures() -> Vec<PathBuf> {
+    FAULT_CAPTURES
+        .iter()
+        .map(|n| fixture(&format!("freeswitch-1.10/{n}.esl")))
+        .collect()
+}
+
 #[test]
 fn nats_stopped_for_30_s_during_calls_loses_nothing_and_keeps_each_call_in_order() {
     let mut nats = Nats::start();
-    let files: Vec<PathBuf> = FAULT_CAPTURES
-        .iter()
-        .map(|n| fixture(&format!("freeswitch-1.10/{n}.esl")))
-        .collect();
+    let files = fault_captures();
     let rt = common::runtime();
     rt.block_on(async {
         let want = expected(&files).await;
@@ -239,6 +243,319 @@ fn a_kill_9_between_publish_and_dequeue_leaves_one_copy_of_each() {
         .await;
         let got = messages(&js, STREAM).await;
         assert_exactly_once_in_order(&got, &want);
+    });
+}
+
+/// The webhooks every trigger of `files` makes under `config`: (webhook-id, call, sequence).
+fn planned(config: &Path, files: &[PathBuf]) -> Vec<(String, String, u64)> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchhook"))
+        .args(["replay", "--emit", "webhooks", "--config"])
+        .arg(config)
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| {
+            (
+                v["id"].as_str().unwrap().to_owned(),
+                v["call_id"].as_str().unwrap().to_owned(),
+                v["sequence"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until every planned webhook has been answered with 200 once.
+async fn all_arrive(
+    receiver: &common::receiver::Receiver,
+    planned: &[(String, String, u64)],
+    limit: Duration,
+) -> bool {
+    receiver
+        .wait_for(limit, |seen| {
+            seen.iter()
+                .filter(|r| r.status == 200)
+                .map(|r| r.headers["webhook-id"].clone())
+                .collect::<BTreeSet<_>>()
+                .len()
+                >= planned.len()
+        })
+        .await
+}
+
+/// Every planned webhook arrived, and each call's first arrivals are in moment order.
+fn assert_all_arrived_in_order(
+    seen: &[common::receiver::Received],
+    planned: &[(String, String, u64)],
+) {
+    let by_id: BTreeMap<&str, (&str, u64)> = planned
+        .iter()
+        .map(|(id, call, seq)| (id.as_str(), (call.as_str(), *seq)))
+        .collect();
+    let mut first = BTreeSet::new();
+    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in seen.iter().filter(|r| r.status == 200) {
+        let id = r.headers["webhook-id"].as_str();
+        let Some((call, seq)) = by_id.get(id) else {
+            panic!("an unplanned webhook {id}");
+        };
+        if first.insert(id) {
+            let before = last.insert(call, *seq).unwrap_or(0);
+            assert!(before <= *seq, "call {call}: moment {seq} after {before}");
+        }
+    }
+    assert_eq!(first.len(), by_id.len(), "every webhook arrived");
+}
+
+/// Two `run` instances on one FreeSWITCH (each fed the same event stream, as FreeSWITCH
+/// sends every subscriber the same events): each moment and CDR lands in the stream once;
+/// one is killed mid-call and the other carries every call on.
+#[test]
+fn two_runs_on_one_freeswitch_publish_each_moment_once_and_one_may_die() {
+    let nats = Nats::start();
+    let files = fault_captures();
+    let rt = common::runtime();
+    rt.block_on(async {
+        let want = expected(&files).await;
+        let pace = Pace::RealTime { speed: 4.0 };
+        let (a, b) = (
+            common::play(&files, "twin", pace).await,
+            common::play(&files, "twin", pace).await,
+        );
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut run_a = spawn_run(&write_config(dir_a.path(), &nats, &a, ""), "twin", 1);
+        let _run_b = spawn_run(&write_config(dir_b.path(), &nats, &b, ""), "twin", 1);
+        let js = nats.jetstream().await;
+        eventually(Duration::from_secs(60), "the first messages", || async {
+            messages(&js, STREAM).await.len() > 5
+        })
+        .await;
+        run_a.kill().unwrap(); // SIGKILL, calls under way
+        run_a.wait().unwrap();
+        assert!(a.position() < a.total_events(), "killed during the calls");
+        eventually(
+            Duration::from_secs(120),
+            "every message published",
+            || async { messages(&js, STREAM).await.len() >= want.len() },
+        )
+        .await;
+        eventually(
+            Duration::from_secs(10),
+            "the second run's queue emptied",
+            || async { queued(&dir_b.path().join("outbox.db")) == 0 },
+        )
+        .await;
+        assert_exactly_once_in_order(&messages(&js, STREAM).await, &want);
+    });
+}
+
+/// Which worker holds each of the `n` partitions' leases.
+async fn holders(nats: &Nats, n: u32) -> BTreeMap<u32, String> {
+    let js = nats.jetstream().await;
+    let Ok(kv) = js.get_key_value(format!("{STREAM}_leases")).await else {
+        return BTreeMap::new();
+    };
+    let mut out = BTreeMap::new();
+    for p in 0..n {
+        if let Ok(Some(v)) = kv.get(format!("p.{p}")).await {
+            out.insert(p, String::from_utf8_lossy(&v).into_owned());
+        }
+    }
+    out
+}
+
+/// Waits until both workers hold half of the 8 partitions each.
+async fn shared_by_two(nats: &Nats) {
+    eventually(
+        Duration::from_secs(30),
+        "the partitions shared by the two workers",
+        || async {
+            let h = holders(nats, 8).await;
+            h.len() == 8 && h.values().filter(|w| *w == "w1").count() == 4
+        },
+    )
+    .await;
+}
+
+/// A fleet: `run` publishing only, and webhook workers (`deliver`) sharing the partitions.
+struct Fleet {
+    dir: tempfile::TempDir,
+    run_config: PathBuf,
+    hooks: String,
+}
+
+impl Fleet {
+    fn new(nats: &Nats, server: &PlaybackServer, receiver: &str, hook_keys: &str) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let hooks = format!(
+            "[egress]\nallow = [\"127.0.0.1\"]\n[[webhooks]]\nname = \"crm\"\n\
+             triggers = [\"call.received\", \"call.dialed\", \"call.answered.extension\", \"call.missed\", \"call.hangup\"]\n\
+             url = \"{receiver}/hook\"\n{hook_keys}"
+        );
+        let run_config = dir.path().join("run.toml");
+        std::fs::write(
+            &run_config,
+            format!(
+                "[store]\npath = {:?}\n[freeswitch]\nhost = \"127.0.0.1\"\nport = {}\n{}{hooks}",
+                dir.path().join("run.db").display().to_string(),
+                server.addr().port(),
+                nats.section("webhooks = \"workers\"\npartitions = 8\n"),
+            ),
+        )
+        .unwrap();
+        Fleet {
+            dir,
+            run_config,
+            hooks,
+        }
+    }
+
+    /// Worker `name`'s outbox.
+    fn outbox(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.db"))
+    }
+
+    /// Starts worker `name` (its `n`th start).
+    fn worker(&self, nats: &Nats, name: &str, n: usize) -> ChildGuard {
+        let config = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[store]\npath = {:?}\n[worker]\nname = {name:?}\nlease = \"3s\"\n[log]\nlevel = \"debug\"\n{}{}",
+                self.outbox(name).display().to_string(),
+                nats.section("partitions = 8\n"),
+                self.hooks
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.{n}.log"))).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchhook"))
+            .args(["deliver", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map(ChildGuard)
+            .unwrap()
+    }
+
+    /// How many deliveries worker `name`'s outbox holds.
+    fn deliveries(&self, name: &str) -> i64 {
+        rusqlite::Connection::open(self.outbox(name))
+            .and_then(|c| c.query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0)))
+            .unwrap_or(0)
+    }
+}
+
+/// Two workers share the partitions; one is killed (SIGKILL) while its deliveries are under
+/// way and started again; NATS restarts meanwhile. The receiver gets every webhook, each
+/// call's in order, and `run` delivers none itself.
+#[test]
+fn two_workers_share_the_work_and_survive_a_kill_and_a_nats_restart() {
+    let mut nats = Nats::start();
+    let files = fault_captures();
+    let rt = common::runtime();
+    rt.block_on(async {
+        // A slow receiver: deliveries are still under way when a worker is killed.
+        let receiver = common::receiver::Receiver::start(|_, _| common::receiver::Reply {
+            delay: Duration::from_millis(300),
+            ..common::receiver::Reply::status(200)
+        })
+        .await;
+        let server = common::play(&files, "fleet", Pace::Fast).await;
+        let fleet = Fleet::new(&nats, &server, &receiver.base(), "");
+        let planned = planned(&fleet.run_config, &files);
+        assert!(planned.len() > 40, "{}", planned.len());
+        let mut w1 = fleet.worker(&nats, "w1", 1);
+        let _w2 = fleet.worker(&nats, "w2", 1);
+        shared_by_two(&nats).await;
+        let mut run = spawn_run(&fleet.run_config, "fleet", 1);
+        // Every moment consumed: its requests committed to one worker's outbox or the other's.
+        eventually(
+            Duration::from_secs(60),
+            "every request committed by a worker",
+            || async { fleet.deliveries("w1") + fleet.deliveries("w2") == planned.len() as i64 },
+        )
+        .await;
+        assert!(
+            fleet.deliveries("w1") > 0 && fleet.deliveries("w2") > 0,
+            "both worked"
+        );
+        assert!(
+            receiver.seen().len() < planned.len(),
+            "deliveries still under way"
+        );
+        w1.kill().unwrap();
+        w1.wait().unwrap();
+        nats.stop();
+        nats.resume();
+        let _w1 = fleet.worker(&nats, "w1", 2);
+        assert!(
+            all_arrive(&receiver, &planned, Duration::from_secs(120)).await,
+            "{} of {} arrived",
+            receiver.seen().len(),
+            planned.len()
+        );
+        assert_all_arrived_in_order(&receiver.seen(), &planned);
+        let run_db = fleet.dir.path().join("run.db");
+        let run_deliveries: i64 = rusqlite::Connection::open(&run_db)
+            .and_then(|c| c.query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0)))
+            .unwrap_or(0);
+        assert_eq!(run_deliveries, 0, "run only publishes");
+        run.kill().unwrap();
+    });
+}
+
+/// With two workers, a receiver that refuses everything for five minutes loses nothing: a
+/// long-outage schedule waits it out, and everything arrives once it answers.
+#[test]
+fn a_receiver_down_for_5_minutes_with_two_workers_loses_nothing() {
+    let nats = Nats::start();
+    let files = vec![
+        fixture("freeswitch-1.10/01-inbound-answered.esl"),
+        fixture("freeswitch-1.10/16-concurrent-mix.esl"),
+    ];
+    let rt = common::runtime();
+    rt.block_on(async {
+        let receiver =
+            common::receiver::Receiver::start(|_, _| common::receiver::Reply::status(503)).await;
+        let server = common::play(&files, "down", Pace::Fast).await;
+        let fleet = Fleet::new(
+            &nats,
+            &server,
+            &receiver.base(),
+            "backoff = \"exponential\"\nbackoff_max = \"20s\"\nretries = 30\n",
+        );
+        let planned = planned(&fleet.run_config, &files);
+        let _w1 = fleet.worker(&nats, "w1", 1);
+        let _w2 = fleet.worker(&nats, "w2", 1);
+        shared_by_two(&nats).await;
+        let _run = spawn_run(&fleet.run_config, "down", 1);
+        eventually(
+            Duration::from_secs(60),
+            "every request committed",
+            || async { fleet.deliveries("w1") + fleet.deliveries("w2") == planned.len() as i64 },
+        )
+        .await;
+        // Down for five minutes from the first refusal (the fault itself).
+        let down = Instant::now();
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        assert!(down.elapsed() >= Duration::from_secs(300));
+        assert!(receiver.seen().iter().all(|r| r.status == 503));
+        receiver.set_script(|_, _| common::receiver::Reply::status(200));
+        assert!(
+            all_arrive(&receiver, &planned, Duration::from_secs(90)).await,
+            "everything arrived once the receiver answered"
+        );
+        assert_all_arrived_in_order(&receiver.seen(), &planned);
     });
 }
 

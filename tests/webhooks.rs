@@ -794,6 +794,57 @@ fn a_dead_letter_is_rendered_again_under_the_configuration_of_today() {
     });
 }
 
+/// `[[tenants]]` put each call with its customer by number (a prefix, a range); a webhook
+/// scoped to tenants fires only for their calls, and every payload carries the call's tenant
+/// (its PBX's id when it has none).
+#[test]
+fn tenants_by_number_scope_webhooks_and_fill_tenant_id() {
+    let rt = rt();
+    rt.block_on(async {
+        let (settings, hooks) = compile(&config(
+            "[[tenants]]\nid = \"acme\"\nnumbers = [\"+44161000100*\"]\n\
+             [[tenants]]\nid = \"globex\"\nnumbers = [\"+441610002000-+441610002999\"]\n\
+             [[webhooks]]\nname = \"acme-crm\"\ntriggers = [\"call.hangup\"]\nurl = \"http://127.0.0.1:9/acme\"\ntenants = [\"acme\"]\n\
+             [[webhooks]]\nname = \"globex-crm\"\ntriggers = [\"call.hangup\"]\nurl = \"http://127.0.0.1:9/globex\"\ntenants = [\"globex\"]\n\
+             [[webhooks]]\nname = \"all\"\ntriggers = [\"call.hangup\"]\nurl = \"http://127.0.0.1:9/all\"\n",
+        ));
+        let reqs = requests("freeswitch-1.10/16-concurrent-mix.esl", &settings, &hooks).await;
+        let seen: Vec<(String, String, String)> = reqs
+            .iter()
+            .map(|r| {
+                let body: Value = serde_json::from_str(&r.body).unwrap();
+                (
+                    r.webhook.clone(),
+                    body["cdr"]["ddiNum"].as_str().unwrap().to_owned(),
+                    body["tenantId"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let of = |w: &str| -> Vec<(String, String)> {
+            let mut v: Vec<_> = seen
+                .iter()
+                .filter(|(h, _, _)| h == w)
+                .map(|(_, d, t)| (d.clone(), t.clone()))
+                .collect();
+            v.sort();
+            v
+        };
+        let acme = |d: &str| (d.to_owned(), "acme".to_owned());
+        let globex = |d: &str| (d.to_owned(), "globex".to_owned());
+        assert_eq!(of("acme-crm"), [acme("+441610001001"), acme("+441610001003")]);
+        assert_eq!(of("globex-crm"), [globex("+441610002001"), globex("+441610002004")]);
+        let all = of("all");
+        assert_eq!(all.len(), 5);
+        // The outbound call presents a number of no tenant's: its PBX stands for it.
+        let pbx = moments("freeswitch-1.10/16-concurrent-mix.esl", &settings).await[0]
+            .record
+            .cdr
+            .pbxId
+            .clone();
+        assert!(all.contains(&("+442079460000".to_owned(), pbx)), "{all:?}");
+    });
+}
+
 #[test]
 fn retry_rules_against_a_real_receiver() {
     let rt = rt();

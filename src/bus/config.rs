@@ -40,6 +40,86 @@ pub struct NatsConfig {
     /// How long to wait for a connection or an acknowledgement.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Who delivers webhooks: `local` (this process, from its outbox) or `workers`
+    /// (`switchhook deliver` processes consuming from the stream; `run` only publishes).
+    pub webhooks: WebhookDelivery,
+}
+
+/// `[nats] webhooks`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookDelivery {
+    /// `run` delivers them.
+    #[default]
+    Local,
+    /// `switchhook deliver` processes do.
+    Workers,
+}
+
+/// `[worker]`: a `switchhook deliver` process.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Its name among the workers (letters, digits, `_` and `-`): the partitions it holds
+    /// are leased under it. Empty: the host name and the process id.
+    pub name: String,
+    /// The most partitions it delivers; 0: its fair share of them among the live workers.
+    pub max_partitions: u32,
+    /// How long a partition's lease lasts unless renewed (it is renewed every third of
+    /// that): a worker that dies hands its partitions over after this long.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How long JetStream waits for a message's acknowledgement before it sends it again.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            name: String::new(),
+            max_partitions: 0,
+            lease: Duration::from_secs(15),
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Every problem with the section's values, by key path.
+    pub fn check(&self) -> Vec<Problem> {
+        let mut bad = Problems::default();
+        if !self.name.is_empty() && !is_token(&self.name) {
+            bad.add("worker.name", "use letters, digits, _ and -");
+        }
+        if self.lease < Duration::from_secs(3) {
+            bad.add("worker.lease", "must be at least 3 s");
+        }
+        if self.ack_wait < Duration::from_secs(1) {
+            bad.add("worker.ack_wait", "must be at least 1 s");
+        }
+        bad.into_vec()
+    }
+
+    /// Its name: `name`, or the host name and the process id.
+    pub(crate) fn name(&self) -> String {
+        if !self.name.is_empty() {
+            return self.name.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host: String = host
+            .trim()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("{host}-{}", std::process::id())
+    }
 }
 
 impl Default for NatsConfig {
@@ -58,6 +138,7 @@ impl Default for NatsConfig {
             replicas: 1,
             batch_max: 256,
             timeout: Duration::from_secs(5),
+            webhooks: WebhookDelivery::Local,
         }
     }
 }

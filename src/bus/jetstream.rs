@@ -79,12 +79,9 @@ impl JetStream {
     }
 }
 
-impl crate::relay::Sink for JetStream {
-    type Conn = jetstream::Context;
-    type Error = BusError;
-    const NAME: &'static str = "NATS";
-
-    async fn connect(&self) -> Result<jetstream::Context, BusError> {
+impl JetStream {
+    /// Connects, and makes the stream when it does not exist.
+    pub(crate) async fn context(&self) -> Result<jetstream::Context, BusError> {
         let opts = self.options().await?;
         let servers: Vec<async_nats::ServerAddr> = self
             .0
@@ -105,6 +102,16 @@ impl crate::relay::Sink for JetStream {
                 why: e.to_string(),
             })?;
         Ok(js)
+    }
+}
+
+impl crate::relay::Sink for JetStream {
+    type Conn = jetstream::Context;
+    type Error = BusError;
+    const NAME: &'static str = "NATS";
+
+    async fn connect(&self) -> Result<jetstream::Context, BusError> {
+        self.context().await
     }
 
     async fn write(&self, js: &mut jetstream::Context, items: &[Value]) -> Result<(), BusError> {

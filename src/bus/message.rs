@@ -35,7 +35,8 @@ pub(crate) struct Message {
 
 enum Body {
     Moment(Box<MomentData>),
-    Cdr(Box<Cdr>),
+    /// The CDR and the call's tenant.
+    Cdr(Box<Cdr>, String),
 }
 
 /// The envelope every message body shares.
@@ -101,11 +102,6 @@ fn route(cfg: &NatsConfig, tenant: &str, pbx: &str, call_id: &str) -> String {
     )
 }
 
-/// A call's tenant: its PBX's id until tenants are configured.
-fn tenant_of(pbx: &str) -> &str {
-    pbx
-}
-
 impl Message {
     /// A lifecycle moment.
     pub(crate) fn moment(cfg: &NatsConfig, m: &Moment) -> Message {
@@ -114,7 +110,7 @@ impl Message {
             subject: format!(
                 "{}.moment.{}.{}",
                 cfg.subject_prefix,
-                route(cfg, tenant_of(pbx), pbx, &m.call_id),
+                route(cfg, m.record.tenant_id(), pbx, &m.call_id),
                 m.trigger.name()
             ),
             id: moment_id(&m.call_id, m.trigger),
@@ -129,10 +125,10 @@ impl Message {
             subject: format!(
                 "{}.cdr.{}",
                 cfg.subject_prefix,
-                route(cfg, tenant_of(&cdr.pbxId), &cdr.pbxId, &cdr.id)
+                route(cfg, record.tenant_id(), &cdr.pbxId, &cdr.id)
             ),
             id: cdr_id(&cdr.id),
-            body: Body::Cdr(Box::new(cdr.clone())),
+            body: Body::Cdr(Box::new(cdr.clone()), record.tenant_id().to_owned()),
         }
     }
 }
@@ -143,15 +139,15 @@ pub(crate) fn queued(m: Message) -> (String, String) {
         Body::Moment(d) => serde_json::to_value(Envelope {
             kind: "moment",
             id: &m.id,
-            tenant_id: tenant_of(d.text("pbxId")),
+            tenant_id: &d.tenant,
             pbx_id: d.text("pbxId"),
             call_id: &d.call_id,
             body: json!({ "moment": d }),
         }),
-        Body::Cdr(c) => serde_json::to_value(Envelope {
+        Body::Cdr(c, tenant) => serde_json::to_value(Envelope {
             kind: "cdr",
             id: &m.id,
-            tenant_id: tenant_of(&c.pbxId),
+            tenant_id: tenant,
             pbx_id: &c.pbxId,
             call_id: &c.id,
             body: json!({ "cdr": c }),

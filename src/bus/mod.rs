@@ -12,8 +12,10 @@
 mod config;
 mod jetstream;
 mod message;
+mod publisher;
+mod worker;
 
-pub use config::NatsConfig;
-pub(crate) use jetstream::JetStream;
+pub use config::{NatsConfig, WebhookDelivery, WorkerConfig};
 pub use message::{cdr_id, moment_id};
-pub(crate) use message::{queued, Message, QUEUE};
+pub use publisher::Publisher;
+pub use worker::Worker;

@@ -332,7 +332,7 @@ mod tests {
 
     #[test]
     fn the_binary_knows_its_schema_versions() {
-        assert_eq!(known_version(), 2);
+        assert_eq!(known_version(), 3);
         let sql = upsert_statement();
         assert!(sql.contains("cli_num = EXCLUDED.cli_num"));
         assert!(!sql.contains("id = EXCLUDED.id,"));

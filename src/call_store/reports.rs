@@ -21,6 +21,8 @@ pub(crate) struct ListFilter {
     pub(crate) answered_by: Option<String>,
     /// With this outcome.
     pub(crate) outcome: Option<String>,
+    /// Of this tenant.
+    pub(crate) tenant: Option<String>,
     /// At most this many, newest first.
     pub(crate) limit: i64,
 }
@@ -70,6 +72,9 @@ impl ListFilter {
         }
         if let Some(o) = &self.outcome {
             add("outcome = ?", Box::new(o.clone()));
+        }
+        if let Some(t) = &self.tenant {
+            add("tenant_id = ?", Box::new(t.clone()));
         }
         let filter = if wheres.is_empty() {
             String::new()

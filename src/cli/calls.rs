@@ -42,6 +42,9 @@ pub enum Action {
         /// With this outcome (`answered`, `voicemail`, `abandoned_ringing`, ...).
         #[arg(long)]
         outcome: Option<String>,
+        /// Of this tenant (`[[tenants]]`; a call of none has its PBX's id).
+        #[arg(long)]
+        tenant: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: i64,
@@ -145,6 +148,7 @@ pub(super) async fn run(config: Option<&Path>, action: Action) -> ExitCode {
             caller,
             answered_by,
             outcome,
+            tenant,
             limit,
         } => {
             let filter = ListFilter {
@@ -154,6 +158,7 @@ pub(super) async fn run(config: Option<&Path>, action: Action) -> ExitCode {
                 caller,
                 answered_by,
                 outcome,
+                tenant,
                 limit,
             };
             db.list(&filter, tz).await.map(|t| print(&t))

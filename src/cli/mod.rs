@@ -130,6 +130,14 @@ pub enum CliCommand {
         #[command(subcommand)]
         action: calls::Action,
     },
+    /// Deliver webhooks from NATS JetStream: a worker of a fleet whose `run` processes
+    /// publish (`[nats] webhooks = "workers"`). Workers share the stream's partitions; each
+    /// delivers through its own outbox (`[store] path`).
+    Deliver {
+        /// Configuration file: `[nats]`, `[worker]`, `[store]`, `[[webhooks]]`, `[egress]`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Inspect and act on the webhook outbox (works while `run` is running).
     Deliveries {
         /// Configuration whose `[store] path` names the outbox (before or after the action).
@@ -285,7 +293,55 @@ pub async fn run(cli: Cli) -> ExitCode {
         CliCommand::Deliveries { config, db, action } => {
             deliveries::run(config.as_deref(), db.as_deref(), action)
         }
+        CliCommand::Deliver { config } => deliver(config, log_format).await,
     }
+}
+
+/// `deliver`: a webhook worker until SIGINT or SIGTERM.
+async fn deliver(config: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
+    let (cfg, compiled) = match Compiled::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(problems) => {
+            print_problems(config.as_deref(), &problems);
+            return Exit::Config.into();
+        }
+    };
+    if !cfg.nats.enabled() {
+        eprintln!("deliver takes its work from NATS: set [nats] servers");
+        return Exit::Config.into();
+    }
+    logging::init(&cfg.log.level, log_format.unwrap_or(cfg.log.format));
+    let options = crate::hooks::DeliveryOptions {
+        hold_max_bytes: cfg.store.hold_max_bytes,
+        pending_memory_bytes: cfg.store.pending_memory_bytes,
+        ..Default::default()
+    };
+    let started = match crate::hooks::Outbox::open(&cfg.store.path) {
+        Ok(outbox) => {
+            crate::hooks::DeliveryQueue::start(outbox, Arc::clone(&compiled.hooks), options).await
+        }
+        Err(e) => Err(e),
+    };
+    let queue = match started {
+        Ok(q) => Arc::new(q),
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::Failure.into();
+        }
+    };
+    let worker = crate::bus::Worker::new(cfg.nats, cfg.worker, compiled.hooks, Arc::clone(&queue));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let working = tokio::spawn({
+        let stop = stop.clone();
+        async move { worker.run(stop).await }
+    });
+    crate::pipeline::shutdown_signal().await;
+    stop.cancel();
+    let _ = working.await;
+    if let Ok(queue) = Arc::try_unwrap(queue) {
+        queue.close().await;
+    }
+    ExitCode::SUCCESS
 }
 
 /// `run`: the live pipeline until SIGINT or SIGTERM.

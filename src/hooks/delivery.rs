@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use super::request::Request;
 use super::retry::{judge, Attempt, Verdict};
@@ -100,7 +100,7 @@ struct Inner {
 /// The sender: submit requests, and it delivers them.
 pub struct DeliveryQueue {
     inner: Arc<Inner>,
-    intake: mpsc::UnboundedSender<Vec<Request>>,
+    intake: mpsc::UnboundedSender<Batch>,
     intake_done: tokio::task::JoinHandle<()>,
 }
 
@@ -168,12 +168,35 @@ impl DeliveryQueue {
     /// Hands requests over; they are committed to the outbox (in submission order) and then
     /// sent. Never blocks.
     pub fn submit(&self, requests: Vec<Request>) {
+        self.hand_over(requests, None);
+    }
+
+    /// Hands requests over and waits until the outbox has committed them: true then, false
+    /// when they were given up (stopping, or the memory bound while the disk fails). What a
+    /// consumer acknowledges its source after.
+    pub async fn submit_committed(&self, requests: Vec<Request>) -> bool {
+        if requests.is_empty() {
+            return true;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.hand_over(requests, Some(tx));
+        rx.await.unwrap_or(false)
+    }
+
+    fn hand_over(&self, requests: Vec<Request>, committed: Option<oneshot::Sender<bool>>) {
         if requests.is_empty() {
             return;
         }
         let n = requests.len();
         self.inner.intake_backlog.fetch_add(n, Ordering::SeqCst);
-        if self.intake.send(requests).is_err() {
+        if self
+            .intake
+            .send(Batch {
+                requests,
+                committed,
+            })
+            .is_err()
+        {
             self.inner.intake_backlog.fetch_sub(n, Ordering::SeqCst);
             tracing::error!("webhook intake is closed: switchhook is stopping");
         }
@@ -259,15 +282,31 @@ impl DeliveryQueue {
     }
 }
 
+/// Requests handed over together, and who waits for their commit.
+struct Batch {
+    requests: Vec<Request>,
+    committed: Option<oneshot::Sender<bool>>,
+}
+
 /// Requests submitted and not yet committed, in submission order, bounded by bytes.
+#[derive(Default)]
 struct Held {
     requests: VecDeque<Request>,
     bytes: usize,
+    /// Requests taken in and committed so far, to tell waiters when theirs are.
+    taken: u64,
+    committed: u64,
+    /// Who waits, and how many requests must be committed for them.
+    waiting: VecDeque<(u64, oneshot::Sender<bool>)>,
 }
 
 impl Held {
     /// Takes new requests; those beyond the bound are given up (and counted).
-    fn take(&mut self, inner: &Inner, batch: Vec<Request>) {
+    fn take(&mut self, inner: &Inner, batch: Batch) {
+        let Batch {
+            requests: batch,
+            committed,
+        } = batch;
         let mut lost = 0;
         for r in batch {
             let size = r.memory();
@@ -279,10 +318,18 @@ impl Held {
             }
             self.bytes += size;
             self.requests.push_back(r);
+            self.taken += 1;
         }
         if lost > 0 {
             inner.stats.lost.fetch_add(lost as u64, Ordering::Relaxed);
             forget_submitted(inner, lost);
+        }
+        if let Some(tx) = committed {
+            if lost > 0 {
+                let _ = tx.send(false);
+            } else {
+                self.waiting.push_back((self.taken, tx));
+            }
         }
     }
 
@@ -291,9 +338,28 @@ impl Held {
         self.requests.iter().take(n).cloned().collect()
     }
 
+    /// The oldest `n` requests are committed.
     fn pop(&mut self, n: usize) {
         for r in self.requests.drain(..n.min(self.requests.len())) {
             self.bytes -= r.memory();
+            self.committed += 1;
+        }
+        while let Some((mark, _)) = self.waiting.front() {
+            if *mark > self.committed {
+                break;
+            }
+            if let Some((_, tx)) = self.waiting.pop_front() {
+                let _ = tx.send(true);
+            }
+        }
+    }
+
+    /// Every held request is given up.
+    fn give_up(&mut self) {
+        self.requests.clear();
+        self.bytes = 0;
+        for (_, tx) in self.waiting.drain(..) {
+            let _ = tx.send(false);
         }
     }
 }
@@ -310,11 +376,8 @@ fn forget_submitted(inner: &Inner, n: usize) {
 /// new rows for sending. When the outbox cannot commit (a full disk), the requests wait in
 /// memory, within [`DeliveryOptions::hold_max_bytes`], and the commit is tried again with a
 /// growing pause; requests submitted meanwhile queue behind them, so order holds.
-async fn intake_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Vec<Request>>) {
-    let mut held = Held {
-        requests: VecDeque::new(),
-        bytes: 0,
-    };
+async fn intake_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Batch>) {
+    let mut held = Held::default();
     let mut open = true;
     let mut pause = OUTBOX_RETRY_MIN;
     let mut closed_at: Option<std::time::Instant> = None;
@@ -384,7 +447,7 @@ async fn intake_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Vec<Requ
                             .lost
                             .fetch_add(waiting as u64, Ordering::Relaxed);
                         inner.stats.held.store(0, Ordering::Relaxed);
-                        held.pop(waiting);
+                        held.give_up();
                         forget_submitted(&inner, waiting);
                         return;
                     }

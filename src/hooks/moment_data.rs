@@ -24,6 +24,9 @@ pub(crate) struct MomentData {
     pub(crate) ended: bool,
     /// The call type.
     pub(crate) kind: CallKind,
+    /// The call's tenant (its PBX's id when none is set).
+    #[serde(default)]
+    pub(crate) tenant: String,
     /// Start, answer and end, µs (for webhooks that render times in a zone of their own).
     pub(crate) times: Times,
     /// What the trigger adds.
@@ -43,6 +46,7 @@ impl MomentData {
             at_us: m.at_us,
             ended: m.ended,
             kind: m.record.kind,
+            tenant: m.record.tenant_id().to_owned(),
             times: m.record.times,
             detail: m.detail.clone(),
             fields: fields_of(m),
@@ -108,6 +112,7 @@ mod tests {
             at_us: 1_700_000_000_000_000,
             ended: false,
             kind: CallKind::Inbound,
+            tenant: "acme".into(),
             times: Times {
                 start_us: 1,
                 answer_us: Some(2),

@@ -1398,6 +1398,7 @@ mod tests {
             at_us: 0,
             ended: true,
             kind: Default::default(),
+            tenant: String::new(),
             times: Default::default(),
             detail: Default::default(),
             fields,

@@ -88,6 +88,9 @@ pub struct WebhookConfig {
     /// "My numbers": the DIDs it fires for (any form; compared in E.164); empty: all.
     #[serde(default)]
     pub numbers: Vec<String>,
+    /// The tenants whose calls it fires for (`[[tenants]]`, `[mapping] tenant`); empty: all.
+    #[serde(default)]
+    pub tenants: Vec<String>,
     /// Conditions, all of which must hold.
     #[serde(default)]
     pub filters: Vec<FilterConfig>,
@@ -119,7 +122,7 @@ pub struct WebhookConfig {
     /// `triggerId` in the payload (a stable id derived from the name when unset).
     #[serde(default)]
     pub trigger_id: Option<String>,
-    /// `tenantId` and `id` in the payload (the CDR's `pbxId` when unset).
+    /// `tenantId` and `id` in the payload (the call's tenant when unset, else its `pbxId`).
     #[serde(default)]
     pub tenant_id: Option<String>,
     /// A webhook failing without a single success for this long is disabled (a warning is
@@ -229,6 +232,16 @@ pub(crate) fn is_known_field(field: &str) -> bool {
     Cdr::field_names().iter().any(|f| f == field)
         || FLAT_FIELDS.contains(&field)
         || MOMENT_FIELDS.contains(&field)
+}
+
+/// What decides whether a webhook is interested in a moment.
+#[derive(Clone, Copy)]
+struct Firing<'a> {
+    trigger: Trigger,
+    kind: CallKind,
+    ddi: &'a str,
+    cli: &'a str,
+    tenant: &'a str,
 }
 
 /// A compiled webhook.
@@ -476,24 +489,36 @@ impl Webhook {
 
     /// Whether the webhook is interested in a moment before its filters are looked at
     /// (checked first: most webhooks skip most moments, and building fields costs).
-    fn fires_for(&self, trigger: Trigger, kind: CallKind, ddi: &str, cli: &str) -> bool {
+    fn fires_for(&self, m: Firing<'_>) -> bool {
         self.config.enabled
-            && self.triggers.contains(&trigger)
-            && (self.config.call_types.is_empty() || self.config.call_types.contains(&kind))
-            && (self.numbers.is_empty() || self.numbers.contains(ddi) || self.numbers.contains(cli))
+            && self.triggers.contains(&m.trigger)
+            && (self.config.call_types.is_empty() || self.config.call_types.contains(&m.kind))
+            && (self.numbers.is_empty()
+                || self.numbers.contains(m.ddi)
+                || self.numbers.contains(m.cli))
+            && (self.config.tenants.is_empty() || self.config.tenants.iter().any(|t| t == m.tenant))
     }
 
     /// The request this webhook sends for a moment, if it fires.
     pub(crate) fn request(&self, m: &Arc<MomentData>) -> Option<Request> {
-        if !self.fires_for(m.trigger, m.kind, m.text("ddiNum"), m.text("cliNum")) {
+        let firing = Firing {
+            trigger: m.trigger,
+            kind: m.kind,
+            ddi: m.text("ddiNum"),
+            cli: m.text("cliNum"),
+            tenant: &m.tenant,
+        };
+        if !self.fires_for(firing) {
             return None;
         }
         let mut fields = m.fields.clone();
-        let tenant = self
-            .config
-            .tenant_id
-            .clone()
-            .unwrap_or_else(|| m.text("pbxId").to_owned());
+        let tenant = self.config.tenant_id.clone().unwrap_or_else(|| {
+            if m.tenant.is_empty() {
+                m.text("pbxId").to_owned()
+            } else {
+                m.tenant.clone()
+            }
+        });
         let id = message_id(&self.config.name, &m.call_id, m.trigger);
         fields.insert("webhook".into(), self.config.name.clone().into());
         fields.insert("triggerId".into(), self.trigger_id.clone().into());
@@ -711,6 +736,7 @@ impl WebhookSet {
             time_zone: None,
             call_types: Vec::new(),
             numbers: Vec::new(),
+            tenants: Vec::new(),
             filters: Vec::new(),
             headers: BTreeMap::new(),
             custom_data: Map::new(),
@@ -798,12 +824,23 @@ impl WebhookSet {
     /// Every request the moment produces, in configuration order.
     pub fn plan(&self, m: &Moment) -> Vec<Request> {
         let cdr = &m.record.cdr;
-        let interested =
-            |h: &Webhook| h.fires_for(m.trigger, m.record.kind, &cdr.ddiNum, &cdr.cliNum);
+        let firing = Firing {
+            trigger: m.trigger,
+            kind: m.record.kind,
+            ddi: &cdr.ddiNum,
+            cli: &cdr.cliNum,
+            tenant: m.record.tenant_id(),
+        };
+        let interested = |h: &Webhook| h.fires_for(firing);
         if !self.hooks.iter().any(interested) {
             return Vec::new();
         }
-        let data = Arc::new(MomentData::of(m));
-        self.hooks.iter().filter_map(|h| h.request(&data)).collect()
+        self.plan_data(&Arc::new(MomentData::of(m)))
+    }
+
+    /// Every request a moment's data produces (a moment taken from the bus), in
+    /// configuration order.
+    pub(crate) fn plan_data(&self, data: &Arc<MomentData>) -> Vec<Request> {
+        self.hooks.iter().filter_map(|h| h.request(data)).collect()
     }
 }

@@ -32,6 +32,7 @@ impl Compiled {
         bad.extend(cfg.admin.check());
         bad.extend(cfg.call_store.check());
         bad.extend(cfg.nats.check());
+        bad.extend(cfg.worker.check());
         let settings = Settings::new(Sections {
             sessions: &cfg.sessions,
             mapping: &cfg.mapping,
@@ -39,6 +40,7 @@ impl Compiled {
             directory: &cfg.directory,
             rates: &cfg.rates,
             outcomes: &cfg.outcomes,
+            tenants: &cfg.tenants,
         })
         .map_err(|p| bad.extend(p))
         .ok();

@@ -286,6 +286,15 @@ pub struct CallRecord {
     pub kind: CallKind,
     /// Every leg's `Unique-ID`, the caller's first (what FreeSWITCH's logs name).
     pub leg_ids: Vec<String>,
+    /// The customer it belongs to (`[mapping] tenant`, `[[tenants]]`), if one is set.
+    pub tenant: Option<String>,
+}
+
+impl CallRecord {
+    /// The tenant records and messages carry: the call's, else its PBX's id.
+    pub fn tenant_id(&self) -> &str {
+        self.tenant.as_deref().unwrap_or(&self.cdr.pbxId)
+    }
 }
 
 /// A record's instants, µs since the epoch.
@@ -536,6 +545,20 @@ pub(crate) fn build(call: &CallSession, settings: &Settings, stage: Stage) -> Ca
         tracing::error!(call_id = %cdr.id, error = %e, "timeline failed its partition check");
     }
     let flat = flat_fields(&cdr, &ms, call, numbers.cli.is_e164, settings);
+    // Our number is the DID on an inbound call and the one presented on an outbound call.
+    let ours: &[&str] = match cdr.dir {
+        3 => &[&cdr.cliNum],
+        1 => &[&cdr.cliNum, &cdr.ddiNum],
+        _ => &[&cdr.ddiNum],
+    };
+    let tenant = caller
+        .attrs
+        .get(Attr::Tenant)
+        .map(str::to_owned)
+        .or_else(|| {
+            let domain = caller.attrs.get(Attr::Domain);
+            settings.tenants.of(domain, ours).map(str::to_owned)
+        });
     let kind = match (verdicts.click_to_call, cdr.dir) {
         (true, _) => CallKind::ClickToCall,
         (false, 3) => CallKind::Outbound,
@@ -554,6 +577,7 @@ pub(crate) fn build(call: &CallSession, settings: &Settings, stage: Stage) -> Ca
             end_us: clock.end_us,
         },
         kind,
+        tenant,
     }
 }
 

@@ -102,6 +102,11 @@ mapping_section! {
         /// `routeUrl`: the routing URL asked (scheme, host and path: no query, no
         /// credentials).
         RouteUrl route_url = ["variable_switchhook_url"],
+        /// The call's tenant, set by the dial plan (read on the caller's leg; `[[tenants]]`
+        /// are consulted after).
+        Tenant tenant = ["variable_switchhook_tenant"],
+        /// The domain `[[tenants]] domains` are matched against (read on the caller's leg).
+        Domain domain = ["variable_domain_name", "variable_sip_req_host"],
     }
     others {
         /// Names for DIDs, by E.164 number.

@@ -17,6 +17,7 @@ pub(crate) mod moments;
 pub(crate) mod numbers;
 pub(crate) mod outcome;
 pub(crate) mod rates;
+pub(crate) mod tenants;
 pub(crate) mod timeline;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -108,6 +109,8 @@ pub struct Settings {
     pub withheld_cli: WithheldCli,
     /// The `[[outcomes]]` rules.
     pub outcomes: Outcomes,
+    /// The `[[tenants]]`.
+    pub tenants: tenants::Tenants,
 }
 
 /// The configuration sections call assembly is compiled from.
@@ -125,6 +128,8 @@ pub struct Sections<'a> {
     pub rates: &'a rates::RatesConfig,
     /// `[[outcomes]]`.
     pub outcomes: &'a [outcome::OutcomeRule],
+    /// `[[tenants]]`.
+    pub tenants: &'a [tenants::TenantConfig],
 }
 
 impl SessionsConfig {
@@ -165,6 +170,9 @@ impl Settings {
         let outcomes = Outcomes::new(cfg.outcomes)
             .map_err(|p| bad.extend(p))
             .unwrap_or_default();
+        let tenants = tenants::Tenants::new(cfg.tenants, &numbers)
+            .map_err(|p| bad.extend(p))
+            .unwrap_or_default();
         let tz =
             jiff::tz::TimeZone::get(&cfg.sessions.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
         let s = cfg.sessions;
@@ -183,6 +191,7 @@ impl Settings {
             home_region: cfg.numbers.default_region.to_ascii_uppercase(),
             withheld_cli: cfg.numbers.withheld_cli,
             outcomes,
+            tenants,
         })
     }
 
@@ -207,6 +216,7 @@ impl Default for Settings {
             directory: &Default::default(),
             rates: &Default::default(),
             outcomes: &[],
+            tenants: &[],
         })
         .expect("the defaults are valid")
     }

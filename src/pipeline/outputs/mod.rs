@@ -102,11 +102,15 @@ pub(crate) async fn start(
     if let Some(live) = &shared.live {
         outputs.0.push(Box::new(live_feed::LiveFeed::new(live)));
     }
-    match webhooks::Webhooks::start(&cfg.store, compiled, shared).await {
-        Ok(w) => outputs.0.push(Box::new(w)),
-        Err(e) => {
-            outputs.close().await;
-            return Err(e);
+    // In a fleet, workers deliver webhooks from the stream; `run` only publishes.
+    let workers = cfg.nats.enabled() && cfg.nats.webhooks == crate::bus::WebhookDelivery::Workers;
+    if !workers {
+        match webhooks::Webhooks::start(&cfg.store, compiled, shared).await {
+            Ok(w) => outputs.0.push(Box::new(w)),
+            Err(e) => {
+                outputs.close().await;
+                return Err(e);
+            }
         }
     }
     if cfg.call_store.enabled() {
