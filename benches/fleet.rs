@@ -166,8 +166,8 @@ async fn publish(p: &Publisher, m: &Moment) {
     }
 }
 
-async fn stream_messages(js: &async_nats::jetstream::Context) -> u64 {
-    match js.get_stream("SWITCHHOOK").await {
+async fn stream_messages(js: &async_nats::jetstream::Context, stream: &str) -> u64 {
+    match js.get_stream(stream).await {
         Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
         Err(_) => 0,
     }
@@ -275,15 +275,21 @@ fn main() {
         let client = async_nats::connect(nats.url()).await.unwrap();
         let js = async_nats::jetstream::new(client);
 
-        // 1. Publishing through the outbox into JetStream.
-        let publisher = Publisher::start(&nats_config(&nats), &dir.path().join("run.db")).unwrap();
+        // 1. Publishing through the outbox into JetStream (a stream of its own: the workers
+        // below must not find these moments).
+        let alone = NatsConfig {
+            stream: "PUBLISH".into(),
+            subject_prefix: "publish".into(),
+            ..nats_config(&nats)
+        };
+        let solo = Publisher::start(&alone, &dir.path().join("solo.db")).unwrap();
         let n = 20_000usize;
         let started = Instant::now();
         for i in 0..n {
             let m = &real[i % real.len()];
-            publish(&publisher, &renamed(m, format!("pub-{}", i / real.len()))).await;
+            publish(&solo, &renamed(m, format!("pub-{}", i / real.len()))).await;
         }
-        while stream_messages(&js).await < n as u64 {
+        while stream_messages(&js, "PUBLISH").await < n as u64 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let secs = started.elapsed().as_secs_f64();
@@ -291,6 +297,8 @@ fn main() {
             "SUMMARY fleet publish: {n} moments through the outbox into JetStream (acknowledged) in {secs:.2} s = {:.0} moments/s",
             n as f64 / secs
         );
+        solo.close(Duration::from_secs(5)).await;
+        let publisher = Publisher::start(&nats_config(&nats), &dir.path().join("run.db")).unwrap();
 
         // 2. Latency, single process: the outbox and its delivery, no bus.
         let single = tempfile::tempdir().unwrap();

@@ -1754,6 +1754,42 @@ fn past_its_memory_bound_a_full_disk_gives_requests_up_and_counts_them() {
     });
 }
 
+/// The memory bound is for requests the outbox cannot take: a burst larger than it, handed
+/// over while the outbox commits, is committed in turn and loses nothing.
+#[test]
+fn a_burst_beyond_the_memory_bound_is_committed_while_the_outbox_works() {
+    let rt = rt();
+    rt.block_on(async {
+        let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+        let (settings, hooks) = compile(&config(&crm_on_every_trigger(&receiver)));
+        let reqs = requests("freeswitch-1.10/16-concurrent-mix.esl", &settings, &hooks).await;
+        let dir = tempfile::tempdir().unwrap();
+        let q = DeliveryQueue::start(
+            Outbox::open(&dir.path().join("outbox.db")).unwrap(),
+            Arc::clone(&hooks),
+            DeliveryOptions {
+                hold_max_bytes: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let stats = q.shared_stats();
+        q.submit(reqs.clone());
+        tokio::time::timeout(Duration::from_secs(30), q.idle())
+            .await
+            .expect("settles");
+        q.close().await;
+        assert_eq!(stats.lost.load(std::sync::atomic::Ordering::Relaxed), 0);
+        let ids: HashSet<String> = receiver
+            .seen()
+            .iter()
+            .map(|r| r.headers["webhook-id"].clone())
+            .collect();
+        assert_eq!(ids.len(), reqs.len());
+    });
+}
+
 /// `run` is killed with SIGKILL mid-call, and the call is answered while it is down: the
 /// restarted process adopts the call and fires what the call shows (answered, and
 /// missed-or-answered), so the receiver gets every webhook the uninterrupted run sends,

@@ -302,33 +302,44 @@ struct Held {
 
 impl Held {
     /// Takes new requests; those beyond the bound are given up (and counted).
-    fn take(&mut self, inner: &Inner, batch: Batch) {
-        let Batch {
-            requests: batch,
-            committed,
-        } = batch;
-        let mut lost = 0;
-        for r in batch {
-            let size = r.memory();
-            if self.bytes + size > inner.opts.hold_max_bytes && !self.requests.is_empty() {
-                tracing::error!(webhook = %r.webhook, id = %r.id, call_id = %r.call_id, trigger = %r.trigger,
-                    held = self.requests.len(), "outbox cannot commit and the memory bound is reached: webhook request given up");
-                lost += 1;
-                continue;
-            }
-            self.bytes += size;
+    fn take(&mut self, batch: Batch) {
+        for r in batch.requests {
+            self.bytes += r.memory();
             self.requests.push_back(r);
             self.taken += 1;
         }
-        if lost > 0 {
-            inner.stats.lost.fetch_add(lost as u64, Ordering::Relaxed);
-            forget_submitted(inner, lost);
+        if let Some(tx) = batch.committed {
+            self.waiting.push_back((self.taken, tx));
         }
-        if let Some(tx) = committed {
-            if lost > 0 {
+    }
+
+    /// While the outbox cannot commit: the newest requests beyond the memory bound are given
+    /// up (and counted), the oldest kept. A burst taken while the outbox commits is not
+    /// trimmed: it goes to the outbox in turn.
+    fn trim(&mut self, inner: &Inner) {
+        let mut lost = 0;
+        while self.bytes > inner.opts.hold_max_bytes && self.requests.len() > 1 {
+            let Some(r) = self.requests.pop_back() else {
+                break;
+            };
+            tracing::error!(webhook = %r.webhook, id = %r.id, call_id = %r.call_id, trigger = %r.trigger,
+                held = self.requests.len(), "outbox cannot commit and the memory bound is reached: webhook request given up");
+            self.bytes -= r.memory();
+            self.taken -= 1;
+            lost += 1;
+        }
+        if lost == 0 {
+            return;
+        }
+        inner.stats.lost.fetch_add(lost as u64, Ordering::Relaxed);
+        forget_submitted(inner, lost);
+        // Whoever waits for a request given up is told so.
+        while let Some((mark, _)) = self.waiting.back() {
+            if *mark <= self.taken {
+                break;
+            }
+            if let Some((_, tx)) = self.waiting.pop_back() {
                 let _ = tx.send(false);
-            } else {
-                self.waiting.push_back((self.taken, tx));
             }
         }
     }
@@ -384,13 +395,13 @@ async fn intake_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Batch>) 
     loop {
         if held.requests.is_empty() {
             match rx.recv().await {
-                Some(b) => held.take(&inner, b),
+                Some(b) => held.take(b),
                 None => return,
             }
         }
         while open {
             match rx.try_recv() {
-                Ok(b) => held.take(&inner, b),
+                Ok(b) => held.take(b),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => open = false,
             }
@@ -431,6 +442,7 @@ async fn intake_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Batch>) 
                 forget_submitted(&inner, n);
             }
             Err(e) => {
+                held.trim(&inner);
                 let waiting = held.requests.len();
                 inner.stats.outbox_failed(&e.to_string());
                 inner.stats.held.store(waiting as u64, Ordering::Relaxed);
@@ -455,7 +467,10 @@ async fn intake_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Batch>) 
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     b = rx.recv(), if open => match b {
-                        Some(b) => held.take(&inner, b),
+                        Some(b) => {
+                            held.take(b);
+                            held.trim(&inner);
+                        }
                         None => open = false,
                     },
                 }

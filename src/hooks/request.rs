@@ -45,6 +45,9 @@ pub struct Request {
     /// in the request).
     #[serde(skip)]
     pub(crate) moment: Option<Arc<MomentData>>,
+    /// What the moment holds in memory, counted once when its requests are made.
+    #[serde(skip)]
+    pub(crate) moment_bytes: usize,
 }
 
 impl Request {
@@ -60,7 +63,7 @@ impl Request {
                 .iter()
                 .map(|(k, v)| k.len() + v.len() + 48)
                 .sum::<usize>()
-            + self.moment.as_ref().map_or(0, |m| m.memory())
+            + self.moment.as_ref().map_or(0, |_| self.moment_bytes)
     }
 
     /// What is signed: the body, or for GET the query string that carries the data.

@@ -241,6 +241,7 @@ mod tests {
             timeout_ms: 1000,
             at_us: 0,
             moment: None,
+            moment_bytes: 0,
         }
     }
 

@@ -1381,6 +1381,7 @@ mod tests {
             timeout_ms: 1000,
             at_us: 0,
             moment: moment.map(Arc::new),
+            moment_bytes: 0,
         }
     }
 

@@ -597,6 +597,7 @@ impl Webhook {
             timeout_ms: self.config.timeout.as_millis().min(u64::MAX as u128) as u64,
             at_us: m.at_us,
             moment: Some(Arc::clone(m)),
+            moment_bytes: 0,
         })
     }
 
@@ -841,6 +842,14 @@ impl WebhookSet {
     /// Every request a moment's data produces (a moment taken from the bus), in
     /// configuration order.
     pub(crate) fn plan_data(&self, data: &Arc<MomentData>) -> Vec<Request> {
-        self.hooks.iter().filter_map(|h| h.request(data)).collect()
+        let mut requests: Vec<Request> =
+            self.hooks.iter().filter_map(|h| h.request(data)).collect();
+        if !requests.is_empty() {
+            let bytes = data.memory();
+            for r in &mut requests {
+                r.moment_bytes = bytes;
+            }
+        }
+        requests
     }
 }
