@@ -33,10 +33,12 @@ pub(crate) struct PipelineStats {
 /// Where the figures come from.
 #[derive(Clone)]
 pub(crate) struct Sources {
-    /// The event-socket client's counters.
-    pub(crate) esl: Arc<ClientStats>,
-    /// The session pipeline's counters.
-    pub(crate) pipeline: Arc<PipelineStats>,
+    /// The event-socket client's counters (`run`).
+    pub(crate) esl: Option<Arc<ClientStats>>,
+    /// The session pipeline's counters (`run`).
+    pub(crate) pipeline: Option<Arc<PipelineStats>>,
+    /// The webhook worker's figures (`deliver`).
+    pub(crate) worker: Option<Arc<crate::bus::WorkerStats>>,
     /// The delivery queue's counters.
     pub(crate) delivery: Arc<DeliveryStats>,
     /// The routing server, when it runs.
@@ -187,10 +189,119 @@ fn counter_family(
     Ok(())
 }
 
+fn esl_metrics(e: &mut DescriptorEncoder, esl: &ClientStats) -> Result<(), std::fmt::Error> {
+    gauge(
+        e,
+        "switchhook_esl_connected",
+        "1 while the event socket is connected and subscribed",
+        esl.connected.load(Ordering::Relaxed) as i64,
+    )?;
+    let counters: [(&str, &str, &AtomicU64); 6] = [
+        (
+            "switchhook_esl_connects",
+            "Successful event-socket logins",
+            &esl.connects,
+        ),
+        (
+            "switchhook_esl_connect_failures",
+            "Failed event-socket connection attempts",
+            &esl.connect_failures,
+        ),
+        (
+            "switchhook_esl_frames",
+            "Frames read from the event socket",
+            &esl.frames,
+        ),
+        (
+            "switchhook_esl_bytes",
+            "Bytes read from the event socket",
+            &esl.bytes,
+        ),
+        (
+            "switchhook_esl_parse_errors",
+            "Malformed frames skipped",
+            &esl.parse_errors,
+        ),
+        (
+            "switchhook_esl_dropped_events",
+            "Events dropped by the overflow policy",
+            &esl.dropped_events,
+        ),
+    ];
+    for (name, help, v) in counters {
+        counter(e, name, help, v)?;
+    }
+    Ok(())
+}
+
+fn pipeline_metrics(e: &mut DescriptorEncoder, p: &PipelineStats) -> Result<(), std::fmt::Error> {
+    gauge(
+        e,
+        "switchhook_active_calls",
+        "Calls in progress",
+        p.active_calls.load(Ordering::Relaxed),
+    )?;
+    counter(e, "switchhook_cdrs", "CDRs emitted", &p.cdrs)?;
+    counter(
+        e,
+        "switchhook_partial_cdrs",
+        "CDRs marked partial",
+        &p.partial,
+    )?;
+    counter(
+        e,
+        "switchhook_moments",
+        "Lifecycle moments found",
+        &p.moments,
+    )
+}
+
+fn worker_metrics(
+    e: &mut DescriptorEncoder,
+    w: &crate::bus::WorkerStats,
+) -> Result<(), std::fmt::Error> {
+    gauge(
+        e,
+        "switchhook_worker_connected",
+        "1 while the webhook worker's NATS session is up",
+        w.connected.load(Ordering::Relaxed) as i64,
+    )?;
+    gauge(
+        e,
+        "switchhook_worker_partitions",
+        "Partitions the webhook worker holds",
+        w.partitions.load(Ordering::Relaxed),
+    )?;
+    gauge(
+        e,
+        "switchhook_worker_unfinished",
+        "Moments taken and not yet acknowledged (their webhooks still being delivered)",
+        w.unfinished.load(Ordering::Relaxed),
+    )?;
+    counter(
+        e,
+        "switchhook_worker_moments_taken",
+        "Moments taken from the stream",
+        &w.taken,
+    )?;
+    counter(
+        e,
+        "switchhook_worker_moments_acknowledged",
+        "Moments acknowledged to the stream",
+        &w.acknowledged,
+    )?;
+    counter(
+        e,
+        "switchhook_worker_dead_letters_announced",
+        "Dead letters announced on the bus",
+        &w.dead_letters,
+    )
+}
+
 impl Collector for Snapshot {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.sources;
-        let (esl, p, d) = (&s.esl, &s.pipeline, &s.delivery);
+        let d = &s.delivery;
         {
             let mut fam = e.encode_descriptor(
                 "switchhook_build_info",
@@ -202,18 +313,15 @@ impl Collector for Snapshot {
                 .encode(fam.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)?;
         }
         process_metrics(&mut e)?;
-        gauge(
-            &mut e,
-            "switchhook_esl_connected",
-            "1 while the event socket is connected and subscribed",
-            esl.connected.load(Ordering::Relaxed) as i64,
-        )?;
-        gauge(
-            &mut e,
-            "switchhook_active_calls",
-            "Calls in progress",
-            p.active_calls.load(Ordering::Relaxed),
-        )?;
+        if let Some(esl) = &s.esl {
+            esl_metrics(&mut e, esl)?;
+        }
+        if let Some(p) = &s.pipeline {
+            pipeline_metrics(&mut e, p)?;
+        }
+        if let Some(w) = &s.worker {
+            worker_metrics(&mut e, w)?;
+        }
         gauge(
             &mut e,
             "switchhook_outbox_held",
@@ -226,40 +334,7 @@ impl Collector for Snapshot {
             "Webhook attempts whose outcome waits in memory because the outbox cannot commit",
             d.unrecorded.load(Ordering::Relaxed) as i64,
         )?;
-        let counters: [(&str, &str, &AtomicU64); 13] = [
-            (
-                "switchhook_esl_connects",
-                "Successful event-socket logins",
-                &esl.connects,
-            ),
-            (
-                "switchhook_esl_connect_failures",
-                "Failed event-socket connection attempts",
-                &esl.connect_failures,
-            ),
-            (
-                "switchhook_esl_frames",
-                "Frames read from the event socket",
-                &esl.frames,
-            ),
-            (
-                "switchhook_esl_bytes",
-                "Bytes read from the event socket",
-                &esl.bytes,
-            ),
-            (
-                "switchhook_esl_parse_errors",
-                "Malformed frames skipped",
-                &esl.parse_errors,
-            ),
-            (
-                "switchhook_esl_dropped_events",
-                "Events dropped by the overflow policy",
-                &esl.dropped_events,
-            ),
-            ("switchhook_cdrs", "CDRs emitted", &p.cdrs),
-            ("switchhook_partial_cdrs", "CDRs marked partial", &p.partial),
-            ("switchhook_moments", "Lifecycle moments found", &p.moments),
+        let counters: [(&str, &str, &AtomicU64); 4] = [
             (
                 "switchhook_webhooks_enqueued",
                 "Webhook requests committed to the outbox",

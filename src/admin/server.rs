@@ -70,8 +70,17 @@ async fn outbox_depth(s: &Sources) -> Result<Vec<(String, i64)>, String> {
 
 async fn readyz(State(s): State<Sources>) -> impl IntoResponse {
     let mut problems = Vec::new();
-    if !s.esl.connected.load(Ordering::Relaxed) {
+    if s.esl
+        .as_ref()
+        .is_some_and(|esl| !esl.connected.load(Ordering::Relaxed))
+    {
         problems.push("event socket not connected and subscribed".to_owned());
+    }
+    if s.worker
+        .as_ref()
+        .is_some_and(|w| !w.connected.load(Ordering::Relaxed))
+    {
+        problems.push("not connected to NATS".to_owned());
     }
     if let Err(e) = outbox_depth(&s).await {
         problems.push(format!("outbox: {e}"));

@@ -69,9 +69,19 @@ pub struct WorkerConfig {
     /// that): a worker that dies hands its partitions over after this long.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
-    /// How long JetStream waits for a message's acknowledgement before it sends it again.
+    /// How long JetStream waits for a sign of life about a moment taken before it offers it
+    /// again (the worker tells it every third of that while the moment's webhooks are being
+    /// delivered).
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
+    /// A moment is acknowledged once its webhooks are finished with (delivered, dead or
+    /// parked), or after this long at the latest: its deliveries then stay with this
+    /// worker's outbox alone.
+    #[serde(with = "humantime_serde")]
+    pub ack_after: Duration,
+    /// The most moments of a partition taken and not yet acknowledged: beyond, the partition
+    /// waits (a receiver down holds up its partition's other webhooks once this many wait).
+    pub max_unfinished: usize,
 }
 
 impl Default for WorkerConfig {
@@ -81,6 +91,8 @@ impl Default for WorkerConfig {
             max_partitions: 0,
             lease: Duration::from_secs(15),
             ack_wait: Duration::from_secs(30),
+            ack_after: Duration::from_secs(600),
+            max_unfinished: 1000,
         }
     }
 }
@@ -97,6 +109,12 @@ impl WorkerConfig {
         }
         if self.ack_wait < Duration::from_secs(1) {
             bad.add("worker.ack_wait", "must be at least 1 s");
+        }
+        if self.ack_after < self.ack_wait {
+            bad.add("worker.ack_after", "must be at least ack_wait");
+        }
+        if !(1..=100_000).contains(&self.max_unfinished) {
+            bad.add("worker.max_unfinished", "must be 1-100000");
         }
         bad.into_vec()
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, kv, stream};
 use serde_json::Value;
 
 use super::config::NatsConfig;
@@ -103,6 +103,43 @@ impl JetStream {
             })?;
         Ok(js)
     }
+}
+
+/// A key-value bucket, made when missing, and whether it has never held a value. Its stream
+/// is made here, as the key-value convention lays it out, rather than by the client's
+/// bucket call, which asks for account details that servers before 2.10 answer in a form it
+/// cannot read. `max_age` zero keeps values until they are deleted.
+pub(crate) async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    max_age: Duration,
+    replicas: usize,
+) -> Result<(kv::Store, bool), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("key-value bucket {name}: {e}");
+    let mut stream = js
+        .get_or_create_stream(stream::Config {
+            name: format!("KV_{name}"),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            max_age,
+            num_replicas: replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| fail(&e))?;
+    let new = stream
+        .info()
+        .await
+        .map_err(|e| fail(&e))?
+        .state
+        .last_sequence
+        == 0;
+    let kv = js.get_key_value(name).await.map_err(|e| fail(&e))?;
+    Ok((kv, new))
 }
 
 impl crate::relay::Sink for JetStream {

@@ -1,19 +1,22 @@
 //! What goes on the bus: each message's subject, id and body.
 //!
 //! Subjects: `PREFIX.moment.TENANT.PBX.PARTITION.CALL.TRIGGER` for a lifecycle moment (the
-//! trigger's own dots make its last tokens: `call.answered.extension`) and
-//! `PREFIX.cdr.TENANT.PBX.PARTITION.CALL` for a finished call's CDR, so a consumer picks a
+//! trigger's own dots make its last tokens: `call.answered.extension`),
+//! `PREFIX.cdr.TENANT.PBX.PARTITION.CALL` for a finished call's CDR and
+//! `PREFIX.dead.TENANT.WEBHOOK` for a delivery a worker gave up on, so a consumer picks a
 //! kind, a tenant, a PBX, a partition, a call or a trigger with a filter subject. A value
 //! that is not a valid token keeps its letters, digits, `_` and `-`, the rest becoming `_`
 //! (the body holds it as it is); an empty one is `_`.
 
 use std::hash::Hasher;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::config::NatsConfig;
 use crate::hooks::moment_data::MomentData;
+use crate::hooks::DeadLetter;
 use crate::relay::Table;
 use crate::session::cdr::Cdr;
 use crate::session::{CallRecord, Moment, Trigger};
@@ -34,7 +37,7 @@ pub(crate) struct Message {
 }
 
 enum Body {
-    Moment(Box<MomentData>),
+    Moment(Arc<MomentData>),
     /// The CDR and the call's tenant.
     Cdr(Box<Cdr>, String),
 }
@@ -69,7 +72,7 @@ pub fn cdr_id(call_id: &str) -> String {
 }
 
 /// `s` as one subject token.
-fn token(s: &str) -> String {
+pub(crate) fn token(s: &str) -> String {
     if s.is_empty() {
         return "_".into();
     }
@@ -85,7 +88,7 @@ fn token(s: &str) -> String {
 }
 
 /// The call's partition: FNV-1a of its id, so every switchhook puts a call in the same one.
-fn partition(call_id: &str, partitions: u32) -> u32 {
+pub(crate) fn partition(call_id: &str, partitions: u32) -> u32 {
     let mut h = fnv::FnvHasher::default();
     h.write(call_id.as_bytes());
     (h.finish() % u64::from(partitions.max(1))) as u32
@@ -103,8 +106,8 @@ fn route(cfg: &NatsConfig, tenant: &str, pbx: &str, call_id: &str) -> String {
 }
 
 impl Message {
-    /// A lifecycle moment.
-    pub(crate) fn moment(cfg: &NatsConfig, m: &Moment) -> Message {
+    /// A lifecycle moment, with its data.
+    pub(crate) fn moment(cfg: &NatsConfig, m: &Moment, data: Arc<MomentData>) -> Message {
         let pbx = &m.record.cdr.pbxId;
         Message {
             subject: format!(
@@ -114,7 +117,7 @@ impl Message {
                 m.trigger.name()
             ),
             id: moment_id(&m.call_id, m.trigger),
-            body: Body::Moment(Box::new(MomentData::of(m))),
+            body: Body::Moment(data),
         }
     }
 
@@ -133,6 +136,40 @@ impl Message {
     }
 }
 
+/// A dead letter's announcement, published by the worker that gave up on it: subject
+/// `PREFIX.dead.TENANT.WEBHOOK`, id `dead_WEBHOOK-ID_ATTEMPTS` (announced again after a
+/// restart, stored once; dead again after a retry, announced again), and a body that names
+/// the delivery without its URL, headers or body.
+pub(crate) fn dead_letter(
+    cfg: &NatsConfig,
+    d: &DeadLetter,
+    worker: &str,
+) -> (String, String, Value) {
+    let tenant = if d.tenant.is_empty() { "_" } else { &d.tenant };
+    let id = format!("dead_{}_{}", d.id, d.attempts);
+    let body = json!({
+        "kind": "dead",
+        "id": id,
+        "webhookId": d.id,
+        "webhook": d.webhook,
+        "trigger": d.trigger,
+        "callId": d.call_id,
+        "tenantId": d.tenant,
+        "attempts": d.attempts,
+        "status": d.status,
+        "error": d.error,
+        "atMs": d.cursor.at_ms,
+        "worker": worker,
+    });
+    let subject = format!(
+        "{}.dead.{}.{}",
+        cfg.subject_prefix,
+        token(tenant),
+        token(&d.webhook)
+    );
+    (subject, id, body)
+}
+
 /// A message as its queue keeps it: the id, and `{"subject", "id", "message"}`.
 pub(crate) fn queued(m: Message) -> (String, String) {
     let message = match &m.body {
@@ -142,7 +179,7 @@ pub(crate) fn queued(m: Message) -> (String, String) {
             tenant_id: &d.tenant,
             pbx_id: d.text("pbxId"),
             call_id: &d.call_id,
-            body: json!({ "moment": d }),
+            body: json!({ "moment": &**d }),
         }),
         Body::Cdr(c, tenant) => serde_json::to_value(Envelope {
             kind: "cdr",

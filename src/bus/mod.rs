@@ -10,12 +10,14 @@
 //! within its duplicate window.
 
 mod config;
+mod dead_letters;
 mod jetstream;
 mod message;
 mod publisher;
+mod webhook_state;
 mod worker;
 
 pub use config::{NatsConfig, WebhookDelivery, WorkerConfig};
 pub use message::{cdr_id, moment_id};
 pub use publisher::Publisher;
-pub use worker::Worker;
+pub use worker::{Hooks, Worker, WorkerStats};

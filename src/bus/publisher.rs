@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use super::config::NatsConfig;
 use super::jetstream::JetStream;
 use super::message::{queued, Message, QUEUE};
+use crate::hooks::moment_data::LazyData;
 use crate::hooks::StoreError;
 use crate::relay::{Drain, DrainStats, Queue};
 use crate::session::{CallRecord, Moment};
@@ -45,7 +46,14 @@ impl Publisher {
     /// Queues a lifecycle moment; false when the outbox cannot take it (its disk is failing
     /// and too many wait already).
     pub fn moment(&self, m: &Moment) -> bool {
-        self.queue.push(Message::moment(&self.cfg, m))
+        self.moment_with(m, &LazyData::default())
+    }
+
+    /// [`Publisher::moment`], with the moment's data made once for every user of it
+    /// (`data` belongs to `m`).
+    pub(crate) fn moment_with(&self, m: &Moment, data: &LazyData) -> bool {
+        self.queue
+            .push(Message::moment(&self.cfg, m, Arc::clone(data.get(m))))
     }
 
     /// Queues a finished call's CDR; false as for [`Publisher::moment`].

@@ -11,10 +11,12 @@
 //! so a worker killed before that gets it again, and the outbox drops what it already has
 //! (the webhook-id is its key).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::Hasher;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, kv, AckKind};
 use futures::StreamExt;
@@ -22,9 +24,31 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{NatsConfig, WorkerConfig};
-use super::jetstream::JetStream;
+use super::dead_letters;
+use super::jetstream::{bucket, JetStream};
+use super::webhook_state::WebhookState;
 use crate::hooks::moment_data::MomentData;
 use crate::hooks::{DeliveryQueue, WebhookSet};
+
+/// The webhooks to render with, replaced when the configuration is reloaded.
+pub type Hooks = tokio::sync::watch::Receiver<Arc<WebhookSet>>;
+
+/// A worker's figures.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Whether its NATS session is up.
+    pub connected: AtomicBool,
+    /// Partitions it holds.
+    pub partitions: AtomicI64,
+    /// Moments taken and not yet acknowledged.
+    pub unfinished: AtomicI64,
+    /// Moments taken from the stream (again after a hand-over too).
+    pub taken: AtomicU64,
+    /// Moments acknowledged.
+    pub acknowledged: AtomicU64,
+    /// Dead letters announced on the bus.
+    pub dead_letters: AtomicU64,
+}
 
 /// The first pause after NATS failed; it doubles up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(500);
@@ -39,8 +63,11 @@ pub struct Worker {
     nats: NatsConfig,
     cfg: WorkerConfig,
     name: String,
-    hooks: Arc<WebhookSet>,
+    hooks: Hooks,
     queue: Arc<DeliveryQueue>,
+    stats: Arc<WorkerStats>,
+    /// The outbox `queue` uses (the webhook state and dead letters are read from it).
+    outbox: PathBuf,
 }
 
 /// A partition this worker holds: its lease's revision and its consumer.
@@ -51,12 +78,14 @@ struct Held {
 }
 
 impl Worker {
-    /// A worker rendering with `hooks` and delivering through `queue`.
+    /// A worker rendering with the webhooks `hooks` holds (a reloaded configuration's from
+    /// the next moment on) and delivering through `queue`, whose outbox is at `outbox`.
     pub fn new(
         nats: NatsConfig,
         cfg: WorkerConfig,
-        hooks: Arc<WebhookSet>,
+        hooks: Hooks,
         queue: Arc<DeliveryQueue>,
+        outbox: PathBuf,
     ) -> Worker {
         let name = cfg.name();
         Worker {
@@ -65,7 +94,14 @@ impl Worker {
             name,
             hooks,
             queue,
+            stats: Arc::default(),
+            outbox,
         }
+    }
+
+    /// Its figures (the admin endpoint reads them at each scrape).
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Works until `stop`; reconnects with a growing pause while NATS fails.
@@ -99,10 +135,30 @@ impl Worker {
             .get_stream(&self.nats.stream)
             .await
             .map_err(|e| e.to_string())?;
+        let mut shared =
+            WebhookState::open(&js, &self.nats, self.outbox.clone(), self.name.clone()).await?;
+        self.stats.connected.store(true, Ordering::Relaxed);
         let mut held: BTreeMap<u32, Held> = BTreeMap::new();
         let result = loop {
-            if let Err(e) = self.tick(&leases, &stream, &mut held).await {
+            let ticked = self.tick(&leases, &stream, &mut held).await;
+            self.stats
+                .partitions
+                .store(held.len() as i64, Ordering::Relaxed);
+            if let Err(e) = ticked {
                 break Err(e);
+            }
+            if let Err(e) = shared.sync().await {
+                break Err(format!("webhook state: {e}"));
+            }
+            match dead_letters::announce(&js, &self.nats, &self.outbox, &self.name).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    self.stats
+                        .dead_letters
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    tracing::info!(worker = %self.name, dead_letters = n, "dead letters announced on the bus")
+                }
+                Err(e) => break Err(format!("dead letters: {e}")),
             }
             if let Some(p) = held
                 .iter()
@@ -126,9 +182,8 @@ impl Worker {
         };
         if result.is_ok() {
             // Stopping: the partitions go to the others at once.
-            for (p, h) in std::mem::take(&mut held) {
-                self.release(&leases, p, h).await;
-            }
+            self.release(&leases, std::mem::take(&mut held).into_iter().collect())
+                .await;
             let _ = leases.delete(self.worker_key()).await;
         } else {
             // NATS failed: the leases cannot be given back; they expire.
@@ -137,31 +192,17 @@ impl Worker {
                 let _ = h.task.await;
             }
         }
+        self.stats.connected.store(false, Ordering::Relaxed);
+        self.stats.partitions.store(0, Ordering::Relaxed);
         result
     }
 
-    /// The lease bucket, made when missing. Its stream is made here, as the key-value
-    /// convention lays it out, rather than by the client's bucket call, which asks for
-    /// account details that servers before 2.10 answer in a form it cannot read.
+    /// The lease bucket, made when missing; a lease not renewed expires after `lease`.
     async fn leases(&self, js: &jetstream::Context) -> Result<kv::Store, String> {
-        let bucket = format!("{}_leases", self.nats.stream);
-        js.get_or_create_stream(jetstream::stream::Config {
-            name: format!("KV_{bucket}"),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            max_age: self.cfg.lease,
-            num_replicas: self.nats.replicas,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: jetstream::stream::DiscardPolicy::New,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("lease bucket {bucket}: {e}"))?;
-        js.get_key_value(&bucket)
+        let name = format!("{}_leases", self.nats.stream);
+        bucket(js, &name, self.cfg.lease, self.nats.replicas)
             .await
-            .map_err(|e| format!("lease bucket {bucket}: {e}"))
+            .map(|(kv, _)| kv)
     }
 
     fn worker_key(&self) -> String {
@@ -207,11 +248,13 @@ impl Worker {
                 let _ = h.task.await;
             }
         }
+        let mut shed = Vec::new();
         while held.len() > share {
             let Some((p, h)) = held.pop_last() else { break };
             tracing::info!(worker = %self.name, partition = p, live, "handing a partition over");
-            self.release(leases, p, h).await;
+            shed.push((p, h));
         }
+        self.release(leases, shed).await;
         // Each worker starts looking at a place of its own, so they do not all race for
         // the same partitions.
         let mut h = fnv::FnvHasher::default();
@@ -242,15 +285,18 @@ impl Worker {
             let Some(revision) = taken else { continue };
             tracing::info!(worker = %self.name, partition = p, "took a partition");
             let stop = CancellationToken::new();
-            let task = tokio::spawn(consume(
-                stream.clone(),
-                self.nats.subject_prefix.clone(),
-                self.cfg.ack_wait,
-                p,
-                Arc::clone(&self.hooks),
-                Arc::clone(&self.queue),
-                stop.clone(),
-            ));
+            let task = tokio::spawn(
+                Partition {
+                    stream: stream.clone(),
+                    prefix: self.nats.subject_prefix.clone(),
+                    cfg: self.cfg.clone(),
+                    p,
+                    hooks: self.hooks.clone(),
+                    stats: Arc::clone(&self.stats),
+                    queue: Arc::clone(&self.queue),
+                }
+                .consume(stop.clone()),
+            );
             held.insert(
                 p,
                 Held {
@@ -263,11 +309,16 @@ impl Worker {
         Ok(())
     }
 
-    /// Stops consuming partition `p` (after the batch in hand) and gives its lease back.
-    async fn release(&self, leases: &kv::Store, p: u32, h: Held) {
-        h.stop.cancel();
-        let _ = h.task.await;
-        let _ = leases.delete(lease_key(p)).await;
+    /// Stops consuming these partitions, lets their deliveries under way finish (for up to
+    /// a third of `lease`, all at once), and gives their leases back.
+    async fn release(&self, leases: &kv::Store, partitions: Vec<(u32, Held)>) {
+        for (_, h) in &partitions {
+            h.stop.cancel();
+        }
+        for (p, h) in partitions {
+            let _ = h.task.await;
+            let _ = leases.delete(lease_key(p)).await;
+        }
     }
 }
 
@@ -275,73 +326,204 @@ fn lease_key(p: u32) -> String {
     format!("p.{p}")
 }
 
-/// Consumes partition `p`'s moments in order, each acknowledged once its requests are
-/// committed to the outbox, until `stop` (between batches).
-async fn consume(
+/// A partition being consumed.
+struct Partition {
     stream: jetstream::stream::Stream,
     prefix: String,
-    ack_wait: Duration,
+    cfg: WorkerConfig,
     p: u32,
-    hooks: Arc<WebhookSet>,
+    hooks: Hooks,
     queue: Arc<DeliveryQueue>,
-    stop: CancellationToken,
-) -> Result<(), String> {
-    let name = format!("deliver-p{p}");
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            &name,
-            consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: format!("{prefix}.moment.*.*.{p}.>"),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait,
-                max_ack_pending: BATCH as i64 * 4,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| format!("consumer {name}: {e}"))?;
-    while !stop.is_cancelled() {
-        let mut batch = consumer
-            .batch()
-            .max_messages(BATCH)
-            .expires(Duration::from_secs(1))
-            .messages()
-            .await
-            .map_err(|e| e.to_string())?;
-        while let Some(m) = batch.next().await {
-            let m = m.map_err(|e| e.to_string())?;
-            deliver(&m, &hooks, &queue).await?;
-        }
-    }
-    Ok(())
+    stats: Arc<WorkerStats>,
 }
 
-/// One moment: its requests committed to the outbox, then acknowledged.
-async fn deliver(
-    m: &jetstream::Message,
-    hooks: &WebhookSet,
-    queue: &DeliveryQueue,
-) -> Result<(), String> {
-    let data = serde_json::from_slice::<serde_json::Value>(&m.payload)
-        .ok()
-        .and_then(|mut v| serde_json::from_value::<MomentData>(v["moment"].take()).ok());
-    let ack = match data {
-        Some(data) => {
-            if queue
-                .submit_committed(hooks.plan_data(&Arc::new(data)))
-                .await
-            {
-                AckKind::Ack
+/// A moment taken and not yet acknowledged: the `webhook-id`s of its requests, when it was
+/// taken, and when JetStream was last told it is still being worked on.
+struct Taken {
+    message: jetstream::Message,
+    ids: Vec<String>,
+    at: Instant,
+    kept: Instant,
+}
+
+/// How often the moments taken are checked for finished deliveries, at most: every 100 ms,
+/// and more seldom as more wait (each check looks each of their requests up in the outbox),
+/// up to every 2 s for a thousand.
+fn settle_every(waiting: usize) -> Duration {
+    Duration::from_millis(100 * (1 + waiting as u64 / 50)).min(Duration::from_secs(2))
+}
+
+impl Partition {
+    /// The partition's durable consumer, made again from its acknowledgement floor: every
+    /// moment not acknowledged (a dead or former holder's, still being delivered or not) is
+    /// offered again, in stream order, before any later one, so each call's webhooks go out
+    /// in order here whatever the former holder had done with them.
+    async fn consumer(&self) -> Result<consumer::PullConsumer, String> {
+        let name = format!("deliver-p{}", self.p);
+        let fail = |e: &dyn std::fmt::Display| format!("consumer {name}: {e}");
+        let start = match self.stream.consumer_info(&name).await {
+            Ok(info) => {
+                let floor = info.ack_floor.stream_sequence;
+                self.stream
+                    .delete_consumer(&name)
+                    .await
+                    .map_err(|e| fail(&e))?;
+                consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: floor + 1,
+                }
+            }
+            Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
+                consumer::DeliverPolicy::All
+            }
+            Err(e) => return Err(fail(&e)),
+        };
+        self.stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: format!("{}.moment.*.*.{}.>", self.prefix, self.p),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.cfg.ack_wait,
+                max_ack_pending: self.cfg.max_unfinished as i64,
+                deliver_policy: start,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| fail(&e))
+    }
+
+    /// Consumes the partition's moments in order until `stop`, each acknowledged once its
+    /// deliveries are finished with (delivered, dead or parked) or after `ack_after`. Then
+    /// the deliveries under way get a third of `lease` to finish; what is left is offered to
+    /// the next holder.
+    async fn consume(self, stop: CancellationToken) -> Result<(), String> {
+        let mut taken: VecDeque<Taken> = VecDeque::new();
+        let result = self.work(&stop, &mut taken).await;
+        // Left unacknowledged: offered to the next holder.
+        self.stats
+            .unfinished
+            .fetch_sub(taken.len() as i64, Ordering::Relaxed);
+        result
+    }
+
+    async fn work(
+        &self,
+        stop: &CancellationToken,
+        taken: &mut VecDeque<Taken>,
+    ) -> Result<(), String> {
+        let consumer = self.consumer().await?;
+        let mut settled = Instant::now();
+        while !stop.is_cancelled() {
+            let room = self
+                .cfg
+                .max_unfinished
+                .saturating_sub(taken.len())
+                .min(BATCH);
+            let mut got = 0;
+            if room > 0 {
+                let mut batch = consumer
+                    .batch()
+                    .max_messages(room)
+                    .expires(Duration::from_secs(1))
+                    .messages()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                while let Some(m) = batch.next().await {
+                    got += 1;
+                    if let Some(t) = self.take(m.map_err(|e| e.to_string())?).await? {
+                        taken.push_back(t);
+                    }
+                }
             } else {
-                // Not committed (the outbox's disk is failing): offered again later.
-                AckKind::Nak(Some(Duration::from_secs(5)))
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(settle_every(taken.len())) => {}
+                }
+            }
+            if got == 0 || settled.elapsed() >= settle_every(taken.len()) {
+                self.settle(taken).await?;
+                settled = Instant::now();
             }
         }
-        None => {
-            tracing::error!(subject = %m.subject, "NATS: not a lifecycle moment; dropped");
-            AckKind::Term
+        let until = Instant::now() + self.cfg.lease / 3;
+        while !taken.is_empty() && Instant::now() < until {
+            tokio::time::sleep(
+                settle_every(taken.len()).min(until.saturating_duration_since(Instant::now())),
+            )
+            .await;
+            self.settle(taken).await?;
         }
-    };
-    m.ack_with(ack).await.map_err(|e| e.to_string())
+        Ok(())
+    }
+
+    /// One moment: its requests committed to the outbox (None when it makes none, or is
+    /// not a moment: acknowledged at once).
+    async fn take(&self, m: jetstream::Message) -> Result<Option<Taken>, String> {
+        let data = serde_json::from_slice::<serde_json::Value>(&m.payload)
+            .ok()
+            .and_then(|mut v| serde_json::from_value::<MomentData>(v["moment"].take()).ok());
+        let Some(data) = data else {
+            tracing::error!(subject = %m.subject, "NATS: not a lifecycle moment; dropped");
+            m.ack_with(AckKind::Term).await.map_err(|e| e.to_string())?;
+            return Ok(None);
+        };
+        self.stats.taken.fetch_add(1, Ordering::Relaxed);
+        let hooks = Arc::clone(&self.hooks.borrow());
+        let requests = hooks.plan_data(&Arc::new(data));
+        if requests.is_empty() {
+            m.ack().await.map_err(|e| e.to_string())?;
+            self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        let ids = requests.iter().map(|r| r.id.clone()).collect();
+        if !self.queue.submit_committed(requests).await {
+            // The outbox's disk is failing: stop here, and start again from this moment
+            // once the session is made again, so the partition's order holds.
+            return Err("the outbox cannot commit the moment's requests".into());
+        }
+        let now = Instant::now();
+        self.stats.unfinished.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(Taken {
+            message: m,
+            ids,
+            at: now,
+            kept: now,
+        }))
+    }
+
+    /// Acknowledges the moments whose deliveries are finished with (or that waited
+    /// `ack_after`), and tells JetStream the others are still being worked on.
+    async fn settle(&self, taken: &mut VecDeque<Taken>) -> Result<(), String> {
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let ids = taken.iter().flat_map(|t| t.ids.iter().cloned()).collect();
+        let open = match self.queue.unfinished(ids).await {
+            Ok(open) => open,
+            Err(e) => {
+                tracing::warn!(partition = self.p, error = %e, "cannot read the outbox's deliveries; acknowledged later");
+                return Ok(());
+            }
+        };
+        let now = Instant::now();
+        let mut left = VecDeque::with_capacity(taken.len());
+        for mut t in taken.drain(..) {
+            let finished = t.ids.iter().all(|id| !open.contains(id));
+            if finished || now - t.at >= self.cfg.ack_after {
+                t.message.ack().await.map_err(|e| e.to_string())?;
+                self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+                self.stats.unfinished.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                if now - t.kept >= self.cfg.ack_wait / 3 {
+                    t.message
+                        .ack_with(AckKind::Progress)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    t.kept = now;
+                }
+                left.push_back(t);
+            }
+        }
+        *taken = left;
+        Ok(())
+    }
 }

@@ -311,36 +311,15 @@ async fn deliver(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Exit
         return Exit::Config.into();
     }
     logging::init(&cfg.log.level, log_format.unwrap_or(cfg.log.format));
-    let options = crate::hooks::DeliveryOptions {
-        hold_max_bytes: cfg.store.hold_max_bytes,
-        pending_memory_bytes: cfg.store.pending_memory_bytes,
-        ..Default::default()
-    };
-    let started = match crate::hooks::Outbox::open(&cfg.store.path) {
-        Ok(outbox) => {
-            crate::hooks::DeliveryQueue::start(outbox, Arc::clone(&compiled.hooks), options).await
-        }
-        Err(e) => Err(e),
-    };
-    let queue = match started {
-        Ok(q) => Arc::new(q),
+    let mut worker = match crate::pipeline::WorkerProcess::start(cfg, compiled, config).await {
+        Ok(w) => w,
         Err(e) => {
             eprintln!("{e}");
             return Exit::Failure.into();
         }
     };
-    let worker = crate::bus::Worker::new(cfg.nats, cfg.worker, compiled.hooks, Arc::clone(&queue));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let working = tokio::spawn({
-        let stop = stop.clone();
-        async move { worker.run(stop).await }
-    });
-    crate::pipeline::shutdown_signal().await;
-    stop.cancel();
-    let _ = working.await;
-    if let Ok(queue) = Arc::try_unwrap(queue) {
-        queue.close().await;
-    }
+    worker.run(crate::pipeline::shutdown_signal()).await;
+    worker.shutdown().await;
     ExitCode::SUCCESS
 }
 

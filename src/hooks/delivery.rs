@@ -202,6 +202,18 @@ impl DeliveryQueue {
         }
     }
 
+    /// Which of these `webhook-id`s are not finished with yet (neither delivered, dead nor
+    /// parked): what a consumer acknowledges its source after.
+    pub async fn unfinished(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<HashSet<String>, super::store::StoreError> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        self.inner.outbox.unfinished(ids).await
+    }
+
     /// Uses a reloaded configuration for new requests and for signing.
     pub fn set_hooks(&self, hooks: Arc<WebhookSet>) {
         if let Ok(mut e) = self.inner.egress.write() {
@@ -522,8 +534,10 @@ async fn rescan(inner: &Arc<Inner>) -> Result<usize, super::store::StoreError> {
         *d = disabled.into_iter().collect();
     }
     if let Ok(mut f) = inner.failing.lock() {
+        // The earliest wins: another worker of a fleet may have seen it fail first.
         for (name, since) in failing_since {
-            f.entry(name).or_insert((since, false));
+            let entry = f.entry(name).or_insert((since, false));
+            entry.0 = entry.0.min(since);
         }
     }
     let fresh: Vec<super::store::PendingRow> = {

@@ -23,5 +23,8 @@ pub use delivery::{DeliveryOptions, DeliveryQueue};
 pub use request::Request;
 pub use retry::Schedule;
 pub use sign::Signer;
-pub use store::{Admin, DeliveryRef, ListFilter, Outbox, Rerendered, Row, State, StoreError};
+pub use store::{
+    Admin, DeadCursor, DeadLetter, DeliveryRef, ListFilter, Outbox, Rerendered, Row, State,
+    StoreError,
+};
 pub use webhook::{WebhookConfig, WebhookSet};

@@ -8,6 +8,19 @@ use serde_json::{Map, Value};
 use crate::session::cdr::{CallKind, Times};
 use crate::session::{Moment, Trigger};
 
+/// A moment's data, made when first asked for and then shared by whoever renders or
+/// publishes the moment (webhooks and the bus make it once between them).
+#[derive(Debug, Default)]
+pub(crate) struct LazyData(std::sync::OnceLock<std::sync::Arc<MomentData>>);
+
+impl LazyData {
+    /// `m`'s data (`m` must be the moment this belongs to).
+    pub(crate) fn get(&self, m: &Moment) -> &std::sync::Arc<MomentData> {
+        self.0
+            .get_or_init(|| std::sync::Arc::new(MomentData::of(m)))
+    }
+}
+
 /// One moment of one call, as the webhooks see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -7,6 +7,7 @@
 //! WAL with `synchronous = NORMAL` survives the process being killed at any point (only a
 //! power loss can drop the last transactions).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::thread;
@@ -475,6 +476,7 @@ enum Op {
     Load(i64, Reply<Option<Stored>>),
     Generation(Reply<i64>),
     RequeueDead(String, Reply<usize>),
+    Unfinished(Vec<String>, Reply<HashSet<String>>),
 }
 
 /// The outbox: a handle to the writer thread. Cheap to clone.
@@ -556,6 +558,11 @@ impl Outbox {
     /// Delivery `rowid` with its request, if it is still pending.
     pub async fn load(&self, rowid: i64) -> Result<Option<Stored>, StoreError> {
         self.ask(|r| Op::Load(rowid, r)).await
+    }
+
+    /// Which of these `webhook-id`s are still pending (not yet delivered, dead or parked).
+    pub async fn unfinished(&self, ids: Vec<String>) -> Result<HashSet<String>, StoreError> {
+        self.ask(|r| Op::Unfinished(ids, r)).await
     }
 
     /// A counter other processes (`switchhook deliveries …`) bump when they change the outbox.
@@ -640,6 +647,7 @@ impl Op {
             Op::Load(_, r) => drop(r.send(Err(e.copy()))),
             Op::Generation(r) => drop(r.send(Err(e.copy()))),
             Op::RequeueDead(_, r) => drop(r.send(Err(e.copy()))),
+            Op::Unfinished(_, r) => drop(r.send(Err(e.copy()))),
             Op::Failing(..) => {}
         }
     }
@@ -687,6 +695,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op, replies: &mut Vec<Deferred>, pa
             }
         }
         Op::LoadPending(reply) => later!(reply, load_pending(tx)),
+        Op::Unfinished(ids, reply) => later!(reply, unfinished(tx, ids)),
         Op::Load(rowid, reply) => later!(reply, load_one(tx, rowid)),
         Op::Generation(reply) => later!(
             reply,
@@ -858,6 +867,21 @@ fn load_one(tx: &rusqlite::Transaction<'_>, rowid: i64) -> rusqlite::Result<Opti
     Ok(row.and_then(|(json, a, n)| parse_stored(rowid, &json, a, n)))
 }
 
+fn unfinished(
+    tx: &rusqlite::Transaction<'_>,
+    ids: Vec<String>,
+) -> rusqlite::Result<HashSet<String>> {
+    let mut stmt =
+        tx.prepare_cached("SELECT 1 FROM deliveries WHERE msg_id = ?1 AND state = 'pending'")?;
+    let mut out = HashSet::new();
+    for id in ids {
+        if stmt.exists(params![id])? {
+            out.insert(id);
+        }
+    }
+    Ok(out)
+}
+
 fn load_pending(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<PendingSet> {
     let mut stmt = tx.prepare(
         "SELECT rowid_, webhook, call_id FROM deliveries WHERE state = 'pending' ORDER BY rowid_",
@@ -903,6 +927,39 @@ pub struct Rerendered {
     pub queued: usize,
     /// Left as they were: the delivery's number and why.
     pub left: Vec<(i64, String)>,
+}
+
+/// Where announcing dead letters has got to: a dead letter's time and number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DeadCursor {
+    /// When it died, ms since the epoch.
+    pub at_ms: i64,
+    /// The delivery's number.
+    pub rowid: i64,
+}
+
+/// A dead letter as a fleet announces it: what it was and why it died, without its URL,
+/// headers or body.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Its place among the dead letters.
+    pub cursor: DeadCursor,
+    /// The `webhook-id`.
+    pub id: String,
+    /// The webhook.
+    pub webhook: String,
+    /// The trigger.
+    pub trigger: String,
+    /// The call.
+    pub call_id: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last answer's status, if any.
+    pub status: Option<u16>,
+    /// The last error, if any.
+    pub error: Option<String>,
+    /// The call's tenant, when the moment is still kept (else empty).
+    pub tenant: String,
 }
 
 /// What `deliveries list` selects.
@@ -1170,6 +1227,110 @@ impl Admin {
         self.pairs(
             "SELECT name, COALESCE(reason, '') FROM webhook_state WHERE disabled = 1 ORDER BY name",
         )
+    }
+
+    /// Disables a webhook as the service does when it gives up on one: its pending
+    /// deliveries are parked until it is enabled. For a fleet, where another worker gave up.
+    pub fn disable(&self, webhook: &str, reason: &str) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        disable(&tx, webhook, reason).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        self.bump()
+    }
+
+    /// Webhooks failing (not disabled) and since when, ms.
+    pub fn failing(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.pairs(
+            "SELECT name, since_ms FROM webhook_state
+             WHERE disabled = 0 AND since_ms IS NOT NULL ORDER BY name",
+        )
+    }
+
+    /// Notes that a webhook has been failing since `since_ms` (elsewhere in a fleet), when
+    /// that is earlier than what the outbox knows, so its disabling window counts from the
+    /// first failure anywhere. False: nothing changed.
+    pub fn failing_since(&self, webhook: &str, since_ms: i64) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "INSERT INTO webhook_state (name, since_ms) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET since_ms = ?2
+                 WHERE disabled = 0 AND (since_ms IS NULL OR since_ms > ?2)",
+                params![webhook, since_ms],
+            )
+            .map_err(|e| self.err(e))?;
+        if n > 0 {
+            self.bump()?;
+        }
+        Ok(n > 0)
+    }
+
+    /// Dead letters recorded after `after` (their time and number), oldest first, at most
+    /// `limit`: what a fleet worker announces.
+    pub fn dead_after(
+        &self,
+        after: DeadCursor,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT l.at_ms, d.rowid_, d.msg_id, d.webhook, d.trig, d.call_id, d.attempts,
+                        l.status, l.error, COALESCE(json_extract(m.data, '$.tenant'), '')
+                 FROM dead_letters l JOIN deliveries d ON d.rowid_ = l.rowid_
+                 LEFT JOIN moments m ON m.call_id = d.call_id
+                      AND m.seq = json_extract(d.request, '$.seq')
+                 WHERE d.state = 'dead' AND (l.at_ms, l.rowid_) > (?1, ?2)
+                 ORDER BY l.at_ms, l.rowid_ LIMIT ?3",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![after.at_ms, after.rowid, limit as i64], |r| {
+                Ok(DeadLetter {
+                    cursor: DeadCursor {
+                        at_ms: r.get(0)?,
+                        rowid: r.get(1)?,
+                    },
+                    id: r.get(2)?,
+                    webhook: r.get(3)?,
+                    trigger: r.get(4)?,
+                    call_id: r.get(5)?,
+                    attempts: r.get(6)?,
+                    status: r.get(7)?,
+                    error: r.get(8)?,
+                    tenant: r.get(9)?,
+                })
+            })
+            .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// How far dead letters have been announced (kept in the outbox across restarts).
+    pub fn dead_announced(&self) -> Result<DeadCursor, StoreError> {
+        let get = |k: &str| {
+            self.conn
+                .query_row("SELECT v FROM meta WHERE k = ?1", params![k], |r| r.get(0))
+                .optional()
+                .map(Option::unwrap_or_default)
+                .map_err(|e| self.err(e))
+        };
+        Ok(DeadCursor {
+            at_ms: get("dead_announced_ms")?,
+            rowid: get("dead_announced_row")?,
+        })
+    }
+
+    /// Notes that dead letters through `upto` have been announced.
+    pub fn set_dead_announced(&self, upto: DeadCursor) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (k, v) VALUES ('dead_announced_ms', ?1), ('dead_announced_row', ?2)
+                 ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+                params![upto.at_ms, upto.rowid],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     /// The two-column rows of `sql`.

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::egress::{Egress, EgressConfig};
 use super::filter::{Filter, FilterConfig};
-use super::moment_data::MomentData;
+use super::moment_data::{LazyData, MomentData};
 use super::request::Request;
 use super::retry::Schedule;
 use super::sign::Signer;
@@ -824,6 +824,12 @@ impl WebhookSet {
 
     /// Every request the moment produces, in configuration order.
     pub fn plan(&self, m: &Moment) -> Vec<Request> {
+        self.plan_lazy(m, &LazyData::default())
+    }
+
+    /// [`WebhookSet::plan`], with the moment's data made once for every user of it (`data`
+    /// belongs to `m`).
+    pub(crate) fn plan_lazy(&self, m: &Moment, data: &LazyData) -> Vec<Request> {
         let cdr = &m.record.cdr;
         let firing = Firing {
             trigger: m.trigger,
@@ -836,7 +842,7 @@ impl WebhookSet {
         if !self.hooks.iter().any(interested) {
             return Vec::new();
         }
-        self.plan_data(&Arc::new(MomentData::of(m)))
+        self.plan_data(data.get(m))
     }
 
     /// Every request a moment's data produces (a moment taken from the bus), in

@@ -11,6 +11,7 @@ mod compiled;
 mod outputs;
 mod reload;
 mod service;
+mod worker;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use compiled::Compiled;
+pub use worker::WorkerProcess;
 
 use crate::admin::{AdminServer, LiveView, PipelineStats, Sources};
 use crate::config::Config;
@@ -132,8 +134,9 @@ impl Pipeline {
         let admin = match (admin, shared.live) {
             (Some(server), Some(live)) => {
                 let sources = Sources {
-                    esl: Arc::clone(client.stats()),
-                    pipeline: Arc::clone(&shared.counters),
+                    esl: Some(Arc::clone(client.stats())),
+                    pipeline: Some(Arc::clone(&shared.counters)),
+                    worker: None,
                     delivery: Arc::clone(&shared.delivery),
                     routing: routing.as_ref().map(|(r, _)| Arc::clone(r)),
                     outbox: cfg.store.path.clone(),

@@ -118,7 +118,7 @@ pub fn event_socket_reload_and_fsctl_pause_lose_no_call(rig: &Rig) {
 
 /// Places a carrier call to `did` that rings a phone and stays up (the SIM parks its caller);
 /// returns once the PBX has its channels.
-fn call_in_progress(rig: &Rig, cli: &str, did: &str) {
+pub fn call_in_progress(rig: &Rig, cli: &str, did: &str) {
     let before = channel_count(rig, PBX_ESL);
     let reply = rig.fs_cli(
         SIM_ESL,

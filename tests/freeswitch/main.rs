@@ -15,6 +15,7 @@ mod common;
 
 mod conf;
 mod failures;
+mod fleet;
 mod live;
 mod measure;
 mod rig;
@@ -56,6 +57,10 @@ const CASES: &[Case] = &[
     (
         "pbx_restart_mid_call_marks_it_partial_and_later_calls_are_whole",
         failures::pbx_restart_mid_call_marks_it_partial_and_later_calls_are_whole,
+    ),
+    (
+        "two_runs_on_the_real_pbx_publish_each_moment_once_and_one_may_die",
+        fleet::two_runs_on_the_real_pbx_publish_each_moment_once_and_one_may_die,
     ),
     ("measure", measure::measure),
 ];

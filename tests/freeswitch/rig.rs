@@ -326,6 +326,12 @@ impl Switchhook {
         wait_until(limit, || self.lines(message).len() >= count)
     }
 
+    /// Kills it (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use super::{Output, Shared};
+use super::{Moments, Output, Shared};
 use crate::bus::{NatsConfig, Publisher};
 use crate::hooks::store::StoreConfig;
 use crate::pipeline::StartError;
-use crate::session::{CallRecord, Moment};
+use crate::session::CallRecord;
 
 /// How long the drain gets at shutdown to publish what is queued.
 const FINISH: Duration = Duration::from_secs(5);
@@ -44,9 +44,9 @@ impl Bus {
 }
 
 impl Output for Bus {
-    fn moments(&mut self, moments: &[Moment]) {
-        for m in moments {
-            if !self.publisher.moment(m) {
+    fn moments(&mut self, moments: &Moments<'_>) {
+        for (m, data) in moments.iter() {
+            if !self.publisher.moment_with(m, data) {
                 self.refused(&m.call_id);
             }
         }

@@ -4,9 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::Output;
+use super::{Moments, Output};
 use crate::admin::PipelineStats;
-use crate::session::{CallRecord, Moment};
+use crate::session::CallRecord;
 
 /// Counts what passes.
 pub(super) struct Counters(Arc<PipelineStats>);
@@ -25,7 +25,7 @@ impl Output for Counters {
         }
     }
 
-    fn moments(&mut self, moments: &[Moment]) {
+    fn moments(&mut self, moments: &Moments<'_>) {
         self.0
             .moments
             .fetch_add(moments.len() as u64, Ordering::Relaxed);

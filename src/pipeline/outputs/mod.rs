@@ -19,6 +19,7 @@ use super::{Compiled, StartError};
 use crate::admin::{LiveView, PipelineStats};
 use crate::config::Config;
 use crate::hooks::delivery::DeliveryStats;
+use crate::hooks::moment_data::LazyData;
 use crate::session::{CallRecord, Moment, SessionTracker};
 
 /// One destination of the pipeline's results.
@@ -27,7 +28,7 @@ pub(crate) trait Output: Send {
     fn finished(&mut self, _record: &CallRecord) {}
 
     /// Lifecycle moments, in the order they were found.
-    fn moments(&mut self, _moments: &[Moment]) {}
+    fn moments(&mut self, _moments: &Moments<'_>) {}
 
     /// The calls in progress, at most a few times a second while events come.
     fn calls(&mut self, _tracker: &SessionTracker) {}
@@ -38,6 +39,25 @@ pub(crate) trait Output: Send {
     /// The pipeline stops: finish what was handed over (commit, flush) before returning.
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async {})
+    }
+}
+
+/// Moments handed to the outputs, each with its data for webhooks and the bus, made by the
+/// first output that asks and shared with the next.
+pub(crate) struct Moments<'a> {
+    list: &'a [Moment],
+    data: Vec<LazyData>,
+}
+
+impl Moments<'_> {
+    /// Each moment with its data.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Moment, &LazyData)> {
+        self.list.iter().zip(&self.data)
+    }
+
+    /// How many.
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
     }
 }
 
@@ -67,7 +87,11 @@ impl Outputs {
 
     pub(crate) fn moments(&mut self, moments: &[Moment]) {
         if !moments.is_empty() {
-            self.0.iter_mut().for_each(|o| o.moments(moments));
+            let moments = Moments {
+                data: moments.iter().map(|_| LazyData::default()).collect(),
+                list: moments,
+            };
+            self.0.iter_mut().for_each(|o| o.moments(&moments));
         }
     }
 

@@ -8,12 +8,11 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::task::JoinHandle;
 
-use super::{Output, Shared};
+use super::{Moments, Output, Shared};
 use crate::hooks::delivery::DeliveryOptions;
 use crate::hooks::store::{Admin, State, StoreConfig};
 use crate::hooks::{DeliveryQueue, Outbox, WebhookSet};
 use crate::pipeline::{Compiled, StartError};
-use crate::session::Moment;
 
 /// How often delivered requests past their keep time are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -52,9 +51,13 @@ impl Webhooks {
 }
 
 impl Output for Webhooks {
-    fn moments(&mut self, moments: &[Moment]) {
-        self.queue
-            .submit(moments.iter().flat_map(|m| self.hooks.plan(m)).collect());
+    fn moments(&mut self, moments: &Moments<'_>) {
+        self.queue.submit(
+            moments
+                .iter()
+                .flat_map(|(m, data)| self.hooks.plan_lazy(m, data))
+                .collect(),
+        );
     }
 
     fn reload(&mut self, compiled: &Compiled) {
