@@ -85,22 +85,37 @@ impl Drop for Worker {
     }
 }
 
+/// Counts each webhook-id once: a moment a worker hands over before it has acknowledged it
+/// is delivered again by the next holder (at least once), and a second copy is not a delivery.
 struct Receiver {
     count: AtomicUsize,
+    again: AtomicUsize,
+    seen: Mutex<std::collections::HashSet<String>>,
     last: Mutex<Option<Instant>>,
 }
 
 async fn receiver() -> (std::net::SocketAddr, Arc<Receiver>) {
     let state = Arc::new(Receiver {
         count: AtomicUsize::new(0),
+        again: AtomicUsize::new(0),
+        seen: Mutex::new(std::collections::HashSet::new()),
         last: Mutex::new(None),
     });
     let s = Arc::clone(&state);
-    let app = axum::Router::new().fallback(move || {
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
         let s = Arc::clone(&s);
         async move {
-            *s.last.lock().unwrap() = Some(Instant::now());
-            s.count.fetch_add(1, Ordering::SeqCst);
+            let id = headers
+                .get("webhook-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            if s.seen.lock().unwrap().insert(id) {
+                *s.last.lock().unwrap() = Some(Instant::now());
+                s.count.fetch_add(1, Ordering::SeqCst);
+            } else {
+                s.again.fetch_add(1, Ordering::SeqCst);
+            }
             axum::http::StatusCode::NO_CONTENT
         }
     });
@@ -347,8 +362,9 @@ fn main() {
             }
             let secs = started.elapsed().as_secs_f64();
             println!(
-                "SUMMARY fleet throughput {count} worker(s): {total} hangups delivered in {secs:.2} s = {:.0} deliveries/s",
-                total as f64 / secs
+                "SUMMARY fleet throughput {count} worker(s): {total} hangups delivered in {secs:.2} s = {:.0} deliveries/s ({} delivered again so far, at hand-overs)",
+                total as f64 / secs,
+                recv.again.load(Ordering::SeqCst)
             );
             drop(running);
         }

@@ -140,7 +140,7 @@ impl Worker {
         self.stats.connected.store(true, Ordering::Relaxed);
         let mut held: BTreeMap<u32, Held> = BTreeMap::new();
         let result = loop {
-            let ticked = self.tick(&leases, &stream, &mut held).await;
+            let ticked = self.tick(&leases, &stream, &js.client(), &mut held).await;
             self.stats
                 .partitions
                 .store(held.len() as i64, Ordering::Relaxed);
@@ -215,6 +215,7 @@ impl Worker {
         &self,
         leases: &kv::Store,
         stream: &jetstream::stream::Stream,
+        client: &async_nats::Client,
         held: &mut BTreeMap<u32, Held>,
     ) -> Result<(), String> {
         let name = bytes::Bytes::from(self.name.clone());
@@ -288,6 +289,7 @@ impl Worker {
             let task = tokio::spawn(
                 Partition {
                     stream: stream.clone(),
+                    client: client.clone(),
                     prefix: self.nats.subject_prefix.clone(),
                     cfg: self.cfg.clone(),
                     p,
@@ -310,7 +312,7 @@ impl Worker {
     }
 
     /// Stops consuming these partitions, lets their deliveries under way finish (for up to
-    /// a third of `lease`, all at once), and gives their leases back.
+    /// a sixth of `lease`, all at once), and gives their leases back.
     async fn release(&self, leases: &kv::Store, partitions: Vec<(u32, Held)>) {
         for (_, h) in &partitions {
             h.stop.cancel();
@@ -329,12 +331,20 @@ fn lease_key(p: u32) -> String {
 /// A partition being consumed.
 struct Partition {
     stream: jetstream::stream::Stream,
+    /// The connection, flushed when the partition is let go so its acknowledgements reach
+    /// the server before the next holder reads where they got to.
+    client: async_nats::Client,
     prefix: String,
     cfg: WorkerConfig,
     p: u32,
     hooks: Hooks,
     queue: Arc<DeliveryQueue>,
     stats: Arc<WorkerStats>,
+}
+
+/// Partition `p`'s durable consumer.
+fn consumer_name(p: u32) -> String {
+    format!("deliver-p{p}")
 }
 
 /// A moment taken and not yet acknowledged: the `webhook-id`s of its requests, when it was
@@ -359,17 +369,29 @@ impl Partition {
     /// offered again, in stream order, before any later one, so each call's webhooks go out
     /// in order here whatever the former holder had done with them.
     async fn consumer(&self) -> Result<consumer::PullConsumer, String> {
-        let name = format!("deliver-p{}", self.p);
+        let name = consumer_name(self.p);
         let fail = |e: &dyn std::fmt::Display| format!("consumer {name}: {e}");
         let start = match self.stream.consumer_info(&name).await {
             Ok(info) => {
-                let floor = info.ack_floor.stream_sequence;
+                // Where the last holder got to: its acknowledgement floor; everything it
+                // was given when nothing waits for an acknowledgement; and never before
+                // where it was told to start (a consumer that has acknowledged nothing yet
+                // reports no floor).
+                let mut done = info.ack_floor.stream_sequence;
+                if info.num_ack_pending == 0 {
+                    done = done.max(info.delivered.stream_sequence);
+                }
+                if let consumer::DeliverPolicy::ByStartSequence { start_sequence } =
+                    info.config.deliver_policy
+                {
+                    done = done.max(start_sequence.saturating_sub(1));
+                }
                 self.stream
                     .delete_consumer(&name)
                     .await
                     .map_err(|e| fail(&e))?;
                 consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: floor + 1,
+                    start_sequence: done + 1,
                 }
             }
             Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
@@ -393,7 +415,7 @@ impl Partition {
 
     /// Consumes the partition's moments in order until `stop`, each acknowledged once its
     /// deliveries are finished with (delivered, dead or parked) or after `ack_after`. Then
-    /// the deliveries under way get a third of `lease` to finish; what is left is offered to
+    /// the deliveries under way get a sixth of `lease` to finish; what is left is offered to
     /// the next holder.
     async fn consume(self, stop: CancellationToken) -> Result<(), String> {
         let mut taken: VecDeque<Taken> = VecDeque::new();
@@ -444,13 +466,29 @@ impl Partition {
                 settled = Instant::now();
             }
         }
+        // A third of `lease` in all (the holder's other leases wait for their renewal
+        // meanwhile): half for the deliveries under way, the rest for the acknowledgements.
         let until = Instant::now() + self.cfg.lease / 3;
-        while !taken.is_empty() && Instant::now() < until {
+        let drained = Instant::now() + self.cfg.lease / 6;
+        self.settle(taken).await?;
+        while !taken.is_empty() && Instant::now() < drained {
             tokio::time::sleep(
-                settle_every(taken.len()).min(until.saturating_duration_since(Instant::now())),
+                settle_every(0).min(drained.saturating_duration_since(Instant::now())),
             )
             .await;
             self.settle(taken).await?;
+        }
+        // The server takes acknowledgements in on its own time: hand over once it has, so
+        // the next holder starts after them rather than offering them all again.
+        self.client.flush().await.map_err(|e| e.to_string())?;
+        let name = consumer_name(self.p);
+        while Instant::now() < until {
+            match self.stream.consumer_info(&name).await {
+                Ok(info) if info.num_ack_pending > taken.len() => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                _ => break,
+            }
         }
         Ok(())
     }

@@ -135,7 +135,7 @@ impl WorkerProcess {
         self.service.reloaded();
     }
 
-    /// Hands the partitions back (deliveries under way get a third of `lease`), stops the
+    /// Hands the partitions back (deliveries under way get a sixth of `lease`), stops the
     /// admin endpoint, and closes the outbox (everything committed).
     pub async fn shutdown(self) {
         self.service.stopping();
