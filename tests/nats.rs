@@ -608,6 +608,99 @@ fn a_dead_workers_unfinished_moments_are_carried_on_by_the_other() {
     });
 }
 
+/// A receiver answering 200, FreeSWITCH playing the concurrent calls for `password`, a
+/// fleet with webhook `crm` for them, and the webhooks planned.
+async fn concurrent_mix(
+    nats: &Nats,
+    password: &str,
+) -> (
+    common::receiver::Receiver,
+    PlaybackServer,
+    Fleet,
+    Vec<(String, String, u64)>,
+) {
+    let files = vec![fixture("freeswitch-1.10/16-concurrent-mix.esl")];
+    let receiver =
+        common::receiver::Receiver::start(|_, _| common::receiver::Reply::status(200)).await;
+    let server = common::play(&files, password, Pace::Fast).await;
+    let fleet = Fleet::new(nats, &server, &receiver.base(), "");
+    let planned = planned(&fleet.run_config, &files);
+    (receiver, server, fleet, planned)
+}
+
+/// Partition `p`'s consumer: when it was made, and whether it has nothing left to deliver
+/// or to be acknowledged.
+async fn consumer_state(nats: &Nats, p: u32) -> Option<(String, bool)> {
+    let js = nats.jetstream().await;
+    let stream = js.get_stream(STREAM).await.ok()?;
+    let info = stream.consumer_info(format!("deliver-p{p}")).await.ok()?;
+    Some((
+        format!("{:?}", info.created),
+        info.num_pending == 0 && info.num_ack_pending == 0,
+    ))
+}
+
+/// Stops a child with SIGTERM and waits for it to exit.
+fn terminate(child: &mut ChildGuard) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    child.wait().unwrap();
+}
+
+/// Partitions handed from worker to worker (each stopped with SIGTERM before the next
+/// starts, each with an outbox of its own) deliver nothing twice: each new holder starts
+/// after what the last one had acknowledged, also when that holder had acknowledged nothing
+/// of its own.
+#[test]
+fn partitions_handed_from_worker_to_worker_deliver_nothing_twice() {
+    let nats = Nats::start();
+    let rt = common::runtime();
+    rt.block_on(async {
+        let (receiver, _server, fleet, planned) = concurrent_mix(&nats, "handover").await;
+        let mut w1 = fleet.worker(&nats, "w1", 1);
+        let _run = spawn_run(&fleet.run_config, "handover", 1);
+        assert!(
+            all_arrive(&receiver, &planned, Duration::from_secs(60)).await,
+            "every webhook arrived"
+        );
+        let mut made = BTreeMap::new();
+        for p in 0..8 {
+            eventually(Duration::from_secs(30), "w1 finished with it", || async {
+                consumer_state(&nats, p).await.is_some_and(|(_, done)| done)
+            })
+            .await;
+            made.insert(p, consumer_state(&nats, p).await.unwrap().0);
+        }
+        terminate(&mut w1);
+
+        // w2 takes every partition and has nothing to do; w3 takes them from it.
+        for name in ["w2", "w3"] {
+            let mut worker = fleet.worker(&nats, name, 1);
+            for p in 0..8 {
+                eventually(
+                    Duration::from_secs(30),
+                    "the consumer made again and finished with",
+                    || async {
+                        consumer_state(&nats, p)
+                            .await
+                            .is_some_and(|(created, done)| created != made[&p] && done)
+                    },
+                )
+                .await;
+                made.insert(p, consumer_state(&nats, p).await.unwrap().0);
+            }
+            terminate(&mut worker);
+        }
+        let ok = receiver.seen().iter().filter(|r| r.status == 200).count();
+        assert_eq!(ok, planned.len(), "each webhook delivered once");
+        assert_all_arrived_in_order(&receiver.seen(), &planned);
+        assert_eq!(fleet.deliveries("w2") + fleet.deliveries("w3"), 0);
+    });
+}
+
 /// One series of a Prometheus text exposition.
 fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
@@ -619,14 +712,9 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 #[test]
 fn a_worker_reports_on_its_admin_endpoint_and_takes_a_changed_configuration() {
     let nats = Nats::start();
-    let files = vec![fixture("freeswitch-1.10/16-concurrent-mix.esl")];
     let rt = common::runtime();
     rt.block_on(async {
-        let receiver =
-            common::receiver::Receiver::start(|_, _| common::receiver::Reply::status(200)).await;
-        let server = common::play(&files, "admin", Pace::Fast).await;
-        let fleet = Fleet::new(&nats, &server, &receiver.base(), "");
-        let planned = planned(&fleet.run_config, &files);
+        let (receiver, _server, fleet, planned) = concurrent_mix(&nats, "admin").await;
         let admin = common::free_addr();
         let _w1 = fleet.worker_with(&nats, "w1", 1, &format!("[admin]\nlisten = \"{admin}\"\n"));
         let scrape = || async {
