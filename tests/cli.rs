@@ -593,6 +593,16 @@ fn deliveries_commands_work_on_the_outbox() {
         .output()
         .unwrap();
     assert_eq!(missing.status.code(), Some(1));
+    // The fleet's state lives in NATS: without a [nats] section there is none to show.
+    let no_nats = dir.path().join("single.toml");
+    std::fs::write(&no_nats, "").unwrap();
+    let fleet = switchhook()
+        .args(["deliveries", "fleet", "--config"])
+        .arg(&no_nats)
+        .output()
+        .unwrap();
+    assert_eq!(fleet.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&fleet.stderr).contains("no [nats] servers"));
 }
 
 #[test]

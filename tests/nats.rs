@@ -919,6 +919,44 @@ fn workers_share_disabled_and_failing_webhooks_and_announce_dead_letters() {
         })
         .await;
 
+        // The fleet's state from any worker's configuration, read from NATS.
+        let fleet_says = |args: &[&str]| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchhook"))
+                .args(["deliveries", "--config"])
+                .arg(fleet.worker_config("w2"))
+                .arg("fleet")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let of_kind = |lines: &[serde_json::Value], kind: &str| {
+            lines
+                .iter()
+                .filter(|l| l["kind"] == kind)
+                .map(|l| l["webhook"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        let all = fleet_says(&["--limit", "0"]);
+        assert_eq!(of_kind(&all, "disabled"), ["gone"]);
+        // Nothing gets through to either: both failing (refuse's requests die at once).
+        assert_eq!(of_kind(&all, "failing"), ["flaky", "refuse"]);
+        let dead_ids: BTreeSet<String> = all
+            .iter()
+            .filter(|l| l["kind"] == "dead")
+            .map(|l| l["webhookId"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(dead_ids, refused, "every worker's dead letters");
+        assert!(all.iter().all(|l| l["at"].is_string() || l["since"].is_string()));
+        assert_eq!(of_kind(&fleet_says(&["--limit", "1"]), "dead").len(), 1);
+        assert!(of_kind(&fleet_says(&["--webhook", "flaky"]), "dead").is_empty());
+        assert!(of_kind(&fleet_says(&["--tenant", "nobody"]), "dead").is_empty());
+
         // Enabled on the worker that was told: enabled on both, and what was parked goes out.
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchhook"))
             .args(["deliveries", "--config"])

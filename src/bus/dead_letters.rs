@@ -13,7 +13,9 @@ use std::time::Duration;
 use async_nats::jetstream;
 
 use super::config::NatsConfig;
-use super::message::dead_letter;
+use futures::StreamExt;
+
+use super::message::{dead_letter, token};
 use super::webhook_state::with_admin;
 
 /// Dead letters read and published at once.
@@ -74,4 +76,84 @@ pub(crate) async fn announce(
             return Ok(total);
         }
     }
+}
+
+/// Which announced dead letters to read back.
+#[derive(Debug, Default, Clone)]
+pub struct DeadFilter {
+    /// Only this tenant's (`""`: calls of no tenant).
+    pub tenant: Option<String>,
+    /// Only this webhook's.
+    pub webhook: Option<String>,
+    /// Only those announced since this instant (unix ms).
+    pub since_ms: Option<i64>,
+    /// The newest this many (0: all).
+    pub limit: usize,
+}
+
+/// The dead letters the fleet announced, as published, oldest first: the newest
+/// `filter.limit` of those the stream still holds. Read through an ephemeral consumer that
+/// acknowledges nothing, so reading changes nothing for the workers.
+pub(crate) async fn recent(
+    js: &jetstream::Context,
+    nats: &NatsConfig,
+    filter: &DeadFilter,
+) -> Result<Vec<serde_json::Value>, String> {
+    use jetstream::consumer;
+    let Some(stream) = super::jetstream::existing_stream(js, &nats.stream).await? else {
+        return Ok(Vec::new());
+    };
+    let subject = format!(
+        "{}.dead.{}.{}",
+        nats.subject_prefix,
+        filter.tenant.as_deref().map_or("*".into(), token),
+        filter.webhook.as_deref().map_or("*".into(), token),
+    );
+    let deliver_policy = match filter.since_ms {
+        Some(ms) => consumer::DeliverPolicy::ByStartTime {
+            start_time: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                .map_err(|e| format!("--since: {e}"))?,
+        },
+        None => consumer::DeliverPolicy::All,
+    };
+    let fail = |e: &dyn std::fmt::Display| format!("reading {subject}: {e}");
+    let mut reader = stream
+        .create_consumer(consumer::pull::Config {
+            filter_subject: subject.clone(),
+            deliver_policy,
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| fail(&e))?;
+    let mut out = std::collections::VecDeque::new();
+    let mut left = reader.info().await.map_err(|e| fail(&e))?.num_pending;
+    while left > 0 {
+        let mut batch = reader
+            .fetch()
+            .max_messages(BATCH)
+            .messages()
+            .await
+            .map_err(|e| fail(&e))?;
+        let mut got = 0;
+        while let Some(m) = batch.next().await {
+            let m = m.map_err(|e| fail(&e))?;
+            got += 1;
+            left = m.info().map_err(|e| fail(&e))?.pending;
+            match serde_json::from_slice(&m.payload) {
+                Ok(v) => out.push_back(v),
+                Err(e) => {
+                    tracing::warn!(subject = %m.subject, error = %e, "a dead letter that is not JSON; left out")
+                }
+            }
+            if filter.limit > 0 && out.len() > filter.limit {
+                out.pop_front();
+            }
+        }
+        if got == 0 {
+            break;
+        }
+    }
+    Ok(out.into())
 }

@@ -82,6 +82,18 @@ impl JetStream {
 impl JetStream {
     /// Connects, and makes the stream when it does not exist.
     pub(crate) async fn context(&self) -> Result<jetstream::Context, BusError> {
+        let js = self.connect_only().await?;
+        js.get_or_create_stream(self.stream_config())
+            .await
+            .map_err(|e| BusError::Stream {
+                stream: self.0.stream.clone(),
+                why: e.to_string(),
+            })?;
+        Ok(js)
+    }
+
+    /// Connects, leaving the stream as it is (to read from it).
+    pub(crate) async fn connect_only(&self) -> Result<jetstream::Context, BusError> {
         let opts = self.options().await?;
         let servers: Vec<async_nats::ServerAddr> = self
             .0
@@ -95,13 +107,25 @@ impl JetStream {
             .map_err(|e| BusError::Connect(e.to_string()))?;
         let mut js = jetstream::new(client);
         js.set_timeout(self.0.timeout);
-        js.get_or_create_stream(self.stream_config())
-            .await
-            .map_err(|e| BusError::Stream {
-                stream: self.0.stream.clone(),
-                why: e.to_string(),
-            })?;
         Ok(js)
+    }
+}
+
+/// Stream `name`, or None when the server has no such stream.
+pub(crate) async fn existing_stream(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<Option<stream::Stream>, String> {
+    match js.get_stream(name).await {
+        Ok(s) => Ok(Some(s)),
+        Err(e) => match e.kind() {
+            jetstream::context::GetStreamErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Ok(None)
+            }
+            _ => Err(format!("stream {name}: {e}")),
+        },
     }
 }
 

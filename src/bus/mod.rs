@@ -11,6 +11,7 @@
 
 mod config;
 mod dead_letters;
+mod fleet_view;
 mod jetstream;
 mod message;
 mod publisher;
@@ -18,6 +19,9 @@ mod webhook_state;
 mod worker;
 
 pub use config::{NatsConfig, WebhookDelivery, WorkerConfig};
+pub use dead_letters::DeadFilter;
+pub use fleet_view::FleetView;
 pub use message::{cdr_id, moment_id};
 pub use publisher::Publisher;
+pub use webhook_state::{DisabledWebhook, FailingWebhook};
 pub use worker::{Hooks, Worker, WorkerStats};

@@ -23,30 +23,37 @@ use super::jetstream::bucket;
 use super::message::token;
 use crate::hooks::{Admin, StoreError};
 
-/// A disabled webhook's entry.
+/// A webhook disabled on every worker.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Disabled {
-    webhook: String,
-    reason: String,
-    worker: String,
-    at_ms: i64,
+pub struct DisabledWebhook {
+    /// The webhook's name.
+    pub webhook: String,
+    /// Why it was disabled (410, or nothing got through for `disable_after`).
+    pub reason: String,
+    /// The worker that disabled it.
+    pub worker: String,
+    /// When (unix ms).
+    pub at_ms: i64,
 }
 
-/// A failing webhook's entry.
+/// A webhook failing on some worker, not yet disabled.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Failing {
-    webhook: String,
-    since_ms: i64,
-    worker: String,
+pub struct FailingWebhook {
+    /// The webhook's name.
+    pub webhook: String,
+    /// Its first failure any worker saw (unix ms).
+    pub since_ms: i64,
+    /// The worker that saw it.
+    pub worker: String,
 }
 
 /// What the bucket says.
 #[derive(Default)]
 struct Remote {
-    disabled: BTreeMap<String, Disabled>,
-    failing: BTreeMap<String, Failing>,
+    disabled: BTreeMap<String, DisabledWebhook>,
+    failing: BTreeMap<String, FailingWebhook>,
 }
 
 /// One worker's view of the shared state.
@@ -74,6 +81,55 @@ pub(crate) async fn with_admin<T: Send + 'static>(
         .map_err(|e| e.to_string())
 }
 
+/// Everything the bucket holds.
+async fn read(kv: &kv::Store) -> Result<Remote, String> {
+    let mut out = Remote::default();
+    let mut keys = kv.keys().await.map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    while let Some(k) = keys.next().await {
+        names.push(k.map_err(|e| e.to_string())?);
+    }
+    for k in names {
+        let Some(value) = kv.get(&k).await.map_err(|e| e.to_string())? else {
+            continue;
+        };
+        if k.starts_with("disabled.") {
+            if let Ok(d) = serde_json::from_slice::<DisabledWebhook>(&value) {
+                out.disabled.insert(d.webhook.clone(), d);
+            }
+        } else if k.starts_with("failing.") {
+            if let Ok(f) = serde_json::from_slice::<FailingWebhook>(&value) {
+                out.failing.insert(f.webhook.clone(), f);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The fleet's disabled and failing webhooks, by name; none while no worker has made the
+/// bucket yet.
+pub(crate) async fn shared(
+    js: &jetstream::Context,
+    nats: &NatsConfig,
+) -> Result<(Vec<DisabledWebhook>, Vec<FailingWebhook>), String> {
+    let name = format!("{}_webhooks", nats.stream);
+    if super::jetstream::existing_stream(js, &format!("KV_{name}"))
+        .await?
+        .is_none()
+    {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let kv = js
+        .get_key_value(&name)
+        .await
+        .map_err(|e| format!("key-value bucket {name}: {e}"))?;
+    let remote = read(&kv).await?;
+    Ok((
+        remote.disabled.into_values().collect(),
+        remote.failing.into_values().collect(),
+    ))
+}
+
 impl WebhookState {
     /// Opens the bucket, made when missing.
     pub(crate) async fn open(
@@ -97,27 +153,7 @@ impl WebhookState {
     }
 
     async fn remote(&self) -> Result<Remote, String> {
-        let mut out = Remote::default();
-        let mut keys = self.kv.keys().await.map_err(|e| e.to_string())?;
-        let mut names = Vec::new();
-        while let Some(k) = keys.next().await {
-            names.push(k.map_err(|e| e.to_string())?);
-        }
-        for k in names {
-            let Some(value) = self.kv.get(&k).await.map_err(|e| e.to_string())? else {
-                continue;
-            };
-            if k.starts_with("disabled.") {
-                if let Ok(d) = serde_json::from_slice::<Disabled>(&value) {
-                    out.disabled.insert(d.webhook.clone(), d);
-                }
-            } else if k.starts_with("failing.") {
-                if let Ok(f) = serde_json::from_slice::<Failing>(&value) {
-                    out.failing.insert(f.webhook.clone(), f);
-                }
-            }
-        }
-        Ok(out)
+        read(&self.kv).await
     }
 
     async fn put<T: Serialize>(&self, key: String, value: &T) -> Result<(), String> {
@@ -198,7 +234,7 @@ impl WebhookState {
                 reason,
                 "webhook disabled here: disabled on every worker"
             );
-            let entry = Disabled {
+            let entry = DisabledWebhook {
                 webhook: webhook.clone(),
                 reason,
                 worker: self.worker.clone(),
@@ -265,7 +301,7 @@ impl WebhookState {
                 }
                 Some(f) if f.since_ms == *since => {}
                 _ => {
-                    let entry = Failing {
+                    let entry = FailingWebhook {
                         webhook: webhook.clone(),
                         since_ms: *since,
                         worker: self.worker.clone(),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use super::Exit;
+use crate::bus::{DeadFilter, FleetView};
 use crate::config::Config;
 use crate::hooks::store::{Admin, DeliveryRef, ListFilter, Row, State};
 use crate::pipeline::Compiled;
@@ -82,6 +83,24 @@ pub enum Action {
     },
     /// Counts by state and the disabled webhooks.
     Status,
+    /// A fleet's shared state, read from NATS (`[nats]` of the configuration): the webhooks
+    /// disabled or failing on every worker, and the dead letters the workers announced,
+    /// newest first, whichever worker's outbox holds them (`list`, `show` and `retry` work
+    /// on that worker's outbox).
+    Fleet {
+        /// Only this tenant's dead letters (`_`: calls of no tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this webhook.
+        #[arg(long)]
+        webhook: Option<String>,
+        /// Only dead letters announced since: an ISO 8601 instant or a time ago (`2h`).
+        #[arg(long, value_parser = parse_instant)]
+        since: Option<i64>,
+        /// At most this many dead letters (0: all).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// Write a consistent copy of the outbox to a new file (safe while `run` runs).
     Backup {
         /// The new file.
@@ -164,7 +183,22 @@ fn nothing_matched(what: &str) -> ExitCode {
 }
 
 /// Runs one action.
-pub(super) fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> ExitCode {
+pub(super) async fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> ExitCode {
+    if let Action::Fleet {
+        tenant,
+        webhook,
+        since,
+        limit,
+    } = action
+    {
+        let filter = DeadFilter {
+            tenant: tenant.map(|t| if t == "_" { String::new() } else { t }),
+            webhook,
+            since_ms: since,
+            limit,
+        };
+        return fleet(config, &filter).await;
+    }
     let path = match db {
         Some(p) => p.to_owned(),
         None => match Config::read(config) {
@@ -323,6 +357,7 @@ pub(super) fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> E
         Action::Backup { to } => admin
             .backup(&to)
             .map(|()| println!("outbox backed up to {}", to.display())),
+        Action::Fleet { .. } => unreachable!("answered from NATS above"),
         Action::Status => admin.counts().and_then(|counts| {
             for (state, n) in counts {
                 println!("{state}: {n}");
@@ -340,4 +375,110 @@ pub(super) fn run(config: Option<&Path>, db: Option<&Path>, action: Action) -> E
             ExitCode::from(1)
         }
     }
+}
+
+/// `deliveries fleet`: the fleet's shared state, a table on a terminal, one JSON object per
+/// line otherwise (`kind` disabled, failing or dead; instants in ISO 8601 as well).
+async fn fleet(config: Option<&Path>, filter: &DeadFilter) -> ExitCode {
+    let nats = match Config::read(config) {
+        (c, problems) if problems.is_empty() => c.nats,
+        (_, problems) => {
+            super::print_problems(config, &problems);
+            return Exit::Config.into();
+        }
+    };
+    if !nats.enabled() {
+        eprintln!("no [nats] servers in the configuration: a fleet shares its state through NATS");
+        return Exit::Usage.into();
+    }
+    let view = match FleetView::read(&nats, filter).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::Failure.into();
+        }
+    };
+    if std::io::stdout().is_terminal() {
+        for d in &view.disabled {
+            println!(
+                "disabled: {} since {} by {} ({})",
+                d.webhook,
+                iso(d.at_ms),
+                d.worker,
+                d.reason
+            );
+        }
+        for f in &view.failing {
+            println!(
+                "failing: {} since {} (first seen by {})",
+                f.webhook,
+                iso(f.since_ms),
+                f.worker
+            );
+        }
+        println!("{}", dead_table(&view.dead));
+    } else {
+        let lines = view
+            .disabled
+            .iter()
+            .map(|d| with_instant(d, "disabled", "at", d.at_ms))
+            .chain(
+                view.failing
+                    .iter()
+                    .map(|f| with_instant(f, "failing", "since", f.since_ms)),
+            )
+            .chain(view.dead.iter().rev().map(|d| {
+                let at = d["atMs"].as_i64().unwrap_or_default();
+                with_instant(d, "dead", "at", at)
+            }));
+        for line in lines {
+            println!("{line}");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `value` as a JSON line with its `kind` and an instant in ISO 8601 under `key`.
+fn with_instant(value: &impl serde::Serialize, kind: &str, key: &str, ms: i64) -> String {
+    let mut v = serde_json::to_value(value).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("kind".into(), kind.into());
+        o.insert(key.into(), iso(ms).into());
+    }
+    v.to_string()
+}
+
+/// Announced dead letters, newest first, as a table for a person at a terminal.
+fn dead_table(dead: &[serde_json::Value]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+    t.set_header([
+        "dead since (UTC)",
+        "tenant",
+        "webhook",
+        "trigger",
+        "call",
+        "tries",
+        "last outcome",
+        "worker",
+    ]);
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    for d in dead.iter().rev() {
+        let outcome = match d["status"].as_u64() {
+            Some(status) => status.to_string(),
+            None => text(&d["error"]).chars().take(40).collect(),
+        };
+        let call = text(&d["callId"]);
+        t.add_row([
+            iso(d["atMs"].as_i64().unwrap_or_default()),
+            text(&d["tenantId"]),
+            text(&d["webhook"]),
+            text(&d["trigger"]),
+            call.get(..8).unwrap_or(&call).to_owned(),
+            d["attempts"].to_string(),
+            outcome,
+            text(&d["worker"]),
+        ]);
+    }
+    t
 }

@@ -291,7 +291,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             calls::run(config.as_deref(), action).await
         }
         CliCommand::Deliveries { config, db, action } => {
-            deliveries::run(config.as_deref(), db.as_deref(), action)
+            deliveries::run(config.as_deref(), db.as_deref(), action).await
         }
         CliCommand::Deliver { config } => deliver(config, log_format).await,
     }
