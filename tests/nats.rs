@@ -640,6 +640,25 @@ async fn consumer_state(nats: &Nats, p: u32) -> Option<(String, bool)> {
     ))
 }
 
+/// Waits until each of the 8 partitions' consumers was made since `made` (when each was
+/// made, updated) and has nothing left to deliver or to be acknowledged.
+async fn consumers_made_anew_and_finished(nats: &Nats, made: &mut BTreeMap<u32, String>) {
+    for p in 0..8 {
+        let before = made.get(&p).cloned();
+        eventually(
+            Duration::from_secs(30),
+            "the consumer made anew and finished with",
+            || async {
+                consumer_state(nats, p)
+                    .await
+                    .is_some_and(|(created, done)| Some(&created) != before.as_ref() && done)
+            },
+        )
+        .await;
+        made.insert(p, consumer_state(nats, p).await.unwrap().0);
+    }
+}
+
 /// Stops a child with SIGTERM and waits for it to exit.
 fn terminate(child: &mut ChildGuard) {
     let status = std::process::Command::new("kill")
@@ -667,31 +686,13 @@ fn partitions_handed_from_worker_to_worker_deliver_nothing_twice() {
             "every webhook arrived"
         );
         let mut made = BTreeMap::new();
-        for p in 0..8 {
-            eventually(Duration::from_secs(30), "w1 finished with it", || async {
-                consumer_state(&nats, p).await.is_some_and(|(_, done)| done)
-            })
-            .await;
-            made.insert(p, consumer_state(&nats, p).await.unwrap().0);
-        }
+        consumers_made_anew_and_finished(&nats, &mut made).await;
         terminate(&mut w1);
 
         // w2 takes every partition and has nothing to do; w3 takes them from it.
         for name in ["w2", "w3"] {
             let mut worker = fleet.worker(&nats, name, 1);
-            for p in 0..8 {
-                eventually(
-                    Duration::from_secs(30),
-                    "the consumer made again and finished with",
-                    || async {
-                        consumer_state(&nats, p)
-                            .await
-                            .is_some_and(|(created, done)| created != made[&p] && done)
-                    },
-                )
-                .await;
-                made.insert(p, consumer_state(&nats, p).await.unwrap().0);
-            }
+            consumers_made_anew_and_finished(&nats, &mut made).await;
             terminate(&mut worker);
         }
         let ok = receiver.seen().iter().filter(|r| r.status == 200).count();

@@ -15,7 +15,7 @@ use async_nats::jetstream;
 use super::config::NatsConfig;
 use futures::StreamExt;
 
-use super::message::{dead_letter, token};
+use super::message::{dead_letter, token, DeadLetterNotice};
 use super::webhook_state::with_admin;
 
 /// Dead letters read and published at once.
@@ -48,9 +48,9 @@ pub(crate) async fn announce(
         };
         let mut acks = Vec::with_capacity(dead.len());
         for d in &dead {
-            let (subject, id, body) = dead_letter(nats, d, worker);
+            let (subject, body) = dead_letter(nats, d, worker);
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, body.id.as_str());
             headers.insert("Content-Type", "application/json");
             let payload = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
             let ack = js
@@ -98,7 +98,7 @@ pub(crate) async fn recent(
     js: &jetstream::Context,
     nats: &NatsConfig,
     filter: &DeadFilter,
-) -> Result<Vec<serde_json::Value>, String> {
+) -> Result<Vec<DeadLetterNotice>, String> {
     use jetstream::consumer;
     let Some(stream) = super::jetstream::existing_stream(js, &nats.stream).await? else {
         return Ok(Vec::new());
@@ -117,7 +117,7 @@ pub(crate) async fn recent(
         None => consumer::DeliverPolicy::All,
     };
     let fail = |e: &dyn std::fmt::Display| format!("reading {subject}: {e}");
-    let mut reader = stream
+    let reader = stream
         .create_consumer(consumer::pull::Config {
             filter_subject: subject.clone(),
             deliver_policy,
@@ -128,7 +128,7 @@ pub(crate) async fn recent(
         .await
         .map_err(|e| fail(&e))?;
     let mut out = std::collections::VecDeque::new();
-    let mut left = reader.info().await.map_err(|e| fail(&e))?.num_pending;
+    let mut left = reader.cached_info().num_pending;
     while left > 0 {
         let mut batch = reader
             .fetch()
@@ -144,7 +144,7 @@ pub(crate) async fn recent(
             match serde_json::from_slice(&m.payload) {
                 Ok(v) => out.push_back(v),
                 Err(e) => {
-                    tracing::warn!(subject = %m.subject, error = %e, "a dead letter that is not JSON; left out")
+                    tracing::warn!(subject = %m.subject, error = %e, "an announcement that is not a dead letter; left out")
                 }
             }
             if filter.limit > 0 && out.len() > filter.limit {

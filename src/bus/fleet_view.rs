@@ -5,6 +5,7 @@
 use super::config::NatsConfig;
 use super::dead_letters::{recent, DeadFilter};
 use super::jetstream::JetStream;
+use super::message::DeadLetterNotice;
 use super::webhook_state::{shared, DisabledWebhook, FailingWebhook};
 
 /// The fleet's shared state as of now.
@@ -15,7 +16,7 @@ pub struct FleetView {
     /// Webhooks failing, not yet disabled.
     pub failing: Vec<FailingWebhook>,
     /// Dead letters as announced, oldest first.
-    pub dead: Vec<serde_json::Value>,
+    pub dead: Vec<DeadLetterNotice>,
 }
 
 impl FleetView {

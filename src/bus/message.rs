@@ -11,7 +11,7 @@
 use std::hash::Hasher;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::config::NatsConfig;
@@ -136,38 +136,63 @@ impl Message {
     }
 }
 
+/// A dead letter as announced on the bus (and read back by `deliveries fleet`): it names
+/// the delivery without its URL, headers or body.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename = "dead", rename_all = "camelCase")]
+pub struct DeadLetterNotice {
+    /// The announcement's id: `dead_WEBHOOK-ID_ATTEMPTS`.
+    pub id: String,
+    /// The delivery's `webhook-id`.
+    pub webhook_id: String,
+    /// The webhook.
+    pub webhook: String,
+    /// The trigger.
+    pub trigger: String,
+    /// The call.
+    pub call_id: String,
+    /// The call's tenant (empty: none).
+    pub tenant_id: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last answer's status, if any.
+    pub status: Option<u16>,
+    /// The last error, if any.
+    pub error: Option<String>,
+    /// When it died (unix ms).
+    pub at_ms: i64,
+    /// The worker whose outbox holds it.
+    pub worker: String,
+}
+
 /// A dead letter's announcement, published by the worker that gave up on it: subject
 /// `PREFIX.dead.TENANT.WEBHOOK`, id `dead_WEBHOOK-ID_ATTEMPTS` (announced again after a
-/// restart, stored once; dead again after a retry, announced again), and a body that names
-/// the delivery without its URL, headers or body.
+/// restart, stored once; dead again after a retry, announced again), and its body.
 pub(crate) fn dead_letter(
     cfg: &NatsConfig,
     d: &DeadLetter,
     worker: &str,
-) -> (String, String, Value) {
-    let tenant = if d.tenant.is_empty() { "_" } else { &d.tenant };
-    let id = format!("dead_{}_{}", d.id, d.attempts);
-    let body = json!({
-        "kind": "dead",
-        "id": id,
-        "webhookId": d.id,
-        "webhook": d.webhook,
-        "trigger": d.trigger,
-        "callId": d.call_id,
-        "tenantId": d.tenant,
-        "attempts": d.attempts,
-        "status": d.status,
-        "error": d.error,
-        "atMs": d.cursor.at_ms,
-        "worker": worker,
-    });
+) -> (String, DeadLetterNotice) {
     let subject = format!(
         "{}.dead.{}.{}",
         cfg.subject_prefix,
-        token(tenant),
+        token(&d.tenant),
         token(&d.webhook)
     );
-    (subject, id, body)
+    let notice = DeadLetterNotice {
+        id: format!("dead_{}_{}", d.id, d.attempts),
+        webhook_id: d.id.clone(),
+        webhook: d.webhook.clone(),
+        trigger: d.trigger.clone(),
+        call_id: d.call_id.clone(),
+        tenant_id: d.tenant.clone(),
+        attempts: d.attempts,
+        status: d.status,
+        error: d.error.clone(),
+        at_ms: d.cursor.at_ms,
+        worker: worker.to_owned(),
+    };
+    (subject, notice)
 }
 
 /// A message as its queue keeps it: the id, and `{"subject", "id", "message"}`.

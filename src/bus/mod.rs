@@ -21,7 +21,7 @@ mod worker;
 pub use config::{NatsConfig, WebhookDelivery, WorkerConfig};
 pub use dead_letters::DeadFilter;
 pub use fleet_view::FleetView;
-pub use message::{cdr_id, moment_id};
+pub use message::{cdr_id, moment_id, DeadLetterNotice};
 pub use publisher::Publisher;
 pub use webhook_state::{DisabledWebhook, FailingWebhook};
 pub use worker::{Hooks, Worker, WorkerStats};

@@ -472,6 +472,7 @@ impl Partition {
         let drained = Instant::now() + self.cfg.lease / 6;
         self.settle(taken).await?;
         while !taken.is_empty() && Instant::now() < drained {
+            // The shortest pause whatever waits: the next holder waits on this.
             tokio::time::sleep(
                 settle_every(0).min(drained.saturating_duration_since(Instant::now())),
             )

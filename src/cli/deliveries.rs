@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use super::Exit;
-use crate::bus::{DeadFilter, FleetView};
+use crate::bus::{DeadFilter, DeadLetterNotice, FleetView};
 use crate::config::Config;
 use crate::hooks::store::{Admin, DeliveryRef, ListFilter, Row, State};
 use crate::pipeline::Compiled;
@@ -127,11 +127,31 @@ fn json_line(r: &Row) -> String {
     v.to_string()
 }
 
-/// Rows as a table for a person at a terminal.
-fn table(rows: &[Row]) -> comfy_table::Table {
+/// A table for a person at a terminal, with these column names.
+fn new_table<const N: usize>(header: [&str; N]) -> comfy_table::Table {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
-    t.set_header([
+    t.set_header(header);
+    t
+}
+
+/// A last attempt's outcome in a table cell: its status, else the start of its error.
+fn last_outcome(status: Option<u16>, error: Option<&str>) -> String {
+    match (status, error) {
+        (Some(status), _) => status.to_string(),
+        (None, Some(e)) => e.chars().take(40).collect(),
+        (None, None) => String::new(),
+    }
+}
+
+/// A call id short enough for a table cell.
+fn short_call(call_id: &str) -> String {
+    call_id.get(..8).unwrap_or(call_id).to_owned()
+}
+
+/// Rows as a table for a person at a terminal.
+fn table(rows: &[Row]) -> comfy_table::Table {
+    let mut t = new_table([
         "#",
         "state",
         "webhook",
@@ -142,11 +162,7 @@ fn table(rows: &[Row]) -> comfy_table::Table {
         "last outcome",
     ]);
     for r in rows {
-        let last = match (&r.last_status, &r.last_error) {
-            (Some(status), _) => status.to_string(),
-            (None, Some(e)) => e.chars().take(40).collect(),
-            (None, None) => String::new(),
-        };
+        let last = last_outcome(r.last_status, r.last_error.as_deref());
         let state = match r.state.as_str() {
             "pending" => format!("pending (next {})", iso(r.next_ms)),
             s => s.to_owned(),
@@ -156,7 +172,7 @@ fn table(rows: &[Row]) -> comfy_table::Table {
             state,
             r.webhook.clone(),
             r.trigger.clone(),
-            r.call_id.get(..8).unwrap_or(&r.call_id).to_owned(),
+            short_call(&r.call_id),
             r.attempts.to_string(),
             iso(r.created_ms),
             last,
@@ -427,10 +443,12 @@ async fn fleet(config: Option<&Path>, filter: &DeadFilter) -> ExitCode {
                     .iter()
                     .map(|f| with_instant(f, "failing", "since", f.since_ms)),
             )
-            .chain(view.dead.iter().rev().map(|d| {
-                let at = d["atMs"].as_i64().unwrap_or_default();
-                with_instant(d, "dead", "at", at)
-            }));
+            .chain(
+                view.dead
+                    .iter()
+                    .rev()
+                    .map(|d| with_instant(d, "dead", "at", d.at_ms)),
+            );
         for line in lines {
             println!("{line}");
         }
@@ -449,10 +467,8 @@ fn with_instant(value: &impl serde::Serialize, kind: &str, key: &str, ms: i64) -
 }
 
 /// Announced dead letters, newest first, as a table for a person at a terminal.
-fn dead_table(dead: &[serde_json::Value]) -> comfy_table::Table {
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
-    t.set_header([
+fn dead_table(dead: &[DeadLetterNotice]) -> comfy_table::Table {
+    let mut t = new_table([
         "dead since (UTC)",
         "tenant",
         "webhook",
@@ -462,22 +478,16 @@ fn dead_table(dead: &[serde_json::Value]) -> comfy_table::Table {
         "last outcome",
         "worker",
     ]);
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
     for d in dead.iter().rev() {
-        let outcome = match d["status"].as_u64() {
-            Some(status) => status.to_string(),
-            None => text(&d["error"]).chars().take(40).collect(),
-        };
-        let call = text(&d["callId"]);
         t.add_row([
-            iso(d["atMs"].as_i64().unwrap_or_default()),
-            text(&d["tenantId"]),
-            text(&d["webhook"]),
-            text(&d["trigger"]),
-            call.get(..8).unwrap_or(&call).to_owned(),
-            d["attempts"].to_string(),
-            outcome,
-            text(&d["worker"]),
+            iso(d.at_ms),
+            d.tenant_id.clone(),
+            d.webhook.clone(),
+            d.trigger.clone(),
+            short_call(&d.call_id),
+            d.attempts.to_string(),
+            last_outcome(d.status, d.error.as_deref()),
+            d.worker.clone(),
         ]);
     }
     t
